@@ -1,0 +1,292 @@
+//! Command-line interface: clap definitions and the wiring from each subcommand to the library.
+//!
+//! Owns argument parsing, progress bars and printing; every computation lives in the library modules. Receives the
+//! process arguments; emits files, JSON on stdout and human-readable progress on stderr.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+// TEMP use metaportrait::model::checkpoint::{self, StateDictSelect};
+use metaportrait::model::burn_exec;
+use metaportrait::model::config::GeneratorConfig;
+use metaportrait::model::engine::{
+    self, DEFAULT_INIT_SEED, EngineOptions, ExecutorKind, GeneratorEngine, GeneratorModel, Stage,
+};
+use metaportrait::model::import;
+use metaportrait::model::net::{self, GeneratorInputs};
+use metaportrait::model::weights::WeightStore;
+use metaportrait::rng::SplitMix64;
+use metaportrait::runtime::Device;
+use metaportrait::tensor::HostTensor;
+use metaportrait::train::{
+    self,
+    adam::{Adam, AdamConfig},
+};
+
+#[derive(Parser, Debug)]
+#[command(name = "metaportrait", version, about = "Identity-preserving talking-head generation (MetaPortrait)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Inspect and run the generator network.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Convert an official PyTorch checkpoint (.pth/.pth.tar) into a safetensors weight file, safely.
+    ImportCheckpoint(ImportArgs),
+    /// Measure speed.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelCommand {
+    /// Run warp + refine on named input tensors and write the named outputs.
+    Forward(ForwardArgs),
+    /// Print the full state dict the model expects as a JSON object {key: [shape…]}.
+    Keys {
+        /// `official`, `tiny`, or a config JSON file.
+        #[arg(long, default_value = "official")]
+        config: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ForwardArgs {
+    /// `official`, `tiny`, or a config JSON file.
+    #[arg(long)]
+    pub config: String,
+    /// Weights (safetensors, official key names).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Input tensors (safetensors): input.source, input.source_line, input.driving_line, input.mouth_line,
+    /// input.driving_ldmk, input.src_id.
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Output safetensors: warp.deformation, warp.flow, warp.occlusion_map, warp.deformed, refine.prediction.
+    #[arg(long)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ExecArgs {
+    /// `ort` (fast inference) or `burn` (differentiable).
+    #[arg(long, default_value = "ort")]
+    pub executor: ExecutorKind,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (falls back to the CPU with a log line).
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+    /// Intra-op threads; 0 = all cores.
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct ImportArgs {
+    /// The PyTorch checkpoint (zip format, as saved by torch ≥ 1.6).
+    pub checkpoint: PathBuf,
+    /// Where to write the safetensors weights.
+    pub output: PathBuf,
+    /// Architecture to validate against: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Which state dict inside the checkpoint (default: `generator`, then common alternatives).
+    #[arg(long)]
+    pub key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Time the warping network alone and warp + refine, batch 1.
+    Generator(BenchGeneratorArgs),
+    /// Time one personalization step (burn forward + backward + Adam), batch 1.
+    Step(BenchStepArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchStepArgs {
+    /// `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Timed steps (the first is reported separately as it includes allocation).
+    #[arg(long, default_value_t = 2)]
+    pub iters: usize,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchGeneratorArgs {
+    /// `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Weights to use; random weights of the right shapes otherwise (speed does not depend on values).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Timed iterations per stage (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Model(ModelCommand::Keys { config }) => model_keys(&config),
+        Command::Model(ModelCommand::Forward(args)) => model_forward(&args),
+        Command::ImportCheckpoint(args) => import_checkpoint(&args),
+        Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
+        Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
+    }
+}
+
+fn model_keys(config: &str) -> Result<()> {
+    let cfg = GeneratorConfig::resolve(config)?;
+    let entries = engine::expected_entries(&cfg)?;
+    let map: serde_json::Map<String, serde_json::Value> =
+        entries.into_iter().map(|e| (e.key, serde_json::json!(e.shape))).collect();
+    println!("{}", serde_json::to_string_pretty(&map)?);
+    Ok(())
+}
+
+fn engine_options(exec: &ExecArgs, stage: Stage) -> EngineOptions {
+    EngineOptions { executor: exec.executor, device: exec.device, threads: exec.threads, stage, taps: false }
+}
+
+fn model_forward(args: &ForwardArgs) -> Result<()> {
+    let cfg = GeneratorConfig::resolve(&args.config)?;
+    let model = GeneratorModel::load(cfg, &args.weights)?;
+    let inputs = WeightStore::load_safetensors(&args.inputs)?;
+    let missing: Vec<&str> = net::INPUT_NAMES.iter().copied().filter(|n| inputs.get(n).is_none()).collect();
+    if !missing.is_empty() {
+        bail!("{} lacks input tensor(s): {}", args.inputs.display(), missing.join(", "));
+    }
+    let input_map: BTreeMap<String, HostTensor> = inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut engine = GeneratorEngine::new(&model, &engine_options(&args.exec, Stage::Full))?;
+    let started = Instant::now();
+    let outputs = engine.run(&input_map)?;
+    tracing::info!(executor = engine.executor().name(), elapsed_ms = started.elapsed().as_millis() as u64, "forward");
+    let mut store = WeightStore::new();
+    for name in net::OUTPUT_NAMES {
+        let t = outputs.get(name).with_context(|| format!("executor produced no `{name}`"))?;
+        store.insert(name, t.clone());
+    }
+    store.save_safetensors(&args.output)?;
+    eprintln!("wrote {} ({} tensors)", args.output.display(), store.len());
+    Ok(())
+}
+
+fn import_checkpoint(args: &ImportArgs) -> Result<()> {
+    let cfg = GeneratorConfig::resolve(&args.config)?;
+    let tensors: Vec<(String, HostTensor)> = Vec::new(); // TEMP
+    let store = import::state_dict_to_store(tensors, &engine::expected_entries(&cfg)?)
+        .with_context(|| format!("{} does not fit the `{}` config", args.checkpoint.display(), cfg.name))?;
+    store.save_safetensors(&args.output)?;
+    eprintln!("wrote {} ({} tensors, config `{}`)", args.output.display(), store.len(), cfg.name);
+    Ok(())
+}
+
+/// Synthetic inputs with the right shapes and value ranges.
+fn synthetic_inputs(cfg: &GeneratorConfig) -> Result<BTreeMap<String, HostTensor>> {
+    let mut rng = SplitMix64::new(DEFAULT_INIT_SEED);
+    let mut out = BTreeMap::new();
+    for (name, shape) in net::INPUT_NAMES.iter().zip(net::input_shapes(cfg)) {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| rng.uniform() as f32).collect();
+        out.insert((*name).to_owned(), HostTensor::new(shape, data)?);
+    }
+    Ok(out)
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 { samples[n / 2] } else { 0.5 * (samples[n / 2 - 1] + samples[n / 2]) }
+}
+
+fn bench_generator(args: &BenchGeneratorArgs) -> Result<()> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let cfg = GeneratorConfig::resolve(&args.config)?;
+    let model = match &args.weights {
+        Some(path) => GeneratorModel::load(cfg.clone(), path)?,
+        None => GeneratorModel::random(cfg.clone(), DEFAULT_INIT_SEED)?,
+    };
+    let inputs = synthetic_inputs(&cfg)?;
+    let mut result = serde_json::Map::new();
+    for (stage, key) in [(Stage::Warp, "warp_ms"), (Stage::Full, "warp_refine_ms")] {
+        let build_started = Instant::now();
+        let mut engine = GeneratorEngine::new(&model, &engine_options(&args.exec, stage))?;
+        let setup_s = build_started.elapsed().as_secs_f64();
+        let bar = ProgressBar::new((args.iters + 1) as u64);
+        bar.set_style(ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} {elapsed}")?);
+        bar.set_message(format!("{key} ({})", engine.executor().name()));
+        engine.run(&inputs)?;
+        bar.inc(1);
+        let mut samples = Vec::with_capacity(args.iters);
+        for _ in 0..args.iters {
+            let t = Instant::now();
+            engine.run(&inputs)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let med = median(samples);
+        eprintln!("{key}: median {med:.1} ms over {} runs (engine setup {setup_s:.2} s)", args.iters);
+        result.insert(key.to_owned(), serde_json::json!(med));
+    }
+    result.insert("config".into(), serde_json::json!(cfg.name));
+    result.insert("executor".into(), serde_json::json!(args.exec.executor.name()));
+    result.insert("iters".into(), serde_json::json!(args.iters));
+    result.insert("threads".into(), serde_json::json!(args.exec.threads));
+    println!("{}", serde_json::Value::Object(result));
+    Ok(())
+}
+
+fn bench_step(args: &BenchStepArgs) -> Result<()> {
+    if args.iters == 0 {
+        bail!("--iters must be at least 1");
+    }
+    let cfg = GeneratorConfig::resolve(&args.config)?;
+    let mut model = GeneratorModel::random(cfg.clone(), DEFAULT_INIT_SEED)?;
+    let host = synthetic_inputs(&cfg)?;
+    let inputs = GeneratorInputs::try_from_fn(|n| {
+        host.get(n).cloned().ok_or_else(|| metaportrait::model::ModelError::MissingWeight(n.to_owned()))
+    })?;
+    let target = host["input.source"].clone();
+    let device = burn_exec::exec_device(Device::Cpu)?;
+    let mut adam = Adam::new(AdamConfig::default());
+    let bar = ProgressBar::new((args.iters + 1) as u64);
+    bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")?);
+    bar.set_message("step (burn)");
+    let mut samples = Vec::with_capacity(args.iters + 1);
+    let mut losses = Vec::new();
+    for _ in 0..=args.iters {
+        let t = Instant::now();
+        let report = train::step::l1_step(&mut model, &mut adam, &device, &inputs, &target)?;
+        samples.push(t.elapsed().as_secs_f64());
+        losses.push(report.loss);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let first = samples.remove(0);
+    let med = median(samples);
+    eprintln!("step: first {first:.2} s, median {med:.2} s; losses {losses:?}");
+    let result = serde_json::json!({
+        "config": cfg.name, "executor": "burn", "first_step_s": first, "step_s": med, "iters": args.iters,
+    });
+    println!("{result}");
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! MetaPortrait: real-time identity-preserving talking-head generation.
+//!
+//! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
+//! wires command-line arguments to these modules.
+
+pub mod model;
+pub mod rng;
+pub mod runtime;
+pub mod tensor;
+pub mod train;

@@ -1,0 +1,216 @@
+//! Generator configuration: every width of the warping and refinement networks.
+//!
+//! Owns the one configuration schema (the fixture config JSON schema; unknown fields are ignored so the fixture files
+//! load as they are) and the two presets, `official` and `tiny`. Receives a preset name or a JSON path; emits a
+//! validated `GeneratorConfig` from which every layer width is derived.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::ModelError;
+
+/// Channels of the landmark-line condition: source line + driving line, RGB each.
+pub const LDMK_LINE_CHANNELS: usize = 6;
+/// Channels of the mouth-line condition (RGB).
+pub const MOUTH_LINE_CHANNELS: usize = 3;
+/// Image channels (RGB).
+pub const IMAGE_CHANNELS: usize = 3;
+/// Number of role keypoints fed as `driving_ldmk`.
+pub const NUM_KEYPOINTS: usize = 58;
+/// Gaze heatmaps are drawn for keypoints `GAZE_KP_START..GAZE_KP_END`.
+pub const GAZE_KP_START: usize = 29;
+pub const GAZE_KP_END: usize = 37;
+/// Variance of the gaze Gaussian heatmaps, in normalised coordinates.
+pub const KP_VARIANCE: f32 = 0.005;
+/// Extra SPADE label channels beyond the deformed features: occlusion 1 + gaze 8 + landmark lines 6 + mouth line 3.
+pub const LABEL_NC_EXTRA: usize = 1 + (GAZE_KP_END - GAZE_KP_START) + LDMK_LINE_CHANNELS + MOUTH_LINE_CHANNELS;
+/// Number of SPADE resnet blocks (head_0, G_middle_0, G_middle_1, up_0..up_3).
+pub const SPADE_BLOCKS: usize = 7;
+/// Number of stride-2 layers in the ladder encoder.
+pub const LADDER_LAYERS: usize = 6;
+/// Spatial side of the ladder encoder's last feature map (256 / 2^6).
+pub const LADDER_FINAL_SIDE: usize = 4;
+/// Side of the 4×4 seed produced by the SPADE generator's transposed convolution.
+pub const SPADE_SEED_SIDE: usize = 4;
+/// Side of the dense-motion flow field.
+pub const MOTION_SIDE: usize = 64;
+
+/// All widths of the generator. Field names follow the fixture config JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GeneratorConfig {
+    #[serde(default = "default_name")]
+    pub name: String,
+    pub image_size: usize,
+    pub ladder_nef: usize,
+    pub ladder_z_dim: usize,
+    pub motion_block_expansion: usize,
+    pub motion_max_features: usize,
+    pub motion_num_blocks: usize,
+    pub motion_dec_lease: usize,
+    pub motion_adain_c: usize,
+    pub adain_hidden: usize,
+    pub encoder_block_expansion: usize,
+    pub encoder_max_features: usize,
+    pub encoder_num_blocks: usize,
+    pub spade_conv_dim: usize,
+    pub spade_hidden: usize,
+    pub id_dim: usize,
+}
+
+fn default_name() -> String {
+    "custom".to_owned()
+}
+
+/// The image side the networks are built for; other sizes are resized by the ladder encoder in the reference but the
+/// rest of the dataflow (64² motion, 4 pyramid levels) assumes it.
+pub const SUPPORTED_IMAGE_SIZE: usize = 256;
+
+impl GeneratorConfig {
+    /// The configuration of the released MetaPortrait checkpoint (`meta_portrait_256_eval.yaml`).
+    pub fn official() -> Self {
+        Self {
+            name: "official".into(),
+            image_size: 256,
+            ladder_nef: 64,
+            ladder_z_dim: 512,
+            motion_block_expansion: 64,
+            motion_max_features: 1024,
+            motion_num_blocks: 5,
+            motion_dec_lease: 2,
+            motion_adain_c: 512,
+            adain_hidden: 128,
+            encoder_block_expansion: 64,
+            encoder_max_features: 512,
+            encoder_num_blocks: 3,
+            spade_conv_dim: 32,
+            spade_hidden: 128,
+            id_dim: 256,
+        }
+    }
+
+    /// A narrow configuration for tests and quick experiments (the parity fixture's widths).
+    pub fn tiny() -> Self {
+        Self {
+            name: "tiny".into(),
+            image_size: 256,
+            ladder_nef: 8,
+            ladder_z_dim: 32,
+            motion_block_expansion: 8,
+            motion_max_features: 64,
+            motion_num_blocks: 5,
+            motion_dec_lease: 2,
+            motion_adain_c: 32,
+            adain_hidden: 16,
+            encoder_block_expansion: 8,
+            encoder_max_features: 64,
+            encoder_num_blocks: 3,
+            spade_conv_dim: 4,
+            spade_hidden: 16,
+            id_dim: 32,
+        }
+    }
+
+    /// `official`, `tiny`, or a path to a JSON file in the fixture schema.
+    pub fn resolve(spec: &str) -> Result<Self, ModelError> {
+        match spec {
+            "official" => Ok(Self::official()),
+            "tiny" => Ok(Self::tiny()),
+            path => Self::from_json_file(Path::new(path)),
+        }
+    }
+
+    pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        Self::from_json_str(&text, &path.display().to_string())
+    }
+
+    pub fn from_json_str(text: &str, origin: &str) -> Result<Self, ModelError> {
+        let cfg: Self = serde_json::from_str(text)
+            .map_err(|e| ModelError::Config { origin: origin.to_owned(), reason: e.to_string() })?;
+        cfg.validate().map_err(|reason| ModelError::Config { origin: origin.to_owned(), reason })?;
+        Ok(cfg)
+    }
+
+    /// Checks the structural assumptions the dataflow relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("ladder_nef", self.ladder_nef),
+            ("ladder_z_dim", self.ladder_z_dim),
+            ("motion_block_expansion", self.motion_block_expansion),
+            ("motion_max_features", self.motion_max_features),
+            ("motion_adain_c", self.motion_adain_c),
+            ("adain_hidden", self.adain_hidden),
+            ("encoder_block_expansion", self.encoder_block_expansion),
+            ("encoder_max_features", self.encoder_max_features),
+            ("spade_conv_dim", self.spade_conv_dim),
+            ("spade_hidden", self.spade_hidden),
+            ("id_dim", self.id_dim),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("`{name}` must be positive"));
+        }
+        if self.image_size != SUPPORTED_IMAGE_SIZE {
+            return Err(format!("image_size {} is not supported (only {SUPPORTED_IMAGE_SIZE})", self.image_size));
+        }
+        if self.motion_num_blocks != 5 || self.motion_dec_lease != 2 {
+            return Err("the dense-motion hourglass must have 5 blocks and dec_lease 2 (64² flow at 256²)".into());
+        }
+        if self.encoder_num_blocks != 3 {
+            return Err("the feature encoder must have 3 blocks (4 pyramid levels 32..256)".into());
+        }
+        if self.motion_adain_c != self.ladder_z_dim {
+            return Err(format!(
+                "motion_adain_c ({}) must equal ladder_z_dim ({}): the ladder style drives every ADAIN",
+                self.motion_adain_c, self.ladder_z_dim
+            ));
+        }
+        Ok(())
+    }
+
+    /// Channel count of dense-motion down block `i` (0-based).
+    pub fn motion_down_channels(&self, i: usize) -> usize {
+        self.motion_max_features.min(self.motion_block_expansion << (i + 1))
+    }
+
+    /// Channels of the feature-encoder pyramid, coarsest (32²) first, after `fuse_high_res` at the finest level.
+    pub fn feature_pyramid_channels(&self) -> Vec<usize> {
+        let n = self.encoder_num_blocks;
+        let mut out = vec![self.encoder_max_features.min(self.encoder_block_expansion << n)];
+        for i in (0..n).rev() {
+            out.push(self.encoder_max_features.min(self.encoder_block_expansion << i));
+        }
+        out
+    }
+
+    /// SPADE label channels per block: pyramid level 0 for the first four blocks, then levels 1..3.
+    pub fn spade_label_channels(&self) -> [usize; SPADE_BLOCKS] {
+        let p = self.feature_pyramid_channels();
+        let level = [0, 0, 0, 0, 1, 2, 3];
+        level.map(|l| p[l] + LABEL_NC_EXTRA)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_widths_match_the_reference_tables() {
+        let official = GeneratorConfig::official();
+        assert_eq!(official.feature_pyramid_channels(), vec![512, 256, 128, 64]);
+        assert_eq!(official.spade_label_channels(), [530, 530, 530, 530, 274, 146, 82]);
+        let tiny = GeneratorConfig::tiny();
+        assert_eq!(tiny.feature_pyramid_channels(), vec![64, 32, 16, 8]);
+        assert_eq!(tiny.spade_label_channels(), [82, 82, 82, 82, 50, 34, 26]);
+    }
+
+    #[test]
+    fn rejects_inconsistent_configs() {
+        let mut cfg = GeneratorConfig::tiny();
+        cfg.motion_adain_c = 7;
+        assert!(cfg.validate().unwrap_err().contains("motion_adain_c"));
+        let err = GeneratorConfig::from_json_str("{\"image_size\": 256}", "inline").unwrap_err();
+        assert!(err.to_string().contains("missing field"), "{err}");
+    }
+}

@@ -1,0 +1,217 @@
+//! The generator engine: a configured, validated model bound to an executor.
+//!
+//! Owns the choice of executor (ONNX Runtime for speed, burn for gradients), the conversion of the architecture into
+//! an ONNX graph with the current weights, and reusable sessions. Receives a `GeneratorModel` and named host
+//! tensors (`INPUT_NAMES`); emits named host tensors (`OUTPUT_NAMES`, plus intermediates when taps are on).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+
+use super::ModelError;
+use super::burn_exec::{self, BurnExec};
+use super::config::GeneratorConfig;
+use super::net::{self, GeneratorInputs, INPUT_NAMES};
+use super::onnx::OnnxBuilder;
+use super::shape::ShapeOps;
+use super::weights::{ExpectedEntry, WeightStore};
+use crate::runtime::Device;
+use crate::runtime::ort::{OrtSession, SessionOptions};
+use crate::tensor::HostTensor;
+
+/// Which executor runs the generator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ExecutorKind {
+    /// ONNX Runtime on a graph emitted from the architecture definition (the fast path).
+    #[default]
+    Ort,
+    /// burn tensors (differentiable; used for personalization and training).
+    Burn,
+}
+
+impl FromStr for ExecutorKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ort" => Ok(Self::Ort),
+            "burn" => Ok(Self::Burn),
+            other => Err(format!("unknown executor `{other}` (expected `ort` or `burn`)")),
+        }
+    }
+}
+
+impl ExecutorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ort => "ort",
+            Self::Burn => "burn",
+        }
+    }
+}
+
+/// How much of the generator to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The warping network only (`warp.*` outputs).
+    Warp,
+    /// Warp and refine.
+    Full,
+}
+
+/// A configuration with weights that match it.
+#[derive(Clone, Debug)]
+pub struct GeneratorModel {
+    pub config: GeneratorConfig,
+    pub weights: WeightStore,
+}
+
+/// Every state-dict entry the architecture declares for `cfg`, in declaration order.
+pub fn expected_entries(cfg: &GeneratorConfig) -> Result<Vec<ExpectedEntry>, ModelError> {
+    let mut ops = ShapeOps::new();
+    let inputs = GeneratorInputs::try_from_fn(|name| {
+        let idx = INPUT_NAMES.iter().position(|n| *n == name).unwrap_or(0);
+        Ok(net::input_shapes(cfg)[idx].clone())
+    })?;
+    net::generator_forward(&mut ops, cfg, &inputs)?;
+    if let Some(err) = ops.take_error() {
+        return Err(err);
+    }
+    Ok(ops.into_entries())
+}
+
+/// Seed of the deterministic initialisation used when no weights are given.
+pub const DEFAULT_INIT_SEED: u64 = 0x4D50;
+
+impl GeneratorModel {
+    /// Pairs a config with weights after checking every key and shape.
+    pub fn new(config: GeneratorConfig, weights: WeightStore) -> Result<Self, ModelError> {
+        weights.validate(&expected_entries(&config)?)?;
+        Ok(Self { config, weights })
+    }
+
+    /// Loads weights from a safetensors file and validates them against the config.
+    pub fn load(config: GeneratorConfig, weights_path: &Path) -> Result<Self, ModelError> {
+        let weights = WeightStore::load_safetensors(weights_path)?;
+        Self::new(config, weights)
+    }
+
+    /// Deterministic random weights (benchmarks, training from scratch).
+    pub fn random(config: GeneratorConfig, seed: u64) -> Result<Self, ModelError> {
+        let weights = super::weights::random_init(&expected_entries(&config)?, seed);
+        Ok(Self { config, weights })
+    }
+}
+
+/// Executor settings.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    pub executor: ExecutorKind,
+    pub device: Device,
+    /// Intra-op threads (ONNX Runtime); 0 lets the runtime decide.
+    pub threads: usize,
+    pub stage: Stage,
+    /// Also return the named intermediates (`inter.*`) for parity checks.
+    pub taps: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { executor: ExecutorKind::Ort, device: Device::Cpu, threads: 0, stage: Stage::Full, taps: false }
+    }
+}
+
+/// A generator ready to run frames.
+pub enum GeneratorEngine {
+    Ort { session: OrtSession },
+    Burn { model: GeneratorModel, device: burn::tensor::Device, stage: Stage, taps: bool },
+}
+
+impl GeneratorEngine {
+    pub fn new(model: &GeneratorModel, opts: &EngineOptions) -> Result<Self, ModelError> {
+        match opts.executor {
+            ExecutorKind::Ort => {
+                let graph = build_onnx(model, opts.stage, opts.taps)?;
+                let session_opts = SessionOptions { threads: opts.threads, device: opts.device };
+                Ok(Self::Ort { session: OrtSession::from_bytes(&graph, &session_opts)? })
+            }
+            ExecutorKind::Burn => Ok(Self::Burn {
+                model: model.clone(),
+                device: burn_exec::exec_device(opts.device)?,
+                stage: opts.stage,
+                taps: opts.taps,
+            }),
+        }
+    }
+
+    pub fn executor(&self) -> ExecutorKind {
+        match self {
+            Self::Ort { .. } => ExecutorKind::Ort,
+            Self::Burn { .. } => ExecutorKind::Burn,
+        }
+    }
+
+    /// Runs one frame. `inputs` must hold every name in `INPUT_NAMES` (extra entries are ignored).
+    pub fn run(&mut self, inputs: &BTreeMap<String, HostTensor>) -> Result<BTreeMap<String, HostTensor>, ModelError> {
+        let get = |name: &str| inputs.get(name).ok_or_else(|| ModelError::MissingWeight(name.to_owned()));
+        match self {
+            Self::Ort { session } => {
+                let named = INPUT_NAMES.iter().map(|n| Ok((*n, get(n)?))).collect::<Result<Vec<_>, ModelError>>()?;
+                session.run(&named)
+            }
+            Self::Burn { model, device, stage, taps } => {
+                let mut exec = BurnExec::new(&model.weights, device, false).with_taps(*taps);
+                let ins = GeneratorInputs::try_from_fn(|n| Ok(exec.input(get(n)?)))?;
+                let mut out = BTreeMap::new();
+                match stage {
+                    Stage::Warp => {
+                        let warp = net::warp::warp_forward(&mut exec, &model.config, &ins)?;
+                        let named = [
+                            (net::OUTPUT_DEFORMATION, &warp.deformation),
+                            (net::OUTPUT_FLOW, &warp.flow),
+                            (net::OUTPUT_OCCLUSION, &warp.occlusion_map),
+                            (net::OUTPUT_DEFORMED, &warp.deformed),
+                        ];
+                        for (name, v) in named {
+                            out.insert(name.to_owned(), exec.to_host(v));
+                        }
+                    }
+                    Stage::Full => {
+                        let outs = net::generator_forward(&mut exec, &model.config, &ins)?;
+                        for (name, v) in outs.named() {
+                            out.insert(name.to_owned(), exec.to_host(v));
+                        }
+                    }
+                }
+                out.extend(exec.take_taps());
+                Ok(out)
+            }
+        }
+    }
+}
+
+/// Emits the ONNX graph of the generator (or of its warping stage) with the model's weights as initializers.
+pub fn build_onnx(model: &GeneratorModel, stage: Stage, taps: bool) -> Result<Vec<u8>, ModelError> {
+    let cfg = &model.config;
+    let mut b = OnnxBuilder::new(&model.weights).with_taps(taps);
+    let shapes = net::input_shapes(cfg);
+    let inputs = GeneratorInputs::try_from_fn(|name| {
+        let idx = INPUT_NAMES.iter().position(|n| *n == name).unwrap_or(0);
+        Ok(b.input(name, &shapes[idx]))
+    })?;
+    match stage {
+        Stage::Warp => {
+            let warp = net::warp::warp_forward(&mut b, cfg, &inputs)?;
+            b.output(net::OUTPUT_DEFORMATION, &warp.deformation);
+            b.output(net::OUTPUT_FLOW, &warp.flow);
+            b.output(net::OUTPUT_OCCLUSION, &warp.occlusion_map);
+            b.output(net::OUTPUT_DEFORMED, &warp.deformed);
+        }
+        Stage::Full => {
+            let outs = net::generator_forward(&mut b, cfg, &inputs)?;
+            for (name, v) in outs.named() {
+                b.output(name, v);
+            }
+        }
+    }
+    b.finish()
+}

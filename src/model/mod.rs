@@ -1,0 +1,38 @@
+//! The MetaPortrait generator: configuration, weights, the networks and their executors.
+//!
+//! Owns the one architecture definition (`net`, written against `ops::Ops`), the configuration schema (`config`),
+//! the weight store and its validation (`weights`), safe import of official PyTorch checkpoints (`checkpoint`),
+//! and the two executors: burn (`burn_exec`, differentiable) and ONNX Runtime (`onnx`, fast inference).
+//! Receives conditioning tensors (`GeneratorInputs`); emits the warped image, flow, occlusion and the refined frame.
+
+pub mod burn_exec;
+// TEMP pub mod checkpoint;
+pub mod config;
+pub mod engine;
+pub mod import;
+pub mod net;
+pub mod onnx;
+pub mod ops;
+pub mod shape;
+pub mod weights;
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while configuring, loading or running the generator.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("invalid model config {origin}: {reason}")]
+    Config { origin: String, reason: String },
+    #[error("{path} is not a valid safetensors file: {reason}")]
+    Safetensors { path: PathBuf, reason: String },
+    #[error("weights do not match the model config:\n{}", .problems.join("\n"))]
+    WeightMismatch { problems: Vec<String> },
+    #[error("weight `{0}` is missing")]
+    MissingWeight(String),
+    #[error("tensor `{name}`: {reason}")]
+    Tensor { name: String, reason: String },
+    #[error("executor `{executor}` failed: {reason}")]
+    Executor { executor: &'static str, reason: String },
+}

@@ -1,0 +1,162 @@
+//! Layers shared by the warping and refinement networks, each declaring its parameters by official key and shape.
+//!
+//! Owns nothing but naming: a layer is a free function taking the executor, the module prefix and the widths, so
+//! the same call both builds the computation and declares the state-dict entries it reads.
+
+use crate::model::ModelError;
+use crate::model::ops::{Ops, SnDim};
+use crate::tensor::HostTensor;
+
+/// eps of every InstanceNorm2d / LayerNorm2d in the reference.
+pub const NORM_EPS: f32 = 1e-5;
+/// LeakyReLU slope of the ladder encoder and the SPADE generator.
+pub const LRELU_SLOPE: f32 = 0.2;
+/// LeakyReLU slope of the dense-motion flow and occlusion heads.
+pub const HEAD_LRELU_SLOPE: f32 = 0.1;
+
+/// Convolution geometry: kernel side, stride and padding.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvGeom {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// 3×3, stride 1, padding 1: the most common convolution here.
+pub const CONV3: ConvGeom = ConvGeom { kernel: 3, stride: 1, pad: 1 };
+
+/// Plain `nn.Conv2d` with bias: `{prefix}.weight`, `{prefix}.bias`.
+pub fn conv<O: Ops>(
+    ops: &mut O,
+    prefix: &str,
+    x: &O::T,
+    cin: usize,
+    cout: usize,
+    geom: ConvGeom,
+) -> Result<O::T, ModelError> {
+    let w = ops.param(&format!("{prefix}.weight"), &[cout, cin, geom.kernel, geom.kernel])?;
+    let b = ops.param(&format!("{prefix}.bias"), &[cout])?;
+    Ok(ops.conv2d(x, &w, Some(&b), geom.stride, geom.pad))
+}
+
+/// Spectral-norm `nn.Conv2d`; `bias` says whether the module kept its bias.
+pub fn sn_conv<O: Ops>(
+    ops: &mut O,
+    prefix: &str,
+    x: &O::T,
+    cin: usize,
+    cout: usize,
+    geom: ConvGeom,
+    bias: bool,
+) -> Result<O::T, ModelError> {
+    let w = ops.sn_weight(prefix, SnDim::Dim0, &[cout, cin, geom.kernel, geom.kernel])?;
+    let b = if bias { Some(ops.param(&format!("{prefix}.bias"), &[cout])?) } else { None };
+    Ok(ops.conv2d(x, &w, b.as_ref(), geom.stride, geom.pad))
+}
+
+/// `nn.Linear` with bias on a `[1, fin]` row.
+pub fn linear<O: Ops>(ops: &mut O, prefix: &str, x: &O::T, fin: usize, fout: usize) -> Result<O::T, ModelError> {
+    let w = ops.param(&format!("{prefix}.weight"), &[fout, fin])?;
+    let b = ops.param(&format!("{prefix}.bias"), &[fout])?;
+    Ok(ops.linear(x, &w, Some(&b)))
+}
+
+/// A `[1, C]` row viewed as per-channel `[1, C, 1, 1]` modulation.
+pub fn as_channel_map<O: Ops>(ops: &mut O, row: &O::T) -> O::T {
+    let c = ops.shape(row)[1];
+    ops.reshape(row, &[1, c, 1, 1])
+}
+
+/// `ADAIN(norm_nc, style)` of the dense-motion network: `IN(x) * (1 + gamma) + beta`,
+/// with `gamma, beta = mlp_{gamma,beta}(ReLU(mlp_shared(style)))`.
+pub fn adain_motion<O: Ops>(
+    ops: &mut O,
+    prefix: &str,
+    x: &O::T,
+    style: &O::T,
+    channels: usize,
+    style_dim: usize,
+    hidden: usize,
+) -> Result<O::T, ModelError> {
+    let shared = linear(ops, &format!("{prefix}.mlp_shared.0"), style, style_dim, hidden)?;
+    let actv = ops.relu(&shared);
+    let gamma = linear(ops, &format!("{prefix}.mlp_gamma"), &actv, hidden, channels)?;
+    let beta = linear(ops, &format!("{prefix}.mlp_beta"), &actv, hidden, channels)?;
+    let gamma = as_channel_map(ops, &gamma);
+    let beta = as_channel_map(ops, &beta);
+    let normalized = ops.instance_norm(x, NORM_EPS);
+    let one_plus_gamma = ops.scale_shift(&gamma, 1.0, 1.0);
+    let scaled = ops.mul(&normalized, &one_plus_gamma);
+    Ok(ops.add(&scaled, &beta))
+}
+
+/// `InstanceNorm2d(affine=True)`: `{prefix}.weight`, `{prefix}.bias` of shape `[C]`.
+pub fn instance_norm_affine<O: Ops>(ops: &mut O, prefix: &str, x: &O::T, channels: usize) -> Result<O::T, ModelError> {
+    let w = ops.param(&format!("{prefix}.weight"), &[channels])?;
+    let b = ops.param(&format!("{prefix}.bias"), &[channels])?;
+    let w = ops.reshape(&w, &[1, channels, 1, 1]);
+    let b = ops.reshape(&b, &[1, channels, 1, 1]);
+    let n = ops.instance_norm(x, NORM_EPS);
+    let scaled = ops.mul(&n, &w);
+    Ok(ops.add(&scaled, &b))
+}
+
+/// `LayerNorm2d`: normalised jointly over (C, H, W), per-channel affine `[C, 1, 1]`.
+pub fn layer_norm_2d<O: Ops>(ops: &mut O, prefix: &str, x: &O::T, channels: usize) -> Result<O::T, ModelError> {
+    let w = ops.param(&format!("{prefix}.weight"), &[channels, 1, 1])?;
+    let b = ops.param(&format!("{prefix}.bias"), &[channels, 1, 1])?;
+    let n = ops.layer_norm_chw(x, NORM_EPS);
+    let scaled = ops.mul(&n, &w);
+    Ok(ops.add(&scaled, &b))
+}
+
+/// Resizes only when the size differs (the reference skips same-size interpolation, which is the identity anyway).
+pub fn resize_to<O: Ops>(ops: &mut O, x: &O::T, height: usize, width: usize) -> O::T {
+    let s = ops.shape(x);
+    if s[2] == height && s[3] == width { x.clone() } else { ops.resize_bilinear(x, height, width) }
+}
+
+/// `make_coordinate_grid`: `[1, h, w, 2]` with `x_j = 2 j / (w - 1) - 1`, `y_i = 2 i / (h - 1) - 1`
+/// (align_corners=True-style coordinates, as the reference builds them, in f32).
+pub fn coordinate_grid(height: usize, width: usize) -> HostTensor {
+    let (xs, ys) = grid_axes(height, width);
+    let mut data = Vec::with_capacity(height * width * 2);
+    for y in &ys {
+        for x in &xs {
+            data.push(*x);
+            data.push(*y);
+        }
+    }
+    HostTensor::new(vec![1, height, width, 2], data).unwrap_or_else(|_| HostTensor::zeros(&[1, height, width, 2]))
+}
+
+/// The x coordinates of the grid as `[1, 1, 1, w]` and the y coordinates as `[1, 1, h, 1]`.
+pub fn coordinate_axes(height: usize, width: usize) -> (HostTensor, HostTensor) {
+    let (xs, ys) = grid_axes(height, width);
+    let gx = HostTensor::new(vec![1, 1, 1, width], xs).unwrap_or_else(|_| HostTensor::zeros(&[1, 1, 1, width]));
+    let gy = HostTensor::new(vec![1, 1, height, 1], ys).unwrap_or_else(|_| HostTensor::zeros(&[1, 1, height, 1]));
+    (gx, gy)
+}
+
+fn grid_axes(height: usize, width: usize) -> (Vec<f32>, Vec<f32>) {
+    let axis = |n: usize| -> Vec<f32> {
+        let denom = (n.max(2) - 1) as f32;
+        (0..n).map(|i| 2.0 * (i as f32 / denom) - 1.0).collect()
+    };
+    (axis(width), axis(height))
+}
+
+/// `deform_input`: bilinear-resizes the `[1, h', w', 2]` deformation to the input's size when they differ, then
+/// samples with reflection padding.
+pub fn deform<O: Ops>(ops: &mut O, x: &O::T, deformation: &O::T) -> O::T {
+    let xs = ops.shape(x);
+    let ds = ops.shape(deformation);
+    let grid = if ds[1] == xs[2] && ds[2] == xs[3] {
+        deformation.clone()
+    } else {
+        let nchw = ops.permute(deformation, &[0, 3, 1, 2]);
+        let resized = ops.resize_bilinear(&nchw, xs[2], xs[3]);
+        ops.permute(&resized, &[0, 2, 3, 1])
+    };
+    ops.grid_sample_reflect(x, &grid)
+}

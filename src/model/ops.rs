@@ -1,0 +1,100 @@
+//! The operator vocabulary the generator is written in.
+//!
+//! Owns the `Ops` trait: every network in `model::net` is written once against it, and each executor implements it —
+//! burn tensors (`model::burn_exec`, differentiable, for training and personalization) and an ONNX graph builder
+//! (`model::onnx`, for fast inference through ONNX Runtime). Receives tensor handles of the executor's own type;
+//! emits new handles. Shapes are static and known to both executors, so the network code can ask for them.
+//!
+//! Conventions shared by all implementations (they are PyTorch's, because the reference is PyTorch):
+//! * images are NCHW; the warping grid is NHWC with `[..., 0] = x` and `[..., 1] = y` in `[-1, 1]`;
+//! * binary element-wise ops broadcast NumPy-style (right-aligned, size-1 dims stretch);
+//! * ranks are at most 4.
+
+use crate::model::ModelError;
+use crate::tensor::HostTensor;
+
+/// How a spectrally-normalised weight is flattened into the matrix whose top singular value divides it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnDim {
+    /// `Conv2d`/`Linear`: `W.reshape(out, -1)`.
+    Dim0,
+    /// `ConvTranspose2d` (weight `[in, out, kh, kw]`): `W.permute(1, 0, 2, 3).reshape(out, -1)`.
+    Dim1,
+}
+
+impl SnDim {
+    /// Lengths of the `weight_u` and `weight_v` buffers for a `weight_orig` of this shape.
+    pub fn uv_lengths(self, weight_shape: &[usize]) -> (usize, usize) {
+        let total: usize = weight_shape.iter().product();
+        let rows = match self {
+            SnDim::Dim0 => weight_shape[0],
+            SnDim::Dim1 => weight_shape[1],
+        };
+        (rows, total / rows.max(1))
+    }
+}
+
+/// Executor interface. `T` is a cheap-to-clone handle to a tensor (or to a value in a graph being built).
+pub trait Ops {
+    type T: Clone;
+
+    /// Static shape of a tensor.
+    fn shape(&self, x: &Self::T) -> Vec<usize>;
+
+    /// A raw state-dict parameter, by its official key, with the shape the architecture declares for it.
+    fn param(&mut self, key: &str, shape: &[usize]) -> Result<Self::T, ModelError>;
+    /// Effective weight of a spectrally-normalised module `prefix` in eval mode:
+    /// `weight_orig / (u · (W_mat v))` with the stored `weight_u`/`weight_v` buffers (no power iteration).
+    /// `shape` is the shape of `weight_orig`.
+    fn sn_weight(&mut self, prefix: &str, dim: SnDim, shape: &[usize]) -> Result<Self::T, ModelError>;
+    /// Effective weight of an equalised-learning-rate linear `prefix`: `weight_orig * sqrt(2 / in_features)`.
+    fn equal_lr_weight(&mut self, prefix: &str, shape: &[usize]) -> Result<Self::T, ModelError>;
+    /// A constant (coordinate grids, scale vectors).
+    fn constant(&mut self, value: HostTensor) -> Self::T;
+
+    /// Records a named intermediate so parity tests can compare it; executors may ignore it.
+    fn tap(&mut self, _name: &str, _x: &Self::T) {}
+
+    /// 2-D convolution, square kernel, NCHW input, weight `[out, in, k, k]`, symmetric zero padding.
+    fn conv2d(&mut self, x: &Self::T, w: &Self::T, b: Option<&Self::T>, stride: usize, pad: usize) -> Self::T;
+    /// `x @ w^T + b` for `x: [n, in]`, `w: [out, in]`, `b: [out]`.
+    fn linear(&mut self, x: &Self::T, w: &Self::T, b: Option<&Self::T>) -> Self::T;
+    /// Plain matrix product of two rank-2 tensors.
+    fn matmul(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+
+    /// Instance normalisation without affine parameters (biased variance over H×W).
+    fn instance_norm(&mut self, x: &Self::T, eps: f32) -> Self::T;
+    /// Normalisation jointly over (C, H, W) of each sample, without affine parameters.
+    fn layer_norm_chw(&mut self, x: &Self::T, eps: f32) -> Self::T;
+
+    fn relu(&mut self, x: &Self::T) -> Self::T;
+    fn leaky_relu(&mut self, x: &Self::T, slope: f32) -> Self::T;
+    fn sigmoid(&mut self, x: &Self::T) -> Self::T;
+    fn tanh(&mut self, x: &Self::T) -> Self::T;
+    fn exp(&mut self, x: &Self::T) -> Self::T;
+    fn sqrt(&mut self, x: &Self::T) -> Self::T;
+
+    fn add(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    fn sub(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    fn mul(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    fn div(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    /// `x * scale + offset` with scalars.
+    fn scale_shift(&mut self, x: &Self::T, scale: f32, offset: f32) -> Self::T;
+    /// Sum over one axis, keeping it with size 1.
+    fn sum_keepdim(&mut self, x: &Self::T, axis: usize) -> Self::T;
+
+    /// 2×2 average pooling, stride 2, no padding.
+    fn avg_pool2(&mut self, x: &Self::T) -> Self::T;
+    /// Nearest ×2 upsampling (PyTorch's legacy `nearest`: pixel repeat).
+    fn upsample_nearest2(&mut self, x: &Self::T) -> Self::T;
+    /// Bilinear resize of an NCHW tensor, `align_corners = False`, no antialiasing (PyTorch's `F.interpolate`).
+    fn resize_bilinear(&mut self, x: &Self::T, height: usize, width: usize) -> Self::T;
+    /// `F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)`.
+    fn grid_sample_reflect(&mut self, x: &Self::T, grid: &Self::T) -> Self::T;
+
+    fn concat(&mut self, xs: &[&Self::T], axis: usize) -> Self::T;
+    /// `x[.., start..end, ..]` along `axis`.
+    fn slice(&mut self, x: &Self::T, axis: usize, start: usize, end: usize) -> Self::T;
+    fn reshape(&mut self, x: &Self::T, shape: &[usize]) -> Self::T;
+    fn permute(&mut self, x: &Self::T, perm: &[usize]) -> Self::T;
+}

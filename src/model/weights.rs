@@ -1,0 +1,381 @@
+//! Weight store: named host tensors with the official state-dict key names.
+//!
+//! Owns loading and saving safetensors files (saving is atomic: temp file + rename), validation against the keys and
+//! shapes an architecture declares (all problems reported at once), and the eval-mode effective weights of
+//! spectral-norm and EqualLR modules. Receives file paths or tensors; emits a `WeightStore` the executors read from.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use super::ModelError;
+use super::ops::SnDim;
+use crate::tensor::HostTensor;
+
+/// Whether a state-dict entry is a trainable parameter or a buffer (spectral-norm `u`/`v`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    Parameter,
+    Buffer,
+}
+
+/// One entry the architecture expects in a state dict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedEntry {
+    pub key: String,
+    pub shape: Vec<usize>,
+    pub kind: EntryKind,
+}
+
+/// Named tensors keyed by their official state-dict names.
+#[derive(Clone, Debug, Default)]
+pub struct WeightStore {
+    tensors: BTreeMap<String, HostTensor>,
+}
+
+/// Spectral-norm suffixes in the official state dict.
+pub const SN_ORIG: &str = "weight_orig";
+pub const SN_U: &str = "weight_u";
+pub const SN_V: &str = "weight_v";
+/// Guard of `F.normalize`, used when (re)computing power-iteration vectors.
+const NORMALIZE_EPS: f64 = 1e-12;
+
+impl WeightStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn insert(&mut self, key: impl Into<String>, tensor: HostTensor) {
+        self.tensors.insert(key.into(), tensor);
+    }
+
+    pub fn get(&self, key: &str) -> Option<&HostTensor> {
+        self.tensors.get(key)
+    }
+
+    pub fn require(&self, key: &str) -> Result<&HostTensor, ModelError> {
+        self.get(key).ok_or_else(|| ModelError::MissingWeight(key.to_owned()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.tensors.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tensors.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &HostTensor)> {
+        self.tensors.iter()
+    }
+
+    /// Mutable access for optimizers, which update tensors in place by key.
+    pub fn tensors_mut(&mut self) -> &mut BTreeMap<String, HostTensor> {
+        &mut self.tensors
+    }
+
+    pub fn remove(&mut self, key: &str) -> Option<HostTensor> {
+        self.tensors.remove(key)
+    }
+
+    /// Reads every tensor of a safetensors file (f32, f16, bf16 or f64 are converted to f32).
+    pub fn load_safetensors(path: &Path) -> Result<Self, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
+        Self::from_safetensors_bytes(&bytes).map_err(|reason| ModelError::Safetensors { path: path.into(), reason })
+    }
+
+    /// Parses safetensors bytes; the error string says what is wrong with the file.
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+        let mut store = Self::new();
+        for (name, view) in st.tensors() {
+            let data = decode_to_f32(view.dtype(), view.data()).map_err(|e| format!("tensor `{name}`: {e}"))?;
+            let tensor = HostTensor::new(view.shape().to_vec(), data).map_err(|e| format!("tensor `{name}`: {e}"))?;
+            store.insert(name, tensor);
+        }
+        Ok(store)
+    }
+
+    /// Serialises every tensor as f32 safetensors.
+    pub fn to_safetensors_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        let buffers: Vec<(&String, &HostTensor, Vec<u8>)> =
+            self.tensors.iter().map(|(k, t)| (k, t, f32_le_bytes(t.data()))).collect();
+        let views = buffers
+            .iter()
+            .map(|(k, t, bytes)| {
+                let view = safetensors::tensor::TensorView::new(Dtype::F32, t.shape().to_vec(), bytes)
+                    .map_err(|e| ModelError::Tensor { name: (*k).clone(), reason: e.to_string() })?;
+                Ok(((*k).clone(), view))
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        safetensors::serialize(views, None)
+            .map_err(|e| ModelError::Tensor { name: "<file>".into(), reason: e.to_string() })
+    }
+
+    /// Writes the store atomically: a temporary file beside `path`, fsync, then rename over it.
+    pub fn save_safetensors(&self, path: &Path) -> Result<(), ModelError> {
+        let bytes = self.to_safetensors_bytes()?;
+        write_atomic(path, &bytes).map_err(|source| ModelError::Io { path: path.into(), source })
+    }
+
+    /// Checks the store against what the architecture expects and lists every problem found:
+    /// missing keys, unexpected keys and shape mismatches.
+    pub fn validate(&self, expected: &[ExpectedEntry]) -> Result<(), ModelError> {
+        let mut problems = Vec::new();
+        let mut expected_keys = std::collections::BTreeSet::new();
+        for entry in expected {
+            expected_keys.insert(entry.key.as_str());
+            match self.get(&entry.key) {
+                None => problems.push(format!("missing key `{}` (expected shape {:?})", entry.key, entry.shape)),
+                Some(t) if t.shape() != entry.shape.as_slice() => {
+                    problems.push(format!("key `{}` has shape {:?}, expected {:?}", entry.key, t.shape(), entry.shape))
+                }
+                Some(_) => {}
+            }
+        }
+        for key in self.tensors.keys() {
+            if !expected_keys.contains(key.as_str()) {
+                problems.push(format!("unexpected key `{key}`"));
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(ModelError::WeightMismatch { problems }) }
+    }
+
+    /// Eval-mode effective weight of spectral-norm module `prefix`: `weight_orig / σ`, `σ = u · (W_mat v)`.
+    pub fn spectral_norm_effective(&self, prefix: &str, dim: SnDim) -> Result<HostTensor, ModelError> {
+        let orig = self.require(&format!("{prefix}.{SN_ORIG}"))?;
+        let u = self.require(&format!("{prefix}.{SN_U}"))?;
+        let v = self.require(&format!("{prefix}.{SN_V}"))?;
+        let sigma = spectral_sigma(orig, u.data(), v.data(), dim)
+            .map_err(|reason| ModelError::Tensor { name: prefix.to_owned(), reason })?;
+        let data = orig.data().iter().map(|w| (*w as f64 / sigma) as f32).collect();
+        HostTensor::new(orig.shape().to_vec(), data)
+            .map_err(|e| ModelError::Tensor { name: prefix.to_owned(), reason: e.to_string() })
+    }
+
+    /// Effective weight of EqualLR linear `prefix`: `weight_orig * sqrt(2 / in_features)`.
+    pub fn equal_lr_effective(&self, prefix: &str) -> Result<HostTensor, ModelError> {
+        let orig = self.require(&format!("{prefix}.{SN_ORIG}"))?;
+        let scale = equal_lr_scale(orig.shape());
+        let data = orig.data().iter().map(|w| w * scale).collect();
+        HostTensor::new(orig.shape().to_vec(), data)
+            .map_err(|e| ModelError::Tensor { name: prefix.to_owned(), reason: e.to_string() })
+    }
+}
+
+/// Standard deviation of the bias noise in random initialisation (keeps activations from being exactly symmetric).
+const INIT_BIAS_STD: f32 = 0.01;
+
+/// A deterministic random initialisation for the expected entries, for benchmarks and for training from scratch:
+/// weights ~ N(0, 1/fan_in) (EqualLR weights ~ N(0, 1), their scale is applied at run time), biases ~ small noise,
+/// normalisation gains 1, and unit random vectors for spectral-norm `u`/`v`.
+pub fn random_init(expected: &[ExpectedEntry], seed: u64) -> WeightStore {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    let mut store = WeightStore::new();
+    for entry in expected {
+        let n: usize = entry.shape.iter().product();
+        let key = entry.key.as_str();
+        let data = if entry.kind == EntryKind::Buffer {
+            let mut v = rng.normal_vec(n, 0.0, 1.0);
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        } else if key.ends_with(".adain.style.linear.bias") {
+            // AdaIN style: gamma half first; start from the identity modulation (gamma = 1, beta = 0).
+            let mut v = rng.normal_vec(n, 0.0, INIT_BIAS_STD);
+            v.iter_mut().take(n / 2).for_each(|x| *x += 1.0);
+            v
+        } else if key.ends_with(".bias") {
+            rng.normal_vec(n, 0.0, INIT_BIAS_STD)
+        } else if key.contains(".norm.") && entry.shape.len() == 1 && key.ends_with(".weight")
+            || key.contains("reger.0.") && key.ends_with(".weight")
+            || key.contains("occlusion_net.0.") && key.ends_with(".weight")
+        {
+            vec![1.0; n]
+        } else if key.contains(".adain.style.linear.") {
+            rng.normal_vec(n, 0.0, 1.0)
+        } else {
+            let fan_in: usize = entry.shape.iter().skip(1).product::<usize>().max(1);
+            rng.normal_vec(n, 0.0, (1.0 / fan_in as f32).sqrt())
+        };
+        // The data length is the shape's product by construction.
+        let tensor = HostTensor::new(entry.shape.clone(), data).unwrap_or_else(|_| HostTensor::zeros(&entry.shape));
+        store.insert(entry.key.clone(), tensor);
+    }
+    store
+}
+
+/// `sqrt(2 / fan_in)` with the reference's fan_in = `size(1) * weight[0][0].numel()`.
+pub fn equal_lr_scale(weight_shape: &[usize]) -> f32 {
+    let fan_in: usize = weight_shape.iter().skip(1).product();
+    (2.0 / fan_in.max(1) as f64).sqrt() as f32
+}
+
+/// Row `r` of the SN matrix view, as an iterator over the flat indices of `weight_orig`.
+fn sn_row_indices(shape: &[usize], dim: SnDim, r: usize) -> Box<dyn Iterator<Item = usize> + '_> {
+    match dim {
+        SnDim::Dim0 => {
+            let cols: usize = shape[1..].iter().product();
+            Box::new((0..cols).map(move |c| r * cols + c))
+        }
+        SnDim::Dim1 => {
+            // W is [in, out, k...]; the matrix is W.permute(1, 0, ...).reshape(out, in * k).
+            let inner: usize = shape[2..].iter().product();
+            let out = shape[1];
+            Box::new((0..shape[0]).flat_map(move |i| (0..inner).map(move |k| (i * out + r) * inner + k)))
+        }
+    }
+}
+
+/// σ = u · (W_mat v), computed in f64.
+pub fn spectral_sigma(orig: &HostTensor, u: &[f32], v: &[f32], dim: SnDim) -> Result<f64, String> {
+    let shape = orig.shape();
+    if shape.len() < 2 {
+        return Err(format!("spectral norm needs a weight of rank ≥ 2, got {shape:?}"));
+    }
+    let (rows, cols) = dim.uv_lengths(shape);
+    if u.len() != rows || v.len() != cols {
+        return Err(format!("u/v have lengths {}/{}, expected {rows}/{cols} for weight {shape:?}", u.len(), v.len()));
+    }
+    let w = orig.data();
+    let mut sigma = 0.0f64;
+    for (r, ur) in u.iter().enumerate() {
+        let row: f64 = sn_row_indices(shape, dim, r).zip(v).map(|(i, vc)| w[i] as f64 * *vc as f64).sum();
+        sigma += *ur as f64 * row;
+    }
+    if !sigma.is_finite() || sigma == 0.0 {
+        return Err(format!("spectral norm σ = {sigma} is not usable"));
+    }
+    Ok(sigma)
+}
+
+/// Power-iteration vectors `(u, v)` for a plain weight, used when a checkpoint had spectral norm removed: the
+/// importer stores `weight_orig = W·σ` so that the eval-mode effective weight is exactly `W` again.
+pub fn power_iteration(weight: &HostTensor, dim: SnDim, iterations: usize) -> (Vec<f32>, Vec<f32>) {
+    let shape = weight.shape();
+    let (rows, cols) = dim.uv_lengths(shape);
+    let w = weight.data();
+    let mut u = vec![1.0f64 / (rows as f64).sqrt(); rows];
+    let mut v = vec![0.0f64; cols];
+    for _ in 0..iterations.max(1) {
+        v.iter_mut().for_each(|x| *x = 0.0);
+        for (r, ur) in u.iter().enumerate() {
+            for (c, i) in sn_row_indices(shape, dim, r).enumerate() {
+                v[c] += w[i] as f64 * ur;
+            }
+        }
+        normalize(&mut v);
+        for (r, ur) in u.iter_mut().enumerate() {
+            *ur = sn_row_indices(shape, dim, r).zip(&v).map(|(i, vc)| w[i] as f64 * vc).sum();
+        }
+        normalize(&mut u);
+    }
+    (u.iter().map(|x| *x as f32).collect(), v.iter().map(|x| *x as f32).collect())
+}
+
+fn normalize(x: &mut [f64]) {
+    let n = x.iter().map(|a| a * a).sum::<f64>().sqrt().max(NORMALIZE_EPS);
+    x.iter_mut().for_each(|a| *a /= n);
+}
+
+fn f32_le_bytes(data: &[f32]) -> Vec<u8> {
+    data.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+    let chunks = |n: usize| {
+        if !bytes.len().is_multiple_of(n) {
+            Err(format!("{} bytes is not a whole number of {dtype:?} values", bytes.len()))
+        } else {
+            Ok(bytes.chunks_exact(n))
+        }
+    };
+    Ok(match dtype {
+        Dtype::F32 => chunks(4)?.map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        Dtype::F64 => {
+            chunks(8)?.map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect()
+        }
+        Dtype::F16 => chunks(2)?.map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => chunks(2)?.map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(format!("unsupported dtype {other:?} (expected a floating-point tensor)")),
+    })
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sigma_dim1_matches_explicit_permutation() {
+        // W [in=2, out=3, 1, 2]; the SN matrix is W.permute(1,0,2,3).reshape(3, 4).
+        let w = HostTensor::new(vec![2, 3, 1, 2], (0..12).map(|i| i as f32 * 0.5 - 2.0).collect()).unwrap();
+        let u = [0.3f32, -0.2, 0.9];
+        let v = [0.1f32, 0.4, -0.5, 0.7];
+        let mut expected = 0.0f64;
+        for (o, uo) in u.iter().enumerate() {
+            for i in 0..2 {
+                for k in 0..2 {
+                    let flat = (i * 3 + o) * 2 + k;
+                    expected += *uo as f64 * w.data()[flat] as f64 * v[i * 2 + k] as f64;
+                }
+            }
+        }
+        let sigma = spectral_sigma(&w, &u, &v, SnDim::Dim1).unwrap();
+        assert!((sigma - expected).abs() < 1e-12);
+    }
+
+    #[test]
+    fn power_iteration_recovers_the_top_singular_value() {
+        // diag(3, 1) as a 2x2 "conv" weight [2, 2, 1, 1].
+        let w = HostTensor::new(vec![2, 2, 1, 1], vec![3.0, 0.0, 0.0, 1.0]).unwrap();
+        let (u, v) = power_iteration(&w, SnDim::Dim0, 30);
+        let sigma = spectral_sigma(&w, &u, &v, SnDim::Dim0).unwrap();
+        assert!((sigma - 3.0).abs() < 1e-6, "{sigma}");
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let mut store = WeightStore::new();
+        store.insert("a", HostTensor::zeros(&[2, 3]));
+        store.insert("extra", HostTensor::zeros(&[1]));
+        let expected = vec![
+            ExpectedEntry { key: "a".into(), shape: vec![3, 2], kind: EntryKind::Parameter },
+            ExpectedEntry { key: "b".into(), shape: vec![4], kind: EntryKind::Buffer },
+        ];
+        let msg = store.validate(&expected).unwrap_err().to_string();
+        assert!(msg.contains("`a` has shape [2, 3], expected [3, 2]"), "{msg}");
+        assert!(msg.contains("missing key `b`"), "{msg}");
+        assert!(msg.contains("unexpected key `extra`"), "{msg}");
+    }
+
+    #[test]
+    fn truncated_safetensors_is_a_clear_error() {
+        let mut store = WeightStore::new();
+        store.insert("x", HostTensor::filled(&[4, 4], 1.5));
+        let bytes = store.to_safetensors_bytes().unwrap();
+        let back = WeightStore::from_safetensors_bytes(&bytes).unwrap();
+        assert_eq!(back.get("x"), store.get("x"));
+        assert!(WeightStore::from_safetensors_bytes(&bytes[..bytes.len() - 9]).is_err());
+    }
+}

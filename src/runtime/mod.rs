@@ -1,0 +1,90 @@
+//! Inference runtimes and the devices they run on.
+//!
+//! Owns the `Device` choice shared by the CLI and the executors (parsed from `cpu`, `cuda`, `cuda:N`, `auto`), a
+//! panic-free probe of the CUDA driver, and ONNX Runtime (`ort`): locating its shared library, the process-wide
+//! environment, and sessions that run serialised ONNX models on `HostTensor`s.
+
+pub mod ort;
+
+use std::fmt;
+use std::str::FromStr;
+
+/// Where to run inference.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Device {
+    #[default]
+    Cpu,
+    /// A CUDA GPU by ordinal.
+    Cuda(usize),
+    /// CUDA GPU 0 when usable, the CPU otherwise.
+    Auto,
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            "auto" => Ok(Self::Auto),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}` (expected `cpu`, `cuda`, `cuda:N` or `auto`)")),
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+/// Checks that CUDA GPU `ordinal` exists, without panicking: cudarc's dynamic loader panics when the driver library
+/// is absent, so its presence is checked first and the remaining calls run under `catch_unwind`.
+pub fn probe_cuda(ordinal: usize) -> Result<(), String> {
+    // SAFETY: only tries to dlopen the driver library by its usual names and drops the handle.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err("no CUDA driver library (libcuda.so) could be loaded".into());
+    }
+    let count = std::panic::catch_unwind(cudarc::driver::CudaContext::device_count)
+        .map_err(|_| "the CUDA driver library is unusable (missing symbols)".to_owned())?
+        .map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
+    if ordinal >= count.max(0) as usize {
+        return Err(format!("CUDA device {ordinal} does not exist ({count} device(s) found)"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_parse_and_print() {
+        for (text, device) in
+            [("cpu", Device::Cpu), ("cuda", Device::Cuda(0)), ("CUDA:3", Device::Cuda(3)), ("auto", Device::Auto)]
+        {
+            assert_eq!(text.parse::<Device>(), Ok(device));
+        }
+        assert_eq!(Device::Cuda(2).to_string().parse::<Device>(), Ok(Device::Cuda(2)));
+        for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1"] {
+            let msg = bad.parse::<Device>().unwrap_err();
+            assert!(msg.contains("cuda:N"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn cuda_probe_never_panics() {
+        // Whatever this machine has, the probe answers instead of unwinding.
+        let _ = probe_cuda(0);
+        assert!(probe_cuda(usize::MAX).is_err());
+    }
+}

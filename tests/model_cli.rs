@@ -1,0 +1,91 @@
+//! The command-line interface of the model: the state-dict listing, `model forward`, and clear errors on bad input.
+
+mod common;
+
+use std::process::Command;
+
+use metaportrait::model::weights::WeightStore;
+use metaportrait::tensor::HostTensor;
+
+#[test]
+fn model_keys_equals_official_state_dict_listing() {
+    let out = Command::new(common::bin()).args(["model", "keys", "--config", "official"]).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json object");
+    let text = std::fs::read_to_string(common::generator_fixture("official_state_dict_shapes.json")).expect("fixture");
+    let official: serde_json::Value = serde_json::from_str(&text).expect("fixture json");
+    let sd = official["state_dict"].as_object().expect("state_dict");
+    assert_eq!(ours.len(), 436);
+    assert_eq!(ours.len(), sd.len());
+    let mut params = 0u64;
+    for (key, entry) in sd {
+        assert_eq!(ours.get(key), Some(&entry["shape"]), "key `{key}`");
+        if entry["kind"] == "parameter" {
+            params +=
+                entry["shape"].as_array().expect("shape").iter().map(|d| d.as_u64().unwrap_or(0)).product::<u64>();
+        }
+    }
+    assert_eq!(params, 130_212_376);
+}
+
+fn forward_cmd(dir: &std::path::Path, weights: &std::path::Path, executor: &str) -> std::process::Output {
+    Command::new(common::bin())
+        .args(["model", "forward", "--config"])
+        .arg(common::generator_fixture("tiny_config.json"))
+        .arg("--weights")
+        .arg(weights)
+        .arg("--inputs")
+        .arg(common::generator_fixture("tiny_io.safetensors"))
+        .arg("--output")
+        .arg(dir.join("out.safetensors"))
+        .args(["--executor", executor, "--device", "cpu"])
+        .output()
+        .expect("run")
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mp-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}
+
+#[test]
+fn forward_cli_writes_reference_outputs() {
+    let dir = tempdir("forward");
+    for executor in ["ort", "burn"] {
+        let out = forward_cmd(&dir, &common::generator_fixture("tiny_weights.safetensors"), executor);
+        assert!(out.status.success(), "{executor}: {}", String::from_utf8_lossy(&out.stderr));
+        let written = WeightStore::load_safetensors(&dir.join("out.safetensors")).expect("output");
+        let io = common::load("tiny_io.safetensors");
+        for name in ["warp.deformation", "warp.flow", "warp.occlusion_map", "warp.deformed", "refine.prediction"] {
+            let diff = written.get(name).expect(name).max_abs_diff(io.get(name).expect(name)).expect("shape");
+            assert!(diff <= 1e-4, "{executor} {name}: {diff}");
+        }
+    }
+}
+
+#[test]
+fn bad_weights_are_reported_with_every_problem() {
+    let dir = tempdir("badweights");
+    let mut store = common::load("tiny_weights.safetensors");
+    store.remove("fuse_high_res.bias").expect("key");
+    store.insert("bogus.weight", HostTensor::zeros(&[2]));
+    store.insert("SPDAE_G.conv_img.weight", HostTensor::zeros(&[3, 5, 3, 3]));
+    let path = dir.join("bad.safetensors");
+    store.save_safetensors(&path).expect("save");
+    let out = forward_cmd(&dir, &path, "ort");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("missing key `fuse_high_res.bias`"), "{err}");
+    assert!(err.contains("unexpected key `bogus.weight`"), "{err}");
+    assert!(err.contains("key `SPDAE_G.conv_img.weight` has shape [3, 5, 3, 3], expected [3, 4, 3, 3]"), "{err}");
+    assert!(!dir.join("out.safetensors").exists(), "no output may be written on failure");
+
+    let bytes = std::fs::read(common::generator_fixture("tiny_weights.safetensors")).expect("read");
+    let truncated = dir.join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).expect("write");
+    let out = forward_cmd(&dir, &truncated, "ort");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated.safetensors") && err.contains("not a valid safetensors file"), "{err}");
+}
