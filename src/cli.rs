@@ -11,8 +11,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 
-// TEMP use metaportrait::model::checkpoint::{self, StateDictSelect};
 use metaportrait::model::burn_exec;
+use metaportrait::model::checkpoint::{self, StateDictSelect};
 use metaportrait::model::config::GeneratorConfig;
 use metaportrait::model::engine::{
     self, DEFAULT_INIT_SEED, EngineOptions, ExecutorKind, GeneratorEngine, GeneratorModel, Stage,
@@ -186,7 +186,12 @@ fn model_forward(args: &ForwardArgs) -> Result<()> {
 
 fn import_checkpoint(args: &ImportArgs) -> Result<()> {
     let cfg = GeneratorConfig::resolve(&args.config)?;
-    let tensors: Vec<(String, HostTensor)> = Vec::new(); // TEMP
+    let select = match &args.key {
+        Some(k) => StateDictSelect::Key(k.clone()),
+        None => StateDictSelect::Auto,
+    };
+    let tensors = checkpoint::read_torch_checkpoint(&args.checkpoint, &select)
+        .with_context(|| format!("reading {}", args.checkpoint.display()))?;
     let store = import::state_dict_to_store(tensors, &engine::expected_entries(&cfg)?)
         .with_context(|| format!("{} does not fit the `{}` config", args.checkpoint.display(), cfg.name))?;
     store.save_safetensors(&args.output)?;

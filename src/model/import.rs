@@ -2,7 +2,7 @@
 //!
 //! Owns the mapping from a checkpoint's state dict to the keys the architecture expects: `module.` prefixes from
 //! data-parallel training are dropped, and checkpoints whose spectral norm was removed (a plain `weight` where
-//! `weight_orig`/`weight_u`/`weight_v` are expected) are restored so the eval-mode weight is unchanged. Receives the
+//! `weight_orig`/`weight_u`/`weight_v` are expected) are restored so the eval-mode weight is exactly that `weight`. Receives the
 //! tensors read by `checkpoint`; emits a validated `WeightStore`.
 
 use super::ModelError;
@@ -32,8 +32,9 @@ pub fn state_dict_to_store(
     Ok(store)
 }
 
-/// For every expected spectral-norm module that arrived as a plain `weight`, stores `weight_orig = W·σ` with
-/// power-iteration `u`, `v`, so that `weight_orig / (u·W_mat v)` is `W` again.
+/// For every expected spectral-norm module that arrived as a plain `weight` W, stores `weight_orig = W` with the
+/// top singular vectors as `v` and `u / σ`. Eval-mode SN divides by `u·(W v)`, which is invariant to the scale of
+/// `weight_orig`, so the normalisation must live in `u`: with `u·(W v) = 1` the effective weight is W itself.
 fn restore_spectral_norm(store: &mut WeightStore, expected: &[ExpectedEntry]) -> Result<(), ModelError> {
     let orig_suffix = format!(".{SN_ORIG}");
     for entry in expected.iter().filter(|e| e.kind == EntryKind::Parameter && e.key.ends_with(&orig_suffix)) {
@@ -49,14 +50,13 @@ fn restore_spectral_norm(store: &mut WeightStore, expected: &[ExpectedEntry]) ->
         let (u, v) = power_iteration(&weight, dim, SN_REBUILD_ITERATIONS);
         let sigma = super::weights::spectral_sigma(&weight, &u, &v, dim)
             .map_err(|reason| ModelError::Tensor { name: plain_key.clone(), reason })?;
-        let shape = weight.shape().to_vec();
-        let scaled = weight.data().iter().map(|w| (*w as f64 * sigma) as f32).collect();
+        let u: Vec<f32> = u.iter().map(|x| (*x as f64 / sigma) as f32).collect();
         let to_tensor = |shape: Vec<usize>, data: Vec<f32>| {
             HostTensor::new(shape, data)
                 .map_err(|e| ModelError::Tensor { name: plain_key.clone(), reason: e.to_string() })
         };
         let (u_len, v_len) = (u.len(), v.len());
-        store.insert(entry.key.clone(), to_tensor(shape, scaled)?);
+        store.insert(entry.key.clone(), weight);
         store.insert(u_key, to_tensor(vec![u_len], u)?);
         store.insert(format!("{prefix}.{SN_V}"), to_tensor(vec![v_len], v)?);
     }

@@ -6,7 +6,7 @@
 //! Receives conditioning tensors (`GeneratorInputs`); emits the warped image, flow, occlusion and the refined frame.
 
 pub mod burn_exec;
-// TEMP pub mod checkpoint;
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod import;
