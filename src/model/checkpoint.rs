@@ -149,11 +149,11 @@ type Shared<T> = Rc<RefCell<T>>;
 #[derive(Clone, Debug)]
 enum Value {
     None,
-    Bool(bool),
+    /// Booleans, floats and byte strings: legal in a checkpoint (optimizer settings, flags) but never part of a
+    /// tensor, so their contents are not kept.
+    Opaque,
     Int(i64),
-    Float(f64),
     Str(Rc<str>),
-    Bytes(Rc<[u8]>),
     Tuple(Rc<[Value]>),
     List(Shared<Vec<Value>>),
     Dict(Shared<Vec<(Value, Value)>>),
@@ -296,7 +296,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<(), CheckpointError> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.malformed("SETITEMS with an odd number of values"));
         }
         let pos = self.pos;
@@ -421,8 +421,8 @@ impl<'a> Machine<'a> {
                 }
                 op::SHORT_BINBYTES | op::BINBYTES => {
                     let n = if opcode == op::SHORT_BINBYTES { self.u8()? as usize } else { self.u32()? as usize };
-                    let b = self.take(n)?;
-                    self.stack.push(Value::Bytes(Rc::from(b)));
+                    self.take(n)?;
+                    self.stack.push(Value::Opaque);
                 }
                 op::BININT => {
                     let v = self.u32()? as i32;
@@ -447,13 +447,11 @@ impl<'a> Machine<'a> {
                     self.stack.push(Value::Int(i64::from_le_bytes(buf)));
                 }
                 op::BINFLOAT => {
-                    let b = self.take(8)?;
-                    let v = f64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-                    self.stack.push(Value::Float(v));
+                    self.take(8)?;
+                    self.stack.push(Value::Opaque);
                 }
                 op::NONE => self.stack.push(Value::None),
-                op::NEWTRUE => self.stack.push(Value::Bool(true)),
-                op::NEWFALSE => self.stack.push(Value::Bool(false)),
+                op::NEWTRUE | op::NEWFALSE => self.stack.push(Value::Opaque),
                 op::BINPUT => {
                     let i = self.u8()? as u32;
                     self.memo_put(i)?;
