@@ -400,6 +400,15 @@ impl Ops for BurnExec<'_> {
         BurnValue::new(interpolate(x.t.clone(), options), x.rank)
     }
 
+    fn depth_to_space2(&mut self, x: &BurnValue) -> BurnValue {
+        let [n, c4, h, w] = x.t.dims();
+        let c = c4 / 4;
+        // [n, (a, b, c), h, w] → [n, c, h, a, w, b] → [n, c, 2h, 2w]
+        let t: Tensor<6> = x.t.clone().reshape([n, 2, 2, c, h, w]);
+        let t = t.permute([0, 3, 4, 1, 5, 2]);
+        BurnValue::new(t.reshape([n, c, 2 * h, 2 * w]), x.rank)
+    }
+
     fn resize_bilinear(&mut self, x: &BurnValue, height: usize, width: usize) -> BurnValue {
         // `InterpolateOptions::new` defaults to align_corners = true; PyTorch's default is false.
         let options = InterpolateOptions::new(InterpolateMode::Bilinear)

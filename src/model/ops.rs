@@ -87,6 +87,9 @@ pub trait Ops {
     fn avg_pool2(&mut self, x: &Self::T) -> Self::T;
     /// Nearest ×2 upsampling (PyTorch's legacy `nearest`: pixel repeat).
     fn upsample_nearest2(&mut self, x: &Self::T) -> Self::T;
+    /// Depth-to-space with block 2, DCR order: input channel `(2a + b)·C + c` at `(i, j)` goes to output channel `c`
+    /// at `(2i + a, 2j + b)` (ONNX `DepthToSpace`, mode DCR; PyTorch's `pixel_shuffle` uses the other order).
+    fn depth_to_space2(&mut self, x: &Self::T) -> Self::T;
     /// Bilinear resize of an NCHW tensor, `align_corners = False`, no antialiasing (PyTorch's `F.interpolate`).
     fn resize_bilinear(&mut self, x: &Self::T, height: usize, width: usize) -> Self::T;
     /// `F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)`.

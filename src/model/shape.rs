@@ -130,6 +130,15 @@ pub fn upsample2_shape(x: &[usize]) -> Result<Vec<usize>, ModelError> {
     Ok(vec![x[0], x[1], 2 * x[2], 2 * x[3]])
 }
 
+/// Depth-to-space with block 2: `[n, 4c, h, w]` → `[n, c, 2h, 2w]`.
+pub fn depth_to_space2_shape(x: &[usize]) -> Result<Vec<usize>, ModelError> {
+    expect_rank("depth_to_space2", "input", x, 4)?;
+    if !x[1].is_multiple_of(4) {
+        return Err(err("depth_to_space2", format!("{} channels are not a multiple of 4", x[1])));
+    }
+    Ok(vec![x[0], x[1] / 4, 2 * x[2], 2 * x[3]])
+}
+
 /// Bilinear resize of an NCHW tensor to `height × width`.
 pub fn resize_shape(x: &[usize], height: usize, width: usize) -> Result<Vec<usize>, ModelError> {
     const OP: &str = "resize_bilinear";
@@ -385,6 +394,11 @@ impl Ops for ShapeOps {
 
     fn upsample_nearest2(&mut self, x: &Vec<usize>) -> Vec<usize> {
         let s = upsample2_shape(x);
+        self.check(s, x)
+    }
+
+    fn depth_to_space2(&mut self, x: &Vec<usize>) -> Vec<usize> {
+        let s = depth_to_space2_shape(x);
         self.check(s, x)
     }
 

@@ -224,10 +224,10 @@ impl OrtSession {
 }
 
 /// Threads: `threads` intra-op, 1 inter-op (the graph is a chain), no spinning (it burns cores between frames and
-/// starves other work on small machines); all graph optimisations up to layout (level 3).
+/// starves other work on small machines); all graph optimisations, including the NCHWc layout transforms.
 fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, ModelError> {
     let step = |e: ort::Error<SessionBuilder>| ort_error("session options", e);
-    Session::builder(env)
+    let builder = Session::builder(env)
         .map_err(|e| ort_error("session options", e))?
         .with_intra_threads(threads)
         .map_err(step)?
@@ -236,8 +236,17 @@ fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, Mod
         .with_intra_op_spinning(false)
         .map_err(step)?
         .with_optimization_level(GraphOptimizationLevel::All)
-        .map_err(step)
+        .map_err(step)?;
+    match std::env::var_os(PROFILE_ENV) {
+        // Per-node timings for performance work: ONNX Runtime writes a Chrome-trace JSON with this prefix when the
+        // session ends.
+        Some(prefix) => builder.with_profiling(prefix).map_err(step),
+        None => Ok(builder),
+    }
 }
+
+/// Environment variable: file prefix for ONNX Runtime's per-node profile (unset: no profiling).
+pub const PROFILE_ENV: &str = "METAPORTRAIT_ORT_PROFILE";
 
 /// Appends the CUDA execution provider through the C API, because `ort`'s typed `ep::CUDA` exists only with its `cuda`
 /// Cargo feature. Fails when the loaded build has no CUDA provider (the CPU wheel) or the provider cannot load.

@@ -32,9 +32,8 @@ const SPADE_LEVEL: [usize; SPADE_BLOCKS] = [0, 0, 0, 0, 1, 2, 3];
 fn feature_pyramid<O: Ops>(ops: &mut O, cfg: &GeneratorConfig, source: &O::T) -> Result<Vec<O::T>, ModelError> {
     let (be, mf, n) = (cfg.encoder_block_expansion, cfg.encoder_max_features, cfg.encoder_num_blocks);
     let width = |i: usize| mf.min(be << i);
-    let conv_in_relu = |ops: &mut O, prefix: &str, x: &O::T, cin: usize, cout: usize| -> Result<O::T, ModelError> {
-        let h = blocks::conv(ops, &format!("{prefix}.conv"), x, cin, cout, CONV3)?;
-        let h = blocks::instance_norm_affine(ops, &format!("{prefix}.norm"), &h, cout)?;
+    let in_relu = |ops: &mut O, prefix: &str, h: &O::T, cout: usize| -> Result<O::T, ModelError> {
+        let h = blocks::instance_norm_affine(ops, &format!("{prefix}.norm"), h, cout)?;
         Ok(ops.relu(&h))
     };
 
@@ -42,7 +41,9 @@ fn feature_pyramid<O: Ops>(ops: &mut O, cfg: &GeneratorConfig, source: &O::T) ->
     let mut cin = IMAGE_CHANNELS;
     for i in 0..n {
         let cout = width(i + 1);
-        let h = conv_in_relu(ops, &format!("{ENCODER}.encoder.down_blocks.{i}"), &skips[i], cin, cout)?;
+        let prefix = format!("{ENCODER}.encoder.down_blocks.{i}");
+        let h = blocks::conv(ops, &format!("{prefix}.conv"), &skips[i], cin, cout, CONV3)?;
+        let h = in_relu(ops, &prefix, &h, cout)?;
         skips.push(ops.avg_pool2(&h));
         cin = cout;
     }
@@ -52,8 +53,9 @@ fn feature_pyramid<O: Ops>(ops: &mut O, cfg: &GeneratorConfig, source: &O::T) ->
     for (j, level) in (0..n).rev().enumerate() {
         let up_in = if level == n - 1 { width(level + 1) } else { 2 * width(level + 1) };
         let up_out = width(level);
-        let up = ops.upsample_nearest2(&h);
-        let up = conv_in_relu(ops, &format!("{ENCODER}.decoder.up_blocks.{j}"), &up, up_in, up_out)?;
+        let prefix = format!("{ENCODER}.decoder.up_blocks.{j}");
+        let up = blocks::up2_conv3(ops, &format!("{prefix}.conv"), &h, up_in, up_out)?;
+        let up = in_relu(ops, &prefix, &up, up_out)?;
         h = ops.concat(&[&up, &skips[level]], 1);
         levels.push(if level == 0 { h.clone() } else { up });
     }

@@ -60,8 +60,20 @@ fn conv_adain_relu<O: Ops>(
     cout: usize,
 ) -> Result<O::T, ModelError> {
     let h = blocks::conv(ops, &format!("{prefix}.conv"), x, cin, cout, CONV3)?;
-    let h =
-        blocks::adain_motion(ops, &format!("{prefix}.norm"), &h, style, cout, cfg.motion_adain_c, cfg.adain_hidden)?;
+    adain_relu(ops, cfg, prefix, &h, style, cout)
+}
+
+/// ADAIN (`{prefix}.norm`) → ReLU; the Up blocks reach it through `blocks::up2_conv3`.
+fn adain_relu<O: Ops>(
+    ops: &mut O,
+    cfg: &GeneratorConfig,
+    prefix: &str,
+    h: &O::T,
+    style: &O::T,
+    channels: usize,
+) -> Result<O::T, ModelError> {
+    let norm = format!("{prefix}.norm");
+    let h = blocks::adain_motion(ops, &norm, h, style, channels, cfg.motion_adain_c, cfg.adain_hidden)?;
     Ok(ops.relu(&h))
 }
 
@@ -97,8 +109,8 @@ fn motion_hourglass<O: Ops>(
         let up_in = if level == n - 1 { width } else { 2 * width };
         let up_out = cfg.motion_down_channels(level - 1);
         let prefix = format!("{dec}.{j}");
-        let up = ops.upsample_nearest2(&h);
-        let up = conv_adain_relu(ops, cfg, &prefix, &up, style, up_in, up_out)?;
+        let up = blocks::up2_conv3(ops, &format!("{prefix}.conv"), &h, up_in, up_out)?;
+        let up = adain_relu(ops, cfg, &prefix, &up, style, up_out)?;
         let up = conv_adain_relu(ops, cfg, &format!("{prefix}.SameBlock2d"), &up, style, up_out, up_out)?;
         ops.tap(&format!("inter.motion.up{j}"), &up);
         h = ops.concat(&[&up, &skips[level]], 1);

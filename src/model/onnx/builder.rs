@@ -41,6 +41,7 @@ mod attr {
     pub const KEEPDIMS: &str = "keepdims";
     pub const KERNEL_SHAPE: &str = "kernel_shape";
     pub const MODE: &str = "mode";
+    pub const BLOCKSIZE: &str = "blocksize";
     pub const NEAREST_MODE: &str = "nearest_mode";
     pub const PADDING_MODE: &str = "padding_mode";
     pub const PADS: &str = "pads";
@@ -555,6 +556,13 @@ impl Ops for OnnxBuilder<'_> {
             attr_str(attr::NEAREST_MODE, "floor"),
         ];
         self.resize(x, s, attrs)
+    }
+
+    fn depth_to_space2(&mut self, x: &OnnxValue) -> OnnxValue {
+        let s = shape::depth_to_space2_shape(&x.shape);
+        let s = self.checked(s, &x.shape);
+        let attrs = vec![attr_int(attr::BLOCKSIZE, 2), attr_str(attr::MODE, "DCR")];
+        self.node("DepthToSpace", &[&x.name], attrs, s)
     }
 
     /// `half_pixel` is PyTorch's `align_corners=False` mapping `(d + 0.5) · in / out − 0.5` (also for an output of
