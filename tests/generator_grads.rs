@@ -48,6 +48,7 @@ fn gradients_match_float64_reference() {
     let mut failures = Vec::new();
     let mut zero_checked = 0;
     let mut compared = 0;
+    let mut worst: std::collections::BTreeMap<&str, f64> = std::collections::BTreeMap::new();
     for (key, expected) in reference.iter().filter(|(k, _)| k.starts_with("grad.")) {
         let param = &key["grad.".len()..];
         let actual = grads.get(param).unwrap_or_else(|| panic!("no gradient for `{param}`"));
@@ -60,12 +61,15 @@ fn gradients_match_float64_reference() {
             continue;
         }
         let rel = common::l2_relative(actual, expected);
+        let part = param.split('.').next().unwrap_or(param);
+        let w = worst.entry(part).or_insert(0.0);
+        *w = w.max(rel);
         if rel > tolerance(param) {
             failures.push(format!("{param}: l2-rel {rel:.2e} > {:.0e}", tolerance(param)));
         }
         compared += 1;
     }
-    eprintln!("compared {compared} gradients, {zero_checked} exact-zero biases");
+    eprintln!("compared {compared} gradients, {zero_checked} exact-zero biases; worst l2-rel per part: {worst:?}");
     assert_eq!(zero_checked, 22, "the reference lists 22 exact-zero conv biases");
     assert_eq!(compared + zero_checked, 386, "every parameter must have a gradient");
     assert!(failures.is_empty(), "gradient mismatches:\n{}", failures.join("\n"));
