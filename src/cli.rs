@@ -268,7 +268,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
     let mut model = GeneratorModel::random(cfg.clone(), DEFAULT_INIT_SEED)?;
     let host = synthetic_inputs(&cfg)?;
     let inputs = GeneratorInputs::try_from_fn(|n| {
-        host.get(n).cloned().ok_or_else(|| metaportrait::model::ModelError::MissingWeight(n.to_owned()))
+        host.get(n).cloned().ok_or_else(|| metaportrait::model::ModelError::MissingInput(n.to_owned()))
     })?;
     let target = host["input.source"].clone();
     let device = burn_exec::exec_device(Device::Cpu)?;

@@ -29,13 +29,22 @@ fn model_keys_equals_official_state_dict_listing() {
 }
 
 fn forward_cmd(dir: &std::path::Path, weights: &std::path::Path, executor: &str) -> std::process::Output {
+    forward_with_inputs(dir, weights, &common::generator_fixture("tiny_io.safetensors"), executor)
+}
+
+fn forward_with_inputs(
+    dir: &std::path::Path,
+    weights: &std::path::Path,
+    inputs: &std::path::Path,
+    executor: &str,
+) -> std::process::Output {
     Command::new(common::bin())
         .args(["model", "forward", "--config"])
         .arg(common::generator_fixture("tiny_config.json"))
         .arg("--weights")
         .arg(weights)
         .arg("--inputs")
-        .arg(common::generator_fixture("tiny_io.safetensors"))
+        .arg(inputs)
         .arg("--output")
         .arg(dir.join("out.safetensors"))
         .args(["--executor", executor, "--device", "cpu"])
@@ -88,4 +97,33 @@ fn bad_weights_are_reported_with_every_problem() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("truncated.safetensors") && err.contains("not a valid safetensors file"), "{err}");
+}
+
+#[test]
+fn wrong_input_shapes_are_reported_by_both_executors() {
+    let dir = tempdir("badinputs");
+    let mut io = common::load("tiny_io.safetensors");
+    io.insert("input.source", HostTensor::zeros(&[1, 3, 128, 128]));
+    io.remove("input.src_id").expect("fixture has src_id");
+    let inputs = dir.join("inputs.safetensors");
+    io.save_safetensors(&inputs).expect("save");
+    for executor in ["ort", "burn"] {
+        let out = forward_with_inputs(&dir, &common::generator_fixture("tiny_weights.safetensors"), &inputs, executor);
+        assert!(!out.status.success(), "{executor}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("lacks input tensor(s): input.src_id"), "{executor}: {err}");
+    }
+    io.insert("input.src_id", HostTensor::zeros(&[1, 32]));
+    io.save_safetensors(&inputs).expect("save");
+    for executor in ["ort", "burn"] {
+        let out = forward_with_inputs(&dir, &common::generator_fixture("tiny_weights.safetensors"), &inputs, executor);
+        assert!(!out.status.success(), "{executor}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("input `input.source` has shape [1, 3, 128, 128], expected [1, 3, 256, 256]"),
+            "{executor}: {err}"
+        );
+        assert!(!err.contains("panicked"), "{executor}: {err}");
+    }
+    assert!(!dir.join("out.safetensors").exists());
 }

@@ -121,44 +121,61 @@ impl Default for EngineOptions {
 }
 
 /// A generator ready to run frames.
-pub enum GeneratorEngine {
+pub struct GeneratorEngine {
+    /// Expected input shapes, in `INPUT_NAMES` order: inputs are checked before any executor sees them.
+    input_shapes: [Vec<usize>; INPUT_NAMES.len()],
+    backend: Backend,
+}
+
+enum Backend {
     Ort { session: OrtSession },
     Burn { model: GeneratorModel, device: burn::tensor::Device, stage: Stage, taps: bool },
 }
 
 impl GeneratorEngine {
     pub fn new(model: &GeneratorModel, opts: &EngineOptions) -> Result<Self, ModelError> {
-        match opts.executor {
+        let backend = match opts.executor {
             ExecutorKind::Ort => {
                 let graph = build_onnx(model, opts.stage, opts.taps)?;
                 let session_opts = SessionOptions { threads: opts.threads, device: opts.device };
-                Ok(Self::Ort { session: OrtSession::from_bytes(&graph, &session_opts)? })
+                Backend::Ort { session: OrtSession::from_bytes(&graph, &session_opts)? }
             }
-            ExecutorKind::Burn => Ok(Self::Burn {
+            ExecutorKind::Burn => Backend::Burn {
                 model: model.clone(),
                 device: burn_exec::exec_device(opts.device)?,
                 stage: opts.stage,
                 taps: opts.taps,
-            }),
-        }
+            },
+        };
+        Ok(Self { input_shapes: net::input_shapes(&model.config), backend })
     }
 
     pub fn executor(&self) -> ExecutorKind {
-        match self {
-            Self::Ort { .. } => ExecutorKind::Ort,
-            Self::Burn { .. } => ExecutorKind::Burn,
+        match self.backend {
+            Backend::Ort { .. } => ExecutorKind::Ort,
+            Backend::Burn { .. } => ExecutorKind::Burn,
         }
     }
 
-    /// Runs one frame. `inputs` must hold every name in `INPUT_NAMES` (extra entries are ignored).
+    /// Runs one frame. `inputs` must hold every name in `INPUT_NAMES` with its shape (extra entries are ignored).
     pub fn run(&mut self, inputs: &BTreeMap<String, HostTensor>) -> Result<BTreeMap<String, HostTensor>, ModelError> {
-        let get = |name: &str| inputs.get(name).ok_or_else(|| ModelError::MissingWeight(name.to_owned()));
-        match self {
-            Self::Ort { session } => {
+        for (name, expected) in INPUT_NAMES.iter().zip(&self.input_shapes) {
+            let t = inputs.get(*name).ok_or_else(|| ModelError::MissingInput((*name).to_owned()))?;
+            if t.shape() != expected.as_slice() {
+                return Err(ModelError::InputShape {
+                    name: (*name).to_owned(),
+                    expected: expected.clone(),
+                    actual: t.shape().to_vec(),
+                });
+            }
+        }
+        let get = |name: &str| inputs.get(name).ok_or_else(|| ModelError::MissingInput(name.to_owned()));
+        match &mut self.backend {
+            Backend::Ort { session } => {
                 let named = INPUT_NAMES.iter().map(|n| Ok((*n, get(n)?))).collect::<Result<Vec<_>, ModelError>>()?;
                 session.run(&named)
             }
-            Self::Burn { model, device, stage, taps } => {
+            Backend::Burn { model, device, stage, taps } => {
                 let mut exec = BurnExec::new(&model.weights, device, false).with_taps(*taps);
                 let ins = GeneratorInputs::try_from_fn(|n| Ok(exec.input(get(n)?)))?;
                 let mut out = BTreeMap::new();

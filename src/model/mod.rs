@@ -31,6 +31,10 @@ pub enum ModelError {
     WeightMismatch { problems: Vec<String> },
     #[error("weight `{0}` is missing")]
     MissingWeight(String),
+    #[error("input `{0}` is missing")]
+    MissingInput(String),
+    #[error("input `{name}` has shape {actual:?}, expected {expected:?}")]
+    InputShape { name: String, expected: Vec<usize>, actual: Vec<usize> },
     #[error("tensor `{name}`: {reason}")]
     Tensor { name: String, reason: String },
     #[error("executor `{executor}` failed: {reason}")]
