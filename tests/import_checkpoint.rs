@@ -103,15 +103,9 @@ fn import(ckpt: &Path, out: &Path) -> std::process::Output {
         .expect("run")
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mp-import-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir
-}
-
 #[test]
 fn imports_the_generator_state_dict_bit_exactly() {
-    let dir = tempdir("exact");
+    let dir = common::tempdir("exact");
     let weights = common::load("tiny_weights.safetensors");
     // Data-parallel training saves keys with a `module.` prefix.
     let entries: Vec<(String, HostTensor)> = weights.iter().map(|(k, v)| (format!("module.{k}"), v.clone())).collect();
@@ -127,7 +121,7 @@ fn imports_the_generator_state_dict_bit_exactly() {
 
 #[test]
 fn imports_a_checkpoint_without_spectral_norm_preserving_the_model() {
-    let dir = tempdir("nosn");
+    let dir = common::tempdir("nosn");
     let weights = common::load("tiny_weights.safetensors");
     // Replace every spectral-norm triple by its eval-mode weight, as `remove_spectral_norm` does.
     let mut entries = Vec::new();
@@ -169,7 +163,7 @@ fn imports_a_checkpoint_without_spectral_norm_preserving_the_model() {
 
 #[test]
 fn wrong_shapes_and_malformed_files_are_refused_without_output() {
-    let dir = tempdir("bad");
+    let dir = common::tempdir("bad");
     let weights = common::load("tiny_weights.safetensors");
     let entries: Vec<(String, HostTensor)> = weights
         .iter()

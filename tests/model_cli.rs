@@ -52,15 +52,9 @@ fn forward_with_inputs(
         .expect("run")
 }
 
-fn tempdir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("mp-test-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tempdir");
-    dir
-}
-
 #[test]
 fn forward_cli_writes_reference_outputs() {
-    let dir = tempdir("forward");
+    let dir = common::tempdir("forward");
     for executor in ["ort", "burn"] {
         let out = forward_cmd(&dir, &common::generator_fixture("tiny_weights.safetensors"), executor);
         assert!(out.status.success(), "{executor}: {}", String::from_utf8_lossy(&out.stderr));
@@ -75,7 +69,7 @@ fn forward_cli_writes_reference_outputs() {
 
 #[test]
 fn bad_weights_are_reported_with_every_problem() {
-    let dir = tempdir("badweights");
+    let dir = common::tempdir("badweights");
     let mut store = common::load("tiny_weights.safetensors");
     store.remove("fuse_high_res.bias").expect("key");
     store.insert("bogus.weight", HostTensor::zeros(&[2]));
@@ -101,7 +95,7 @@ fn bad_weights_are_reported_with_every_problem() {
 
 #[test]
 fn wrong_input_shapes_are_reported_by_both_executors() {
-    let dir = tempdir("badinputs");
+    let dir = common::tempdir("badinputs");
     let mut io = common::load("tiny_io.safetensors");
     io.insert("input.source", HostTensor::zeros(&[1, 3, 128, 128]));
     io.remove("input.src_id").expect("fixture has src_id");

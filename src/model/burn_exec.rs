@@ -564,14 +564,7 @@ mod tests {
 
     /// PyTorch's `grid_sampler_compute_source_index` for reflection padding, align_corners=False.
     fn ref_source_index(g: f64, size: usize) -> f64 {
-        let coord = ((g + 1.0) * size as f64 - 1.0) / 2.0;
-        // reflect_coordinates(coord, -1, 2·size - 1)
-        let (min, span) = (-0.5, size as f64);
-        let v = (coord - min).abs();
-        let extra = v % span;
-        let flips = (v / span).floor() as i64;
-        let reflected = if flips % 2 == 0 { extra + min } else { span - extra + min };
-        reflected.clamp(0.0, size as f64 - 1.0)
+        crate::model::testing::reflect_clip(((g + 1.0) * size as f64 - 1.0) / 2.0, size)
     }
 
     fn ref_grid_sample(x: &[f64], [n, c, h, w]: [usize; 4], grid: &[f64], [ho, wo]: [usize; 2]) -> Vec<f64> {

@@ -16,6 +16,9 @@ pub mod ops;
 pub mod shape;
 pub mod weights;
 
+#[cfg(test)]
+pub(crate) mod testing;
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong while configuring, loading or running the generator.

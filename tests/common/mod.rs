@@ -44,3 +44,10 @@ pub fn l2_relative(actual: &HostTensor, expected: &HostTensor) -> f64 {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_metaportrait"))
 }
+
+/// A fresh per-process scratch directory for a test.
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("mp-test-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tempdir");
+    dir
+}

@@ -112,16 +112,7 @@ mod tests {
         tensor(&[n, c, 2 * h, 2 * w], out)
     }
 
-    /// PyTorch's `reflect_coordinates` for align_corners=False (`twice_low = -1`, `twice_high = 2·size − 1`), then
-    /// `clip_coordinates`.
-    fn reflect_clip(coord: f64, size: usize) -> f64 {
-        let (min, span) = (-0.5, size as f64);
-        let v = (coord - min).abs();
-        let extra = v % span;
-        let flips = (v / span).floor() as i64;
-        let r = if flips % 2 == 0 { extra + min } else { span - extra + min };
-        r.clamp(0.0, size as f64 - 1.0)
-    }
+    use crate::model::testing::reflect_clip;
 
     fn ref_grid_sample(x: &HostTensor, grid: &HostTensor) -> HostTensor {
         let [n, c, h, w] = x.shape().try_into().unwrap();
