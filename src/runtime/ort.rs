@@ -175,9 +175,7 @@ impl OrtSession {
             });
             match attempt {
                 Ok(session) => return Ok(Self { session, device: Device::Cuda(n) }),
-                Err(why) => {
-                    tracing::warn!("device `{}` requested, running ONNX Runtime on the CPU: {why}", opts.device)
-                }
+                Err(why) => report_cpu_fallback(opts.device, &why),
             }
         }
         let session = base_builder(&env, opts.threads)?
@@ -242,6 +240,19 @@ fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, Mod
         // session ends.
         Some(prefix) => builder.with_profiling(prefix).map_err(step),
         None => Ok(builder),
+    }
+}
+
+/// Says once per process why a CUDA request runs on the CPU: a warning when CUDA was asked for explicitly, an
+/// information line for `auto` (where the CPU is an expected outcome).
+fn report_cpu_fallback(device: Device, why: &str) {
+    static REPORTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if REPORTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    match device {
+        Device::Auto => tracing::info!("device `auto`: running ONNX Runtime on the CPU ({why})"),
+        _ => tracing::warn!("device `{device}` requested, running ONNX Runtime on the CPU: {why}"),
     }
 }
 
