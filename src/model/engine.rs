@@ -68,10 +68,7 @@ pub struct GeneratorModel {
 /// Every state-dict entry the architecture declares for `cfg`, in declaration order.
 pub fn expected_entries(cfg: &GeneratorConfig) -> Result<Vec<ExpectedEntry>, ModelError> {
     let mut ops = ShapeOps::new();
-    let inputs = GeneratorInputs::try_from_fn(|name| {
-        let idx = INPUT_NAMES.iter().position(|n| *n == name).unwrap_or(0);
-        Ok(net::input_shapes(cfg)[idx].clone())
-    })?;
+    let inputs = GeneratorInputs::from_spec(cfg, |_, shape| shape.to_vec());
     net::generator_forward(&mut ops, cfg, &inputs)?;
     if let Some(err) = ops.take_error() {
         return Err(err);
@@ -210,11 +207,7 @@ impl GeneratorEngine {
 pub fn build_onnx(model: &GeneratorModel, stage: Stage, taps: bool) -> Result<Vec<u8>, ModelError> {
     let cfg = &model.config;
     let mut b = OnnxBuilder::new(&model.weights).with_taps(taps);
-    let shapes = net::input_shapes(cfg);
-    let inputs = GeneratorInputs::try_from_fn(|name| {
-        let idx = INPUT_NAMES.iter().position(|n| *n == name).unwrap_or(0);
-        Ok(b.input(name, &shapes[idx]))
-    })?;
+    let inputs = GeneratorInputs::from_spec(cfg, |name, shape| b.input(name, shape));
     match stage {
         Stage::Warp => {
             let warp = net::warp::warp_forward(&mut b, cfg, &inputs)?;

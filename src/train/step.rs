@@ -29,7 +29,7 @@ pub fn l1_step(
     inputs: &GeneratorInputs<HostTensor>,
     target: &HostTensor,
 ) -> Result<StepReport, ModelError> {
-    let grads = {
+    let (grads, loss) = {
         let mut exec = BurnExec::new(&model.weights, device, true);
         let ins = inputs.map(|t| exec.input(t));
         let target = exec.input(target);
@@ -38,7 +38,6 @@ pub fn l1_step(
         let loss_value = exec.to_host(&loss).data().first().copied().unwrap_or(f32::NAN);
         (exec.backward(&loss)?, loss_value)
     };
-    let (grads, loss) = grads;
     let stats = adam.step(model.weights.tensors_mut(), &grads);
     Ok(StepReport { loss, stats })
 }

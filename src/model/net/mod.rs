@@ -95,6 +95,19 @@ pub fn output_shapes(cfg: &GeneratorConfig) -> [Vec<usize>; 5] {
 }
 
 impl<T> GeneratorInputs<T> {
+    /// Builds each input from its name and declared shape (`INPUT_NAMES`, `input_shapes`).
+    pub fn from_spec(cfg: &GeneratorConfig, mut make: impl FnMut(&str, &[usize]) -> T) -> Self {
+        let [s0, s1, s2, s3, s4, s5] = input_shapes(cfg);
+        Self {
+            source: make(INPUT_NAMES[0], &s0),
+            source_line: make(INPUT_NAMES[1], &s1),
+            driving_line: make(INPUT_NAMES[2], &s2),
+            mouth_line: make(INPUT_NAMES[3], &s3),
+            driving_ldmk: make(INPUT_NAMES[4], &s4),
+            src_id: make(INPUT_NAMES[5], &s5),
+        }
+    }
+
     /// Converts every input, e.g. host tensors into executor handles.
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> GeneratorInputs<U> {
         GeneratorInputs {
