@@ -27,6 +27,9 @@ use metaportrait::train::{
     self,
     adam::{Adam, AdamConfig},
 };
+use metaportrait::tsr;
+use metaportrait::tsr::config::TsrConfig;
+use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
 
 #[derive(Parser, Debug)]
 #[command(name = "metaportrait", version, about = "Identity-preserving talking-head generation (MetaPortrait)")]
@@ -40,6 +43,9 @@ pub enum Command {
     /// Inspect and run the generator network.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Inspect and run the temporal super-resolution network (256² → 512²).
+    #[command(subcommand)]
+    Tsr(TsrCommand),
     /// Convert an official PyTorch checkpoint (.pth/.pth.tar) into a safetensors weight file, safely.
     ImportCheckpoint(ImportArgs),
     /// Measure speed.
@@ -57,6 +63,39 @@ pub enum ModelCommand {
         #[arg(long, default_value = "official")]
         config: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TsrCommand {
+    /// Run the official forward on a clip `input.lq` (1, n, 3, h, w) and write `output` (1, n, 3, 2h, 2w).
+    Forward(TsrForwardArgs),
+    /// Print the full state dict the TSR network expects as a JSON object {key: [shape…]}.
+    Keys {
+        /// `official`, `tiny`, or a config JSON file (constructor arguments, bare or under `constructor`).
+        #[arg(long, default_value = "official")]
+        config: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct TsrForwardArgs {
+    /// `official`, `tiny`, or a config JSON file (constructor arguments, bare or under `constructor`).
+    #[arg(long)]
+    pub config: String,
+    /// Weights (safetensors, official key names).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Input safetensors holding `input.lq` (1, n, 3, h, w) in [0, 1], h = w = out_size / 2 (or out_size).
+    #[arg(long)]
+    pub inputs: PathBuf,
+    /// Output safetensors: `output` (1, n, 3, out_size, out_size).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Frames per network call; by default the whole clip at once, as the official forward. 16 = the official test.
+    #[arg(long)]
+    pub chunk: Option<usize>,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 #[derive(Args, Debug)]
@@ -100,9 +139,18 @@ pub struct ImportArgs {
     /// Architecture to validate against: `official`, `tiny`, or a config JSON file.
     #[arg(long, default_value = "official")]
     pub config: String,
-    /// Which state dict inside the checkpoint (default: `generator`, then common alternatives).
+    /// Which state dict inside the checkpoint (default: `generator`, then `params_ema`, `params`, …).
     #[arg(long)]
     pub key: Option<String>,
+    /// Which network the checkpoint holds: `generator` (ckpt_base.pth.tar) or `tsr` (temporal_gfpgan.pth).
+    #[arg(long, value_enum, default_value = "generator")]
+    pub model: ImportModel,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImportModel {
+    Generator,
+    Tsr,
 }
 
 #[derive(Subcommand, Debug)]
@@ -111,6 +159,26 @@ pub enum BenchCommand {
     Generator(BenchGeneratorArgs),
     /// Time one personalization step (burn forward + backward + Adam), batch 1.
     Step(BenchStepArgs),
+    /// Time the temporal SR network per frame (offline chunk and the live 3-frame window).
+    Tsr(BenchTsrArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchTsrArgs {
+    /// `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Weights to use; random weights of the right shapes otherwise (speed does not depend on values).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Frames per offline call (the official test uses 16).
+    #[arg(long, default_value_t = 4)]
+    pub frames: usize,
+    /// Timed iterations (after one warm-up run).
+    #[arg(long, default_value_t = 2)]
+    pub iters: usize,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 #[derive(Args, Debug)]
@@ -142,18 +210,55 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Model(ModelCommand::Keys { config }) => model_keys(&config),
         Command::Model(ModelCommand::Forward(args)) => model_forward(&args),
+        Command::Tsr(TsrCommand::Keys { config }) => tsr_keys(&config),
+        Command::Tsr(TsrCommand::Forward(args)) => tsr_forward(&args),
         Command::ImportCheckpoint(args) => import_checkpoint(&args),
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
+        Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
     }
 }
 
-fn model_keys(config: &str) -> Result<()> {
-    let cfg = GeneratorConfig::resolve(config)?;
-    let entries = engine::expected_entries(&cfg)?;
+fn print_listing(entries: Vec<metaportrait::model::weights::ExpectedEntry>) -> Result<()> {
     let map: serde_json::Map<String, serde_json::Value> =
         entries.into_iter().map(|e| (e.key, serde_json::json!(e.shape))).collect();
     println!("{}", serde_json::to_string_pretty(&map)?);
+    Ok(())
+}
+
+fn model_keys(config: &str) -> Result<()> {
+    print_listing(engine::expected_entries(&GeneratorConfig::resolve(config)?)?)
+}
+
+fn tsr_keys(config: &str) -> Result<()> {
+    print_listing(tsr::engine::expected_entries(&TsrConfig::resolve(config)?)?)
+}
+
+fn tsr_options(exec: &ExecArgs) -> TsrOptions {
+    TsrOptions { executor: exec.executor, device: exec.device, threads: exec.threads, taps: false }
+}
+
+fn tsr_forward(args: &TsrForwardArgs) -> Result<()> {
+    let cfg = TsrConfig::resolve(&args.config)?;
+    let model = TsrModel::load(cfg, &args.weights)?;
+    let inputs = WeightStore::load_safetensors(&args.inputs)?;
+    let lq = inputs
+        .get(tsr::net::INPUT_LQ)
+        .with_context(|| format!("{} lacks `{}`", args.inputs.display(), tsr::net::INPUT_LQ))?;
+    let frames = lq.shape().get(1).copied().unwrap_or(0);
+    let mut engine = TsrEngine::new(model, tsr_options(&args.exec))?;
+    let started = Instant::now();
+    let out = engine.run_clip(lq, args.chunk.unwrap_or(frames))?;
+    tracing::info!(
+        executor = engine.executor().name(),
+        frames,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "tsr"
+    );
+    let mut store = WeightStore::new();
+    store.insert(tsr::net::OUTPUT, out);
+    store.save_safetensors(&args.output)?;
+    eprintln!("wrote {} ({frames} frames)", args.output.display());
     Ok(())
 }
 
@@ -185,17 +290,26 @@ fn model_forward(args: &ForwardArgs) -> Result<()> {
 }
 
 fn import_checkpoint(args: &ImportArgs) -> Result<()> {
-    let cfg = GeneratorConfig::resolve(&args.config)?;
+    let (expected, name) = match args.model {
+        ImportModel::Generator => {
+            let cfg = GeneratorConfig::resolve(&args.config)?;
+            (engine::expected_entries(&cfg)?, cfg.name)
+        }
+        ImportModel::Tsr => {
+            let cfg = TsrConfig::resolve(&args.config)?;
+            (tsr::engine::expected_entries(&cfg)?, cfg.name)
+        }
+    };
     let select = match &args.key {
         Some(k) => StateDictSelect::Key(k.clone()),
         None => StateDictSelect::Auto,
     };
     let tensors = checkpoint::read_torch_checkpoint(&args.checkpoint, &select)
         .with_context(|| format!("reading {}", args.checkpoint.display()))?;
-    let store = import::state_dict_to_store(tensors, &engine::expected_entries(&cfg)?)
-        .with_context(|| format!("{} does not fit the `{}` config", args.checkpoint.display(), cfg.name))?;
+    let store = import::state_dict_to_store(tensors, &expected)
+        .with_context(|| format!("{} does not fit the `{name}` config", args.checkpoint.display()))?;
     store.save_safetensors(&args.output)?;
-    eprintln!("wrote {} ({} tensors, config `{}`)", args.output.display(), store.len(), cfg.name);
+    eprintln!("wrote {} ({} tensors, config `{name}`)", args.output.display(), store.len());
     Ok(())
 }
 
@@ -293,5 +407,55 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         "config": cfg.name, "executor": "burn", "first_step_s": first, "step_s": med, "iters": args.iters,
     });
     println!("{result}");
+    Ok(())
+}
+
+fn bench_tsr(args: &BenchTsrArgs) -> Result<()> {
+    if args.iters == 0 || args.frames == 0 {
+        bail!("--iters and --frames must be at least 1");
+    }
+    let cfg = TsrConfig::resolve(&args.config)?;
+    let model = match &args.weights {
+        Some(path) => TsrModel::load(cfg.clone(), path)?,
+        None => TsrModel::random(cfg.clone(), tsr::engine::DEFAULT_INIT_SEED)?,
+    };
+    let side = cfg.out_size / 2;
+    let mut engine = TsrEngine::new(model, tsr_options(&args.exec))?;
+    let mut rng = SplitMix64::new(tsr::engine::DEFAULT_INIT_SEED);
+    let window = tsr::stream::DEFAULT_HISTORY + 2;
+    let mut result = serde_json::Map::new();
+    for (frames, key) in [(args.frames, "offline_ms_per_frame"), (window, "stream_ms_per_frame")] {
+        let len = frames * 3 * side * side;
+        let batch = HostTensor::new(vec![frames, 3, side, side], (0..len).map(|_| rng.uniform() as f32).collect())?;
+        let setup = Instant::now();
+        engine.prepare(frames, side)?;
+        let setup_s = setup.elapsed().as_secs_f64();
+        let bar = ProgressBar::new((args.iters + 1) as u64);
+        bar.set_style(ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")?);
+        bar.set_message(format!("{key} ({})", engine.executor().name()));
+        engine.run_frames(&batch)?;
+        bar.inc(1);
+        let mut samples = Vec::with_capacity(args.iters);
+        for _ in 0..args.iters {
+            let t = Instant::now();
+            engine.run_frames(&batch)?;
+            samples.push(t.elapsed().as_secs_f64() * 1e3);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let call_ms = median(samples);
+        // Offline, a call yields `frames` frames; live, each call yields one (the window's target).
+        let per_frame = if key == "stream_ms_per_frame" { call_ms } else { call_ms / frames as f64 };
+        eprintln!(
+            "{key}: {per_frame:.1} ms ({frames} frames per call, median of {}; setup {setup_s:.2} s)",
+            args.iters
+        );
+        result.insert(key.to_owned(), serde_json::json!(per_frame));
+    }
+    result.insert("config".into(), serde_json::json!(cfg.name));
+    result.insert("out_size".into(), serde_json::json!(cfg.out_size));
+    result.insert("executor".into(), serde_json::json!(args.exec.executor.name()));
+    result.insert("threads".into(), serde_json::json!(args.exec.threads));
+    println!("{}", serde_json::Value::Object(result));
     Ok(())
 }

@@ -8,3 +8,4 @@ pub mod rng;
 pub mod runtime;
 pub mod tensor;
 pub mod train;
+pub mod tsr;

@@ -64,15 +64,24 @@ impl PickleWriter {
 
 /// `{'generator': OrderedDict(entries), 'epoch': 3}` as a torch zip checkpoint.
 fn write_checkpoint(path: &Path, entries: &[(String, HostTensor)]) {
+    write_state_dicts(path, &[("generator", entries)]);
+}
+
+/// `{name: OrderedDict(entries), …, 'epoch': 3}` as a torch zip checkpoint (storages numbered across dicts).
+fn write_state_dicts(path: &Path, dicts: &[(&str, &[(String, HostTensor)])]) {
     let mut p = PickleWriter { out: vec![0x80, 2, b'}', b'('] };
-    p.str("generator");
-    p.global("collections", "OrderedDict");
-    p.out.extend_from_slice(b")R(");
-    for (i, (name, t)) in entries.iter().enumerate() {
-        p.str(name);
-        p.tensor(i, t);
+    let mut storages = Vec::new();
+    for (dict_name, entries) in dicts {
+        p.str(dict_name);
+        p.global("collections", "OrderedDict");
+        p.out.extend_from_slice(b")R(");
+        for (name, t) in entries.iter() {
+            p.str(name);
+            p.tensor(storages.len(), t);
+            storages.push(t);
+        }
+        p.out.push(b'u');
     }
-    p.out.push(b'u');
     p.str("epoch");
     p.int(3);
     p.out.extend_from_slice(b"u.");
@@ -82,7 +91,7 @@ fn write_checkpoint(path: &Path, entries: &[(String, HostTensor)]) {
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("ckpt/data.pkl", opts).expect("zip");
     zip.write_all(&p.out).expect("zip");
-    for (i, (_, t)) in entries.iter().enumerate() {
+    for (i, t) in storages.iter().enumerate() {
         zip.start_file(format!("ckpt/data/{i}"), opts).expect("zip");
         let bytes: Vec<u8> = t.data().iter().flat_map(|v| v.to_le_bytes()).collect();
         zip.write_all(&bytes).expect("zip");
@@ -187,4 +196,62 @@ fn wrong_shapes_and_malformed_files_are_refused_without_output() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("garbage.pth") && err.contains("zip"), "{err}");
     assert!(!dir.join("w.safetensors").exists());
+}
+
+/// The official `temporal_gfpgan.pth` layout: `params` and `params_ema` state dicts; EMA weights are the default.
+#[test]
+fn imports_the_tsr_checkpoint_ema_weights_and_runs_them() {
+    let dir = common::tempdir("import-tsr");
+    let ema = common::load_tsr("tsr_tiny_weights.safetensors");
+    let ema: Vec<(String, HostTensor)> = ema.iter().map(|(k, v)| (format!("module.{k}"), v.clone())).collect();
+    let raw: Vec<(String, HostTensor)> =
+        ema.iter().map(|(k, v)| (k.clone(), HostTensor::filled(v.shape(), 0.5))).collect();
+    write_state_dicts(&dir.join("temporal_gfpgan.pth"), &[("params", &raw), ("params_ema", &ema)]);
+    let run = |extra: &[&str], out: &str| {
+        Command::new(common::bin())
+            .args(["import-checkpoint", "--model", "tsr", "--config", "tiny"])
+            .arg(dir.join("temporal_gfpgan.pth"))
+            .arg(dir.join(out))
+            .args(extra)
+            .output()
+            .expect("run")
+    };
+    let out = run(&[], "ema.safetensors");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let imported = WeightStore::load_safetensors(&dir.join("ema.safetensors")).expect("load");
+    for (key, tensor) in &ema {
+        assert_eq!(imported.get(key.strip_prefix("module.").unwrap_or(key)), Some(tensor), "{key}");
+    }
+    let out = run(&["--key", "params"], "raw.safetensors");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let raw_store = WeightStore::load_safetensors(&dir.join("raw.safetensors")).expect("load");
+    assert!(raw_store.iter().all(|(_, t)| t.data().iter().all(|v| *v == 0.5)));
+
+    // The imported EMA weights reproduce the official forward through the CLI.
+    let out = Command::new(common::bin())
+        .args(["tsr", "forward", "--config", "tiny", "--threads", "2"])
+        .arg("--weights")
+        .arg(dir.join("ema.safetensors"))
+        .arg("--inputs")
+        .arg(common::tsr_fixture("tsr_tiny_io.safetensors"))
+        .arg("--output")
+        .arg(dir.join("out.safetensors"))
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = WeightStore::load_safetensors(&dir.join("out.safetensors")).expect("load");
+    let io = common::load_tsr("tsr_tiny_io.safetensors");
+    let (diff, scale) = common::diff_stats(got.get("output").expect("output"), io.get("output").expect("fixture"));
+    assert!(diff <= 1e-4 * scale.max(1.0), "output differs by {diff}");
+
+    // The generator config refuses a TSR checkpoint, naming the problem.
+    let out = Command::new(common::bin())
+        .args(["import-checkpoint", "--config", "tiny"])
+        .arg(dir.join("temporal_gfpgan.pth"))
+        .arg(dir.join("wrong.safetensors"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(!dir.join("wrong.safetensors").exists());
+    std::fs::remove_dir_all(&dir).ok();
 }

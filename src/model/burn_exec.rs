@@ -208,15 +208,20 @@ impl<'s> BurnExec<'s> {
 
     /// The leaf for `key`, created from the store on first use; its shape must be `shape`.
     fn leaf(&mut self, key: &str, shape: &[usize]) -> Result<BurnValue, ModelError> {
+        self.leaf_view(key, shape, shape)
+    }
+
+    /// The leaf of `key`, stored as `stored`, held (and differentiated) with shape `view`.
+    fn leaf_view(&mut self, key: &str, stored: &[usize], shape: &[usize]) -> Result<BurnValue, ModelError> {
         let mismatch = |have: &[usize]| ModelError::Tensor {
             name: key.to_owned(),
-            reason: format!("has shape {have:?}, the architecture declares {shape:?}"),
+            reason: format!("has shape {have:?}, the architecture declares {stored:?}"),
         };
         if let Some(p) = self.params.get(key) {
             return if p.shape() == shape { Ok(p.clone()) } else { Err(mismatch(&p.shape())) };
         }
         let host = self.store.require(key)?;
-        if host.shape() != shape {
+        if host.shape() != stored || host.len() != shape.iter().product::<usize>() {
             return Err(mismatch(host.shape()));
         }
         let (dims, rank) =
@@ -267,6 +272,11 @@ impl Ops for BurnExec<'_> {
 
     fn param(&mut self, key: &str, shape: &[usize]) -> Result<BurnValue, ModelError> {
         self.leaf(key, shape)
+    }
+
+    /// The leaf (and so its gradient) has the `view` shape.
+    fn param_view(&mut self, key: &str, stored: &[usize], view: &[usize]) -> Result<BurnValue, ModelError> {
+        self.leaf_view(key, stored, view)
     }
 
     fn sn_weight(&mut self, prefix: &str, dim: SnDim, shape: &[usize]) -> Result<BurnValue, ModelError> {

@@ -11,6 +11,7 @@
 //! * ranks are at most 4.
 
 use crate::model::ModelError;
+use crate::model::weights::EntryKind;
 use crate::tensor::HostTensor;
 
 /// How a spectrally-normalised weight is flattened into the matrix whose top singular value divides it.
@@ -49,6 +50,14 @@ pub trait Ops {
     fn sn_weight(&mut self, prefix: &str, dim: SnDim, shape: &[usize]) -> Result<Self::T, ModelError>;
     /// Effective weight of an equalised-learning-rate linear `prefix`: `weight_orig * sqrt(2 / in_features)`.
     fn equal_lr_weight(&mut self, prefix: &str, shape: &[usize]) -> Result<Self::T, ModelError>;
+    /// A parameter whose state-dict shape `stored` differs from the shape the network computes with, `view` (same
+    /// element count, rank ≤ 4) — e.g. StyleGAN2's modulated-conv weights, stored as `[1, out, in, k, k]`.
+    fn param_view(&mut self, key: &str, stored: &[usize], view: &[usize]) -> Result<Self::T, ModelError>;
+    /// A state-dict entry the architecture owns but its forward pass never reads (heads whose outputs are discarded,
+    /// noise buffers that are zeroed). It belongs to the listing and is validated with the rest; executors skip it.
+    fn declare(&mut self, _key: &str, _shape: &[usize], _kind: EntryKind) -> Result<(), ModelError> {
+        Ok(())
+    }
     /// A constant (coordinate grids, scale vectors).
     fn constant(&mut self, value: HostTensor) -> Self::T;
 

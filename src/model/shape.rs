@@ -302,6 +302,18 @@ impl Ops for ShapeOps {
         Ok(shape.to_vec())
     }
 
+    fn param_view(&mut self, key: &str, stored: &[usize], view: &[usize]) -> Result<Vec<usize>, ModelError> {
+        if stored.iter().product::<usize>() != view.iter().product::<usize>() || view.len() > MAX_RANK {
+            return Err(err(key, format!("cannot view {stored:?} as {view:?}")));
+        }
+        self.record(key.to_owned(), stored, EntryKind::Parameter)?;
+        Ok(view.to_vec())
+    }
+
+    fn declare(&mut self, key: &str, shape: &[usize], kind: EntryKind) -> Result<(), ModelError> {
+        self.record(key.to_owned(), shape, kind)
+    }
+
     fn constant(&mut self, value: HostTensor) -> Vec<usize> {
         value.shape().to_vec()
     }

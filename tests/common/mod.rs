@@ -51,3 +51,12 @@ pub fn tempdir(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).expect("tempdir");
     dir
 }
+
+pub fn tsr_fixture(name: &str) -> PathBuf {
+    fixtures_dir().join("tsr").join(name)
+}
+
+pub fn load_tsr(name: &str) -> WeightStore {
+    let path = tsr_fixture(name);
+    WeightStore::load_safetensors(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}

@@ -400,6 +400,21 @@ impl Ops for OnnxBuilder<'_> {
         self.baked(init_key, key.to_owned(), t, shape)
     }
 
+    fn param_view(&mut self, key: &str, stored: &[usize], view: &[usize]) -> Result<OnnxValue, ModelError> {
+        let init_key = InitKey::Param(key.to_owned());
+        if let Some(v) = self.cached(&init_key, key, view) {
+            return v;
+        }
+        let t = self.weights.require(key)?;
+        if t.shape() != stored || t.len() != view.iter().product::<usize>() {
+            return Err(ModelError::Tensor {
+                name: key.to_owned(),
+                reason: format!("stored shape {:?} cannot be used as {stored:?} viewed as {view:?}", t.shape()),
+            });
+        }
+        Ok(self.initializer(init_key, key.to_owned(), view, data_type::FLOAT, f32_le_bytes(t.data())))
+    }
+
     fn sn_weight(&mut self, prefix: &str, dim: SnDim, shape: &[usize]) -> Result<OnnxValue, ModelError> {
         let init_key = InitKey::SpectralNorm(prefix.to_owned());
         let name = format!("{prefix}.weight");
