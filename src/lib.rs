@@ -4,6 +4,7 @@
 //! wires command-line arguments to these modules.
 
 pub mod model;
+pub mod pipeline;
 pub mod rng;
 pub mod runtime;
 pub mod tensor;

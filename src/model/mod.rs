@@ -13,6 +13,7 @@ pub mod import;
 pub mod net;
 pub mod onnx;
 pub mod ops;
+pub mod preview;
 pub mod shape;
 pub mod weights;
 
