@@ -20,6 +20,7 @@ use metaportrait::model::engine::{
 use metaportrait::model::import;
 use metaportrait::model::net::{self, GeneratorInputs};
 use metaportrait::model::weights::WeightStore;
+use metaportrait::personalize::store::IdentityStore;
 use metaportrait::rng::SplitMix64;
 use metaportrait::runtime::Device;
 use metaportrait::tensor::HostTensor;
@@ -51,6 +52,25 @@ pub enum Command {
     /// Measure speed.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Manage the identity library (in $METAPORTRAIT_HOME or the platform data directory).
+    #[command(subcommand)]
+    Identities(IdentitiesCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum IdentitiesCommand {
+    /// List identities (broken ones are listed with the reason and never loaded).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an identity (by id or display name).
+    Remove { name: String },
+    /// Write an identity to a single archive file.
+    Export { name: String, file: PathBuf },
+    /// Add the identity stored in an archive file made by `export`.
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,6 +233,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tsr(TsrCommand::Keys { config }) => tsr_keys(&config),
         Command::Tsr(TsrCommand::Forward(args)) => tsr_forward(&args),
         Command::ImportCheckpoint(args) => import_checkpoint(&args),
+        Command::Identities(cmd) => identities(cmd),
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
@@ -457,5 +478,74 @@ fn bench_tsr(args: &BenchTsrArgs) -> Result<()> {
     result.insert("executor".into(), serde_json::json!(args.exec.executor.name()));
     result.insert("threads".into(), serde_json::json!(args.exec.threads));
     println!("{}", serde_json::Value::Object(result));
+    Ok(())
+}
+
+fn identity_store() -> Result<IdentityStore> {
+    let home = metaportrait::home::data_home()?;
+    Ok(IdentityStore::open(&metaportrait::home::identities_dir(&home)?)?)
+}
+
+/// Resolves a user-given name to an id: an exact id, else a unique display-name match.
+fn resolve_identity(store: &IdentityStore, name: &str) -> Result<String> {
+    let list = store.list()?;
+    if list.iter().any(|e| e.id == name) {
+        return Ok(name.to_owned());
+    }
+    let matches: Vec<&str> =
+        list.iter().filter(|e| e.meta.as_ref().is_ok_and(|m| m.name == name)).map(|e| e.id.as_str()).collect();
+    match matches.as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => bail!("no identity named `{name}` (see `metaportrait identities list`)"),
+        many => bail!("`{name}` is ambiguous: ids {}", many.join(", ")),
+    }
+}
+
+fn identities(cmd: IdentitiesCommand) -> Result<()> {
+    let store = identity_store()?;
+    match cmd {
+        IdentitiesCommand::List { json } => {
+            let list = store.list()?;
+            if json {
+                let rows: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|e| match &e.meta {
+                        Ok(m) => serde_json::json!({
+                            "id": e.id, "name": m.name, "ok": true, "created_unix_s": m.created_unix_s,
+                            "personalized": m.personalization.is_some(),
+                        }),
+                        Err(err) => serde_json::json!({"id": e.id, "ok": false, "error": err.to_string()}),
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if list.is_empty() {
+                eprintln!("no identities in {}", store.root().display());
+            } else {
+                for e in &list {
+                    match &e.meta {
+                        Ok(m) => {
+                            let kind = if m.personalization.is_some() { "personalized" } else { "portrait" };
+                            println!("{:<24} {:<32} {kind}", e.id, m.name);
+                        }
+                        Err(err) => println!("{:<24} BROKEN: {err}", e.id),
+                    }
+                }
+            }
+        }
+        IdentitiesCommand::Remove { name } => {
+            let id = resolve_identity(&store, &name)?;
+            store.remove(&id)?;
+            eprintln!("removed `{id}`");
+        }
+        IdentitiesCommand::Export { name, file } => {
+            let id = resolve_identity(&store, &name)?;
+            store.export(&id, &file)?;
+            eprintln!("exported `{id}` to {}", file.display());
+        }
+        IdentitiesCommand::Import { file } => {
+            let id = store.import(&file).with_context(|| format!("importing {}", file.display()))?;
+            eprintln!("imported as `{id}`");
+        }
+    }
     Ok(())
 }

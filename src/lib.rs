@@ -3,7 +3,9 @@
 //! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
 //! wires command-line arguments to these modules.
 
+pub mod home;
 pub mod model;
+pub mod personalize;
 pub mod pipeline;
 pub mod rng;
 pub mod runtime;
