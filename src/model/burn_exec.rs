@@ -11,9 +11,10 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::activation;
-use burn::tensor::module::{avg_pool2d, conv2d, interpolate};
+use burn::tensor::module::{avg_pool2d, conv2d, interpolate, max_pool2d};
 use burn::tensor::ops::{
     AvgPoolOptions, ConvOptions, GridSampleOptions, GridSamplePaddingMode, InterpolateMode, InterpolateOptions,
+    MaxPoolOptions,
 };
 use burn::tensor::{Device, Tensor, TensorData};
 
@@ -355,6 +356,10 @@ impl Ops for BurnExec<'_> {
         BurnValue::new(activation::relu(x.t.clone()), x.rank)
     }
 
+    fn abs(&mut self, x: &BurnValue) -> BurnValue {
+        BurnValue::new(x.t.clone().abs(), x.rank)
+    }
+
     fn leaky_relu(&mut self, x: &BurnValue, slope: f32) -> BurnValue {
         BurnValue::new(activation::leaky_relu(x.t.clone(), slope as f64), x.rank)
     }
@@ -401,6 +406,10 @@ impl Ops for BurnExec<'_> {
 
     fn avg_pool2(&mut self, x: &BurnValue) -> BurnValue {
         BurnValue::new(avg_pool2d(x.t.clone(), AvgPoolOptions::new([2, 2])), x.rank)
+    }
+
+    fn max_pool2(&mut self, x: &BurnValue) -> BurnValue {
+        BurnValue::new(max_pool2d(x.t.clone(), MaxPoolOptions::new([2, 2])), x.rank)
     }
 
     fn upsample_nearest2(&mut self, x: &BurnValue) -> BurnValue {
@@ -603,6 +612,15 @@ mod tests {
             .collect()
     }
 
+    fn ref_max_pool2(x: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
+        iter4([n, c, h / 2, w / 2])
+            .map(|(ni, ci, y, xo)| {
+                let at = |dy: usize, dx: usize| x[((ni * c + ci) * h + 2 * y + dy) * w + 2 * xo + dx];
+                at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1))
+            })
+            .collect()
+    }
+
     fn ref_nearest2(x: &[f64], [n, c, h, w]: [usize; 4]) -> Vec<f64> {
         iter4([n, c, 2 * h, 2 * w]).map(|(ni, ci, y, xo)| x[((ni * c + ci) * h + y / 2) * w + xo / 2]).collect()
     }
@@ -690,6 +708,11 @@ mod tests {
             assert_close("avg_pool2", &exec.to_host(&p), &[2, 3, 3, 3], &pool, FWD_TOL);
             let u = exec.upsample_nearest2(&xv);
             assert_close("nearest", &exec.to_host(&u), &[2, 3, 14, 12], &near, 0.0);
+            let m = exec.max_pool2(&xv);
+            assert_close("max_pool2", &exec.to_host(&m), &[2, 3, 3, 3], &ref_max_pool2(&xd, xs), 0.0);
+            let a = exec.abs(&xv);
+            let abs: Vec<f64> = xd.iter().map(|v| v.abs()).collect();
+            assert_close("abs", &exec.to_host(&a), &xs, &abs, 0.0);
         }
     }
 

@@ -82,6 +82,7 @@ pub trait Ops {
     fn tanh(&mut self, x: &Self::T) -> Self::T;
     fn exp(&mut self, x: &Self::T) -> Self::T;
     fn sqrt(&mut self, x: &Self::T) -> Self::T;
+    fn abs(&mut self, x: &Self::T) -> Self::T;
 
     fn add(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
     fn sub(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
@@ -94,6 +95,8 @@ pub trait Ops {
 
     /// 2×2 average pooling, stride 2, no padding.
     fn avg_pool2(&mut self, x: &Self::T) -> Self::T;
+    /// 2×2 max pooling, stride 2, no padding (floor: an odd last row/column is dropped, as PyTorch's default).
+    fn max_pool2(&mut self, x: &Self::T) -> Self::T;
     /// Nearest ×2 upsampling (PyTorch's legacy `nearest`: pixel repeat).
     fn upsample_nearest2(&mut self, x: &Self::T) -> Self::T;
     /// Depth-to-space with block 2, DCR order: input channel `(2a + b)·C + c` at `(i, j)` goes to output channel `c`

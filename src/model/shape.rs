@@ -354,6 +354,10 @@ impl Ops for ShapeOps {
         x.clone()
     }
 
+    fn abs(&mut self, x: &Vec<usize>) -> Vec<usize> {
+        x.clone()
+    }
+
     fn leaky_relu(&mut self, x: &Vec<usize>, _slope: f32) -> Vec<usize> {
         x.clone()
     }
@@ -400,6 +404,11 @@ impl Ops for ShapeOps {
     }
 
     fn avg_pool2(&mut self, x: &Vec<usize>) -> Vec<usize> {
+        let s = avg_pool2_shape(x);
+        self.check(s, x)
+    }
+
+    fn max_pool2(&mut self, x: &Vec<usize>) -> Vec<usize> {
         let s = avg_pool2_shape(x);
         self.check(s, x)
     }

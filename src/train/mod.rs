@@ -4,4 +4,6 @@
 //! executor returns them); emits updated parameters and per-step statistics.
 
 pub mod adam;
+pub mod loss;
 pub mod step;
+pub mod vgg;

@@ -498,6 +498,10 @@ impl Ops for OnnxBuilder<'_> {
         self.unary("Relu", x, vec![])
     }
 
+    fn abs(&mut self, x: &OnnxValue) -> OnnxValue {
+        self.unary("Abs", x, vec![])
+    }
+
     fn leaky_relu(&mut self, x: &OnnxValue, slope: f32) -> OnnxValue {
         self.unary("LeakyRelu", x, vec![attr_float(attr::ALPHA, slope)])
     }
@@ -559,6 +563,13 @@ impl Ops for OnnxBuilder<'_> {
         let s = self.checked(s, &x.shape);
         let attrs = vec![attr_ints(attr::KERNEL_SHAPE, &[2, 2]), attr_ints(attr::STRIDES, &[2, 2])];
         self.node("AveragePool", &[&x.name], attrs, s)
+    }
+
+    fn max_pool2(&mut self, x: &OnnxValue) -> OnnxValue {
+        let s = shape::avg_pool2_shape(&x.shape);
+        let s = self.checked(s, &x.shape);
+        let attrs = vec![attr_ints(attr::KERNEL_SHAPE, &[2, 2]), attr_ints(attr::STRIDES, &[2, 2])];
+        self.node("MaxPool", &[&x.name], attrs, s)
     }
 
     /// `asymmetric` + `floor`: source index `floor(d · in / out)` = `d / 2`, PyTorch's legacy nearest.

@@ -280,6 +280,17 @@ mod tests {
             })
             .collect();
         assert_close(&got, &tensor(&[1, 2, 3, 3], want), TOL, "avg pool");
+        let got = run_unary(&xp, |b, v| b.max_pool2(v));
+        let want = (0..2)
+            .flat_map(|c| (0..3).flat_map(move |i| (0..3).map(move |j| (c, i, j))))
+            .map(|(c, i, j)| {
+                let at = |y: usize, x: usize| d[(c * 7 + y) * 6 + x] as f64;
+                at(2 * i, 2 * j).max(at(2 * i, 2 * j + 1)).max(at(2 * i + 1, 2 * j)).max(at(2 * i + 1, 2 * j + 1))
+            })
+            .collect();
+        assert_close(&got, &tensor(&[1, 2, 3, 3], want), 0.0, "max pool");
+        let got = run_unary(&xp, |b, v| b.abs(v));
+        assert_close(&got, &tensor(&[1, 2, 7, 6], d.iter().map(|v| v.abs() as f64).collect()), 0.0, "abs");
     }
 
     #[test]
