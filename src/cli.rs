@@ -417,7 +417,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         let t = Instant::now();
         let report = train::step::l1_step(&mut model, &mut adam, &device, &inputs, &target)?;
         samples.push(t.elapsed().as_secs_f64());
-        losses.push(report.loss);
+        losses.push(report.loss.total);
         bar.inc(1);
     }
     bar.finish_and_clear();

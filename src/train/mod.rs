@@ -5,5 +5,6 @@
 
 pub mod adam;
 pub mod loss;
+pub mod reptile;
 pub mod step;
 pub mod vgg;

@@ -1,7 +1,9 @@
-//! One supervised generator step: forward on burn with gradients, L1 loss against a target frame, backward, Adam.
+//! Supervised generator steps: forward on burn with gradients, the training loss against a target frame, backward,
+//! Adam — and the same loss without gradients for evaluation.
 //!
-//! Receives a model (its weights are updated in place), an optimizer and one frame's inputs with its target; emits
-//! the loss and gradient statistics. Personalization and training build their loops from this.
+//! Receives a model (its weights are updated in place), an optimizer and one training sample (the frame's inputs,
+//! target and eye/mouth masks); emits the loss, its terms and gradient statistics. Personalization, base training
+//! and Reptile build their loops from these.
 
 use burn::tensor::Device;
 
@@ -12,16 +14,107 @@ use crate::model::net::{self, GeneratorInputs};
 use crate::tensor::HostTensor;
 
 use super::adam::{Adam, StepStats};
+use super::loss::{self, LossWeights};
+use super::vgg::Vgg19;
+
+/// One training example: a driving frame's conditioning, the real frame, and its eye/mouth box masks.
+#[derive(Clone, Debug)]
+pub struct TrainSample {
+    pub inputs: GeneratorInputs<HostTensor>,
+    /// `[1, 3, S, S]` in [0, 1].
+    pub target: HostTensor,
+    /// `[1, 1, S, S]`.
+    pub eye_mask: HostTensor,
+    pub mouth_mask: HostTensor,
+}
+
+/// A loss value and its terms.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossReport {
+    pub total: f32,
+    pub terms: Vec<(&'static str, f32)>,
+}
 
 /// Result of one step.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StepReport {
     /// Loss before the update.
-    pub loss: f32,
+    pub loss: LossReport,
     pub stats: StepStats,
 }
 
-/// `mean|G(inputs) − target|`, its gradients, and one Adam update of `model`.
+/// What the loss is made of.
+#[derive(Clone, Copy)]
+pub struct Objective<'a> {
+    pub weights: &'a LossWeights,
+    pub vgg: Option<&'a Vgg19>,
+}
+
+fn first(t: &HostTensor) -> f32 {
+    t.data().first().copied().unwrap_or(f32::NAN)
+}
+
+fn forward_loss(
+    exec: &mut BurnExec<'_>,
+    model: &GeneratorModel,
+    sample: &TrainSample,
+    objective: Objective<'_>,
+) -> Result<(crate::model::burn_exec::BurnValue, LossReport), ModelError> {
+    let ins = sample.inputs.map(|t| exec.input(t));
+    let target = exec.input(&sample.target);
+    let (eye, mouth) = (exec.input(&sample.eye_mask), exec.input(&sample.mouth_mask));
+    let out = net::generator_forward(exec, &model.config, &ins)?;
+    let terms = loss::generator_loss(exec, objective.weights, objective.vgg, &out.prediction, &target, &eye, &mouth)?;
+    let report = LossReport {
+        total: first(&exec.to_host(&terms.total)),
+        terms: terms.terms.iter().map(|(n, t)| (*n, first(&exec.to_host(t)))).collect(),
+    };
+    Ok((terms.total, report))
+}
+
+/// The training loss of `sample`, its gradients, and one Adam update of `model`.
+pub fn loss_step(
+    model: &mut GeneratorModel,
+    adam: &mut Adam,
+    device: &Device,
+    sample: &TrainSample,
+    objective: Objective<'_>,
+) -> Result<StepReport, ModelError> {
+    let (grads, loss) = {
+        let mut exec = BurnExec::new(&model.weights, device, true);
+        let (total, report) = forward_loss(&mut exec, model, sample, objective)?;
+        (exec.backward(&total)?, report)
+    };
+    let stats = adam.step(model.weights.tensors_mut(), &grads);
+    Ok(StepReport { loss, stats })
+}
+
+/// The training loss of `sample` without gradients.
+pub fn evaluate(
+    model: &GeneratorModel,
+    device: &Device,
+    sample: &TrainSample,
+    objective: Objective<'_>,
+) -> Result<LossReport, ModelError> {
+    let mut exec = BurnExec::new(&model.weights, device, false);
+    Ok(forward_loss(&mut exec, model, sample, objective)?.1)
+}
+
+/// Mean loss over samples (the held-out measure of personalization).
+pub fn evaluate_mean(
+    model: &GeneratorModel,
+    device: &Device,
+    samples: &[TrainSample],
+    objective: Objective<'_>,
+) -> Result<f64, ModelError> {
+    let mut sum = 0.0f64;
+    for s in samples {
+        sum += evaluate(model, device, s, objective)?.total as f64;
+    }
+    Ok(sum / samples.len().max(1) as f64)
+}
+
+/// `mean|G(inputs) − target|` and one Adam update (the loss of `bench step`).
 pub fn l1_step(
     model: &mut GeneratorModel,
     adam: &mut Adam,
@@ -35,8 +128,8 @@ pub fn l1_step(
         let target = exec.input(target);
         let out = net::generator_forward(&mut exec, &model.config, &ins)?;
         let loss = exec.mean_abs(&out.prediction, &target);
-        let loss_value = exec.to_host(&loss).data().first().copied().unwrap_or(f32::NAN);
-        (exec.backward(&loss)?, loss_value)
+        let value = first(&exec.to_host(&loss));
+        (exec.backward(&loss)?, LossReport { total: value, terms: vec![(loss::TERM_L1, value)] })
     };
     let stats = adam.step(model.weights.tensors_mut(), &grads);
     Ok(StepReport { loss, stats })

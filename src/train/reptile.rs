@@ -1,0 +1,156 @@
+//! The inner loop shared by personalization and meta-training, and Reptile's outer update.
+//!
+//! Owns the loop structure: K Adam steps on a support set from a starting model (inner loop), and Reptile's outer
+//! step — per task (identity), run the inner loop from a copy of θ, take θ − θ′, average over tasks and apply it as
+//! a gradient to θ with the outer Adam (lr 2e-5, betas (0.5, 0.999), clip 0.3). Receives a base model and tasks of
+//! `TrainSample`s; emits updated weights, per-step losses through a callback, and reports. Non-finite inner results
+//! are dropped (the task is skipped, counted) so one bad clip cannot poison θ.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::tensor::Device;
+
+use crate::model::ModelError;
+use crate::model::engine::GeneratorModel;
+use crate::tensor::HostTensor;
+
+use super::adam::{Adam, AdamConfig};
+use super::step::{LossReport, Objective, TrainSample, loss_step};
+
+/// Inner steps of the paper's personalization and of the meta-training inner loop.
+pub const DEFAULT_INNER_STEPS: usize = 24;
+/// Outer learning rate of the official meta-training config (`lr_generator`).
+pub const OUTER_LR: f32 = 2e-5;
+
+/// The outer optimizer's configuration: Adam lr 2e-5, betas (0.5, 0.999), clip 0.3, warping network ×0.1.
+pub fn outer_adam_config() -> AdamConfig {
+    AdamConfig { lr: OUTER_LR, ..AdamConfig::default() }
+}
+
+/// One inner step as reported to progress callbacks.
+#[derive(Clone, Debug)]
+pub struct InnerProgress {
+    pub step: usize,
+    pub total: usize,
+    pub loss: LossReport,
+}
+
+/// Why an inner loop ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("cancelled after {0} steps")]
+    Cancelled(usize),
+    #[error("the support set is empty")]
+    NoSamples,
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// How an inner loop runs: K steps of a fresh Adam on a loss, on a device.
+#[derive(Clone, Copy)]
+pub struct InnerLoop<'a> {
+    pub steps: usize,
+    pub adam: &'a AdamConfig,
+    pub device: &'a Device,
+    pub objective: Objective<'a>,
+}
+
+/// K Adam steps on `samples` (cycled in order) starting from `model`; `model` is updated in place. Checks `cancel`
+/// before every step; on cancellation the partially trained `model` is the caller's to discard.
+pub fn inner_loop(
+    model: &mut GeneratorModel,
+    samples: &[TrainSample],
+    run: &InnerLoop<'_>,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(&InnerProgress),
+) -> Result<Vec<LossReport>, LoopError> {
+    let (steps, device, objective) = (run.steps, run.device, run.objective);
+    if samples.is_empty() {
+        return Err(LoopError::NoSamples);
+    }
+    let mut adam = Adam::new(run.adam.clone());
+    let mut losses = Vec::with_capacity(steps);
+    for step in 0..steps {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(LoopError::Cancelled(step));
+        }
+        let report = loss_step(model, &mut adam, device, &samples[step % samples.len()], objective)?;
+        progress(&InnerProgress { step: step + 1, total: steps, loss: report.loss.clone() });
+        losses.push(report.loss);
+    }
+    Ok(losses)
+}
+
+/// What one outer step did.
+#[derive(Clone, Debug)]
+pub struct MetaReport {
+    pub tasks_used: usize,
+    pub tasks_skipped: usize,
+    /// Mean over used tasks of the first and last inner-step loss.
+    pub inner_loss_first: f64,
+    pub inner_loss_last: f64,
+    pub applied: bool,
+}
+
+fn all_finite(store: &BTreeMap<String, HostTensor>) -> bool {
+    store.values().all(|t| t.data().iter().all(|v| v.is_finite()))
+}
+
+/// One Reptile outer step over `tasks` (each a support set of one identity).
+pub fn reptile_step(
+    base: &mut GeneratorModel,
+    outer: &mut Adam,
+    tasks: &[Vec<TrainSample>],
+    inner: &InnerLoop<'_>,
+    cancel: &AtomicBool,
+) -> Result<MetaReport, LoopError> {
+    let mut delta: BTreeMap<String, HostTensor> = BTreeMap::new();
+    let (mut used, mut skipped) = (0usize, 0usize);
+    let (mut first_sum, mut last_sum) = (0.0f64, 0.0f64);
+    for task in tasks {
+        let mut fast = base.clone();
+        let losses = inner_loop(&mut fast, task, inner, cancel, |_| {})?;
+        let finite_losses = losses.iter().all(|l| l.total.is_finite());
+        if !finite_losses || !all_finite(fast.weights.tensors_mut()) {
+            tracing::warn!("meta step: skipping a task whose inner loop produced non-finite values");
+            skipped += 1;
+            continue;
+        }
+        used += 1;
+        first_sum += losses.first().map_or(0.0, |l| l.total as f64);
+        last_sum += losses.last().map_or(0.0, |l| l.total as f64);
+        let fast_weights = fast.weights.tensors_mut();
+        for (key, theta) in base.weights.iter() {
+            let Some(theta_prime) = fast_weights.get(key) else { continue };
+            if theta.data() == theta_prime.data() {
+                continue; // buffers and untouched tensors
+            }
+            let d = delta.entry(key.clone()).or_insert_with(|| HostTensor::zeros(theta.shape()));
+            for ((acc, a), b) in d.data_mut().iter_mut().zip(theta.data()).zip(theta_prime.data()) {
+                *acc += a - b;
+            }
+        }
+    }
+    if used == 0 {
+        return Ok(MetaReport {
+            tasks_used: 0,
+            tasks_skipped: skipped,
+            inner_loss_first: f64::NAN,
+            inner_loss_last: f64::NAN,
+            applied: false,
+        });
+    }
+    let inv = 1.0 / used as f32;
+    for t in delta.values_mut() {
+        t.data_mut().iter_mut().for_each(|v| *v *= inv);
+    }
+    let stats = outer.step(base.weights.tensors_mut(), &delta);
+    Ok(MetaReport {
+        tasks_used: used,
+        tasks_skipped: skipped,
+        inner_loss_first: first_sum / used as f64,
+        inner_loss_last: last_sum / used as f64,
+        applied: stats.applied,
+    })
+}
