@@ -32,6 +32,9 @@ use metaportrait::tsr;
 use metaportrait::tsr::config::TsrConfig;
 use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
 
+/// The bundled portrait (public domain, see assets/README.md).
+const DEMO_PORTRAIT: &str = "assets/portrait.png";
+
 #[derive(Parser, Debug)]
 #[command(name = "metaportrait", version, about = "Identity-preserving talking-head generation (MetaPortrait)")]
 pub struct Cli {
@@ -44,6 +47,8 @@ pub enum Command {
     /// Inspect and run the generator network.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Detect faces and their dense landmarks (MediaPipe FaceMesh) in an image.
+    Landmarks(LandmarksArgs),
     /// Inspect and run the temporal super-resolution network (256² → 512²).
     #[command(subcommand)]
     Tsr(TsrCommand),
@@ -83,6 +88,21 @@ pub enum ModelCommand {
         #[arg(long, default_value = "official")]
         config: String,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct LandmarksArgs {
+    /// A PNG or JPEG image.
+    pub image: PathBuf,
+    /// 478 points (irises refined by the attention mesh) instead of 468.
+    #[arg(long)]
+    pub refine: bool,
+    /// Print JSON: {"width", "height", "faces": [{"score", "box": [x, y, w, h], "landmarks": [[x, y, z], …]}]}.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory with the face models and their SHA256SUMS (default: $METAPORTRAIT_MODELS or models/).
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +201,20 @@ pub enum BenchCommand {
     Step(BenchStepArgs),
     /// Time the temporal SR network per frame (offline chunk and the live 3-frame window).
     Tsr(BenchTsrArgs),
+    /// Time the face stage per frame: detector, mesh, attention refinement, tracking.
+    Face(BenchFaceArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchFaceArgs {
+    /// Image with one face (default: the bundled portrait).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    /// Timed runs per stage (after 10 warm-up runs).
+    #[arg(long, default_value_t = 100)]
+    pub runs: usize,
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -230,6 +264,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Model(ModelCommand::Keys { config }) => model_keys(&config),
         Command::Model(ModelCommand::Forward(args)) => model_forward(&args),
+        Command::Landmarks(args) => landmarks(&args),
+        Command::Bench(BenchCommand::Face(args)) => bench_face(&args),
         Command::Tsr(TsrCommand::Keys { config }) => tsr_keys(&config),
         Command::Tsr(TsrCommand::Forward(args)) => tsr_forward(&args),
         Command::ImportCheckpoint(args) => import_checkpoint(&args),
@@ -547,5 +583,83 @@ fn identities(cmd: IdentitiesCommand) -> Result<()> {
             eprintln!("imported as `{id}`");
         }
     }
+    Ok(())
+}
+
+fn face_mesher(models: Option<&PathBuf>) -> Result<metaportrait::face::FaceMesher> {
+    let dir = models.cloned().unwrap_or_else(metaportrait::face::default_models_dir);
+    Ok(metaportrait::face::FaceMesher::from_dir(&dir)?)
+}
+
+fn landmarks(args: &LandmarksArgs) -> Result<()> {
+    let image = metaportrait::face::load_image(&args.image)?;
+    let mut mesher = face_mesher(args.models.as_ref())?;
+    let faces = mesher.detect_landmarks(&image, args.refine)?;
+    if args.json {
+        let faces: Vec<serde_json::Value> = faces
+            .iter()
+            .map(|f| serde_json::json!({"score": f.score, "box": f.bbox_xywh(), "landmarks": f.landmarks.points}))
+            .collect();
+        println!("{}", serde_json::json!({"width": image.width(), "height": image.height(), "faces": faces}));
+    } else if faces.is_empty() {
+        println!("{}: no face", args.image.display());
+    } else {
+        for (i, f) in faces.iter().enumerate() {
+            let [x, y, w, h] = f.bbox_xywh();
+            let n = f.landmarks.points.len();
+            println!("face {i}: score {:.3}, box ({x:.1}, {y:.1}, {w:.1}×{h:.1}) px, {n} landmarks", f.score);
+        }
+    }
+    Ok(())
+}
+
+/// Best and median of timed runs of `f`, in milliseconds, after a warm-up.
+fn time_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)> {
+    const WARMUP: usize = 10;
+    for _ in 0..WARMUP {
+        f()?;
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = Instant::now();
+        f()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let best = samples.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok((best, median(samples)))
+}
+
+fn bench_face(args: &BenchFaceArgs) -> Result<()> {
+    use metaportrait::face::{FaceTracker, Roi, TrackerOptions};
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let path = args.image.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT));
+    let image = metaportrait::face::load_image(&path)?;
+    let mut mesher = face_mesher(args.models.as_ref())?;
+    let detection = *mesher.detect(&image)?.first().with_context(|| format!("no face in {}", path.display()))?;
+    let roi = Roi::from_detection(&detection);
+    mesher.landmarks(&image, &roi, true)?;
+    let mut tracker = FaceTracker::new(TrackerOptions::default());
+    let mut t_s = 0.0;
+    let mut rows = Vec::new();
+    rows.push(("detect_ms", time_ms(args.runs, || Ok(drop(mesher.detect(&image)?)))?));
+    rows.push(("mesh_ms", time_ms(args.runs, || Ok(drop(mesher.landmarks(&image, &roi, false)?)))?));
+    rows.push(("refine_ms", time_ms(args.runs, || Ok(drop(mesher.landmarks(&image, &roi, true)?)))?));
+    rows.push((
+        "tracking_frame_ms",
+        time_ms(args.runs, || {
+            t_s += 1.0 / 30.0;
+            Ok(drop(tracker.track(&mut mesher, &image, t_s)?))
+        })?,
+    ));
+    let mut result = serde_json::Map::new();
+    for (name, (best, med)) in rows {
+        eprintln!("{name:<20} best {best:7.2} ms  median {med:7.2} ms");
+        result.insert(name.into(), serde_json::json!(med));
+    }
+    result.insert("detector_calls_while_tracking".into(), serde_json::json!(tracker.stats().detector_calls));
+    result.insert("runs".into(), serde_json::json!(args.runs));
+    println!("{}", serde_json::Value::Object(result));
     Ok(())
 }

@@ -3,6 +3,8 @@
 //! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
 //! wires command-line arguments to these modules.
 
+pub mod checksum;
+pub mod face;
 pub mod home;
 pub mod model;
 pub mod personalize;

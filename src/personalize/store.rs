@@ -17,7 +17,6 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::model::weights::{WeightStore, write_atomic};
 use crate::tensor::HostTensor;
@@ -112,25 +111,10 @@ pub struct ListEntry {
     pub meta: Result<IdentityMeta, IdentityError>,
 }
 
-/// Hex SHA-256 of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::checksum::sha256_hex;
 
-/// Hex SHA-256 of a file, streamed.
-pub fn sha256_file(path: &Path) -> Result<String, IdentityError> {
-    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(io_err(path))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+fn sha256_file(path: &Path) -> Result<String, IdentityError> {
+    crate::checksum::sha256_file(path).map_err(io_err(path))
 }
 
 /// A directory-safe id from a display name: lowercase ASCII letters, digits and dashes.
