@@ -643,14 +643,14 @@ fn bench_face(args: &BenchFaceArgs) -> Result<()> {
     let mut tracker = FaceTracker::new(TrackerOptions::default());
     let mut t_s = 0.0;
     let mut rows = Vec::new();
-    rows.push(("detect_ms", time_ms(args.runs, || Ok(drop(mesher.detect(&image)?)))?));
-    rows.push(("mesh_ms", time_ms(args.runs, || Ok(drop(mesher.landmarks(&image, &roi, false)?)))?));
-    rows.push(("refine_ms", time_ms(args.runs, || Ok(drop(mesher.landmarks(&image, &roi, true)?)))?));
+    rows.push(("detect_ms", time_ms(args.runs, || Ok(mesher.detect(&image).map(drop)?))?));
+    rows.push(("mesh_ms", time_ms(args.runs, || Ok(mesher.landmarks(&image, &roi, false).map(drop)?))?));
+    rows.push(("refine_ms", time_ms(args.runs, || Ok(mesher.landmarks(&image, &roi, true).map(drop)?))?));
     rows.push((
         "tracking_frame_ms",
         time_ms(args.runs, || {
             t_s += 1.0 / 30.0;
-            Ok(drop(tracker.track(&mut mesher, &image, t_s)?))
+            Ok(tracker.track(&mut mesher, &image, t_s).map(drop)?)
         })?,
     ));
     let mut result = serde_json::Map::new();
