@@ -4,6 +4,7 @@ mod common;
 
 use std::sync::atomic::AtomicBool;
 
+use metaportrait::face::condition;
 use metaportrait::model::ModelError;
 use metaportrait::model::config::GeneratorConfig;
 use metaportrait::model::engine::GeneratorModel;
@@ -27,13 +28,11 @@ fn sample(shift: f32) -> TrainSample {
     assert_eq!(INPUT_NAMES.len(), 6);
     let mut target = io.get("input.target").expect("target").clone();
     target.data_mut().iter_mut().for_each(|v| *v = (*v + shift).clamp(0.0, 1.0));
-    let kp: Vec<[f32; 2]> = inputs.driving_ldmk.data().chunks(2).map(|c| [c[0], c[1]]).collect();
-    TrainSample {
-        inputs,
-        target,
-        eye_mask: loss::eye_mask(&kp, 256).expect("eye"),
-        mouth_mask: loss::mouth_mask(&kp, 256).expect("mouth"),
+    let mut kp = [[0.0f32; 2]; 58];
+    for (k, c) in kp.iter_mut().zip(inputs.driving_ldmk.data().chunks(2)) {
+        *k = [c[0], c[1]];
     }
+    TrainSample { inputs, target, eye_mask: condition::eye_mask(&kp, 256), mouth_mask: condition::mouth_mask(&kp, 256) }
 }
 
 fn device() -> burn::tensor::Device {

@@ -8,12 +8,15 @@
 //! Errors are `FaceError`: an undecodable image, a missing or unreadable model file, ONNX Runtime failures, or model
 //! outputs of the wrong shape. A frame without a face is not an error.
 
+pub mod condition;
 pub mod crop;
 pub mod detect;
 pub mod filter;
 pub mod geometry;
 pub mod mesh;
+pub mod raster;
 pub mod roi;
+pub mod topology;
 pub mod tracker;
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! 2·round(4σ)+1 taps, zero padding, then nearest subsampling) and the loss terms over it: VGG-19 perceptual
 //! (`Σ_scale Σ_layer w_l · mean|φ_l(G) − φ_l(T)|`, when VGG weights are given), eye and mouth box losses
 //! (`w · Σ_scale Σ (G − T)²·M / (Σ M + 1e-6)`, the mask nearest-resized to each scale) and L1 at full resolution.
-//! Receives the prediction and target `[1, 3, S, S]` (both in [0, 1]) and the eye/mouth masks `[1, 1, S, S]` as
+//! Receives the prediction and target `[1, 3, S, S]` (both in [0, 1]) and the eye/mouth masks `[1, 1, S, S]` (built by
+//! `face::condition`) as
 //! executor values; emits the weighted total and each named term (one-element tensors).
 
 use crate::model::ModelError;
@@ -182,49 +183,6 @@ pub fn generator_loss<O: Ops>(
     Ok(LossTerms { total, terms })
 }
 
-/// The eye-box mask of the official data (`get_focal_mask` with `eye_enhance`): both eye boxes from the role
-/// keypoints (positions 1–8, in [−1, 1]), padded by 3 px, as `[1, 1, size, size]`.
-pub fn eye_mask(keypoints: &[[f32; 2]], size: usize) -> Result<HostTensor, ModelError> {
-    let boxes = [(1, 2, 3, 4), (5, 6, 7, 8)];
-    box_mask(keypoints, size, &boxes)
-}
-
-/// The mouth-box mask (`get_mouth_area`): left/right at positions 14, 15 and top/bottom at 56, 57.
-pub fn mouth_mask(keypoints: &[[f32; 2]], size: usize) -> Result<HostTensor, ModelError> {
-    box_mask(keypoints, size, &[(14, 15, 56, 57)])
-}
-
-/// Box padding of the official masks, in pixels.
-const MASK_PAD_PX: i64 = 3;
-
-fn box_mask(
-    keypoints: &[[f32; 2]],
-    size: usize,
-    boxes: &[(usize, usize, usize, usize)],
-) -> Result<HostTensor, ModelError> {
-    if keypoints.len() < 58 {
-        return Err(ModelError::Tensor {
-            name: "keypoints".into(),
-            reason: format!("{} points, need 58", keypoints.len()),
-        });
-    }
-    let mut data = vec![0.0f32; size * size];
-    // int((v + 1) * size / 2): truncation toward zero, as Python's int().
-    let px = |v: f32| ((v as f64 + 1.0) * size as f64 / 2.0) as i64;
-    let s = size as i64;
-    for &(l, r, t, b) in boxes {
-        let (x0, x1) = ((px(keypoints[l][0]) - MASK_PAD_PX).max(0), (px(keypoints[r][0]) + MASK_PAD_PX + 1).min(s));
-        let (y0, y1) = ((px(keypoints[t][1]) - MASK_PAD_PX).max(0), (px(keypoints[b][1]) + MASK_PAD_PX + 1).min(s));
-        for y in y0..y1 {
-            for x in x0..x1 {
-                data[(y * s + x) as usize] = 1.0;
-            }
-        }
-    }
-    HostTensor::new(vec![1, 1, size, size], data)
-        .map_err(|e| ModelError::Tensor { name: "mask".into(), reason: e.to_string() })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,32 +200,6 @@ mod tests {
             // Off-diagonal blocks are zero: channels do not mix.
             assert!(k.data()[size * size..2 * size * size].iter().all(|v| *v == 0.0));
         }
-    }
-
-    #[test]
-    fn masks_follow_the_official_boxes() {
-        let mut kp = vec![[0.0f32; 2]; 58];
-        kp[1] = [-0.5, 0.0];
-        kp[2] = [-0.25, 0.0];
-        kp[3] = [0.0, -0.5];
-        kp[4] = [0.0, -0.25];
-        kp[5] = [0.25, 0.0];
-        kp[6] = [0.5, 0.0];
-        kp[7] = [0.0, -0.5];
-        kp[8] = [0.0, -0.25];
-        let m = eye_mask(&kp, 64).unwrap();
-        let at = |x: usize, y: usize| m.data()[y * 64 + x];
-        // Left box x in [16-3, 24+3], y in [16-3, 24+3].
-        assert_eq!((at(13, 13), at(27, 27), at(12, 13), at(28, 20)), (1.0, 1.0, 0.0, 0.0));
-        assert_eq!(m.data().iter().sum::<f32>(), 2.0 * 15.0 * 15.0);
-        // Boxes at the border are clipped.
-        kp[14] = [-1.0, 0.0];
-        kp[15] = [-0.9, 0.0];
-        kp[56] = [0.0, 0.9];
-        kp[57] = [0.0, 1.0];
-        let mouth = mouth_mask(&kp, 64).unwrap();
-        assert_eq!(mouth.data().iter().sum::<f32>(), (3.0 + 3.0 + 1.0) * (64.0 - 60.0 + 3.0));
-        assert!(eye_mask(&kp[..10], 64).is_err());
     }
 
     #[test]
