@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The project's test command (README "Set-up", second command; .ci/run runs exactly this).
-# Provisions ONNX Runtime, then checks formatting, lints, and runs every test against ../shared/fixtures.
+# Installs missing system packages and ONNX Runtime, checks formatting and lints, runs every test against
+# ../shared/fixtures, then the real-window test on a virtual X server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system-deps.sh
 bash scripts/provision-ort.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
+cargo build --locked --example window_demo
+bash tests/xvfb_window.sh target/debug/examples/window_demo

@@ -9,6 +9,7 @@ pub mod home;
 pub mod model;
 pub mod personalize;
 pub mod pipeline;
+pub mod render;
 pub mod rng;
 pub mod runtime;
 pub mod tensor;

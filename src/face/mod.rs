@@ -11,9 +11,11 @@
 pub mod condition;
 pub mod crop;
 pub mod detect;
+pub mod facecrop;
 pub mod filter;
 pub mod geometry;
 pub mod mesh;
+pub mod motion;
 pub mod raster;
 pub mod roi;
 pub mod topology;
