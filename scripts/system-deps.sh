@@ -4,9 +4,11 @@
 #   xvfb mesa-vulkan-drivers libvulkan1 xdotool x11-utils imagemagick python3-pil
 #                                  the real-window test: a virtual X server, a software Vulkan device (lavapipe)
 #                                  for wgpu, and tools to screenshot and press keys (tests/xvfb_window.sh)
+#   nasm libclang-dev              building OpenH264 from source (x86 assembly) and the webcam's V4L2 bindings
+#   ffmpeg                         the video tests check our files with ffprobe and decode x264 High-profile clips
 set -euo pipefail
 
-PACKAGES=(python3-pip xvfb mesa-vulkan-drivers libvulkan1 xdotool x11-utils imagemagick python3-pil)
+PACKAGES=(python3-pip xvfb mesa-vulkan-drivers libvulkan1 xdotool x11-utils imagemagick python3-pil nasm libclang-dev ffmpeg)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -3,12 +3,14 @@
 //! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
 //! wires command-line arguments to these modules.
 
+pub mod capture;
 pub mod checksum;
 pub mod face;
 pub mod home;
 pub mod model;
 pub mod personalize;
 pub mod pipeline;
+pub mod record;
 pub mod render;
 pub mod rng;
 pub mod runtime;

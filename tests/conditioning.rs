@@ -4,6 +4,7 @@
 mod common;
 
 use metaportrait::face::condition::{CONDITION_SIZE, Conditioner};
+use metaportrait::face::raster::Rgb;
 use metaportrait::face::topology::{NUM_KEYPOINTS, OFFICIAL_POINTS, Topology};
 
 fn topology_dir() -> std::path::PathBuf {
@@ -47,13 +48,13 @@ fn mediapipe_line_images_from_real_landmarks() {
     let span = pts.iter().map(|p| (p[0] - lo_x).max(p[1] - lo_y)).fold(0.0f32, f32::max);
     let pts: Vec<[f32; 2]> =
         pts.iter().map(|p| [0.1 + 0.8 * (p[0] - lo_x) / span, 0.1 + 0.8 * (p[1] - lo_y) / span]).collect();
-    let mut c = Conditioner::new(Topology::mediapipe(), CONDITION_SIZE);
+    let mut c = Conditioner::new(Topology::mediapipe(), CONDITION_SIZE).expect("canvas");
     let palette = c.topology().palette.clone();
     let canvas = c.draw(&pts).expect("draw");
     // Every pixel is black or a blend towards the palette; the face outline spans most of the face.
     let lit: Vec<(usize, usize)> = (0..CONDITION_SIZE)
         .flat_map(|y| (0..CONDITION_SIZE).map(move |x| (x, y)))
-        .filter(|&(x, y)| canvas.pixel(x, y) != [0, 0, 0])
+        .filter(|&(x, y)| canvas.pixel(x, y).is_some_and(|p| p != Rgb::new(0, 0, 0)))
         .collect();
     assert!(lit.len() > 500, "{} pixels", lit.len());
     // Each edge's midpoint carries (about 0.9 of) its own colour, unless a later edge crossed it.
@@ -68,7 +69,8 @@ fn mediapipe_line_images_from_real_landmarks() {
             let (mx, my) = ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2);
             // Some pixel next to the midpoint is the edge's colour at a coverage of at least a half.
             (-1..=1).flat_map(|dy| (-1..=1).map(move |dx| (dx, dy))).any(|(dx, dy)| {
-                let got = canvas.pixel((mx + dx) as usize, (my + dy) as usize).map(f32::from);
+                let p = canvas.pixel((mx + dx) as usize, (my + dy) as usize).unwrap_or_default();
+                let got = [p.r, p.g, p.b].map(f32::from);
                 let c = colour.0.map(f32::from);
                 let alpha = (0..3).map(|k| got[k] * c[k]).sum::<f32>() / (0..3).map(|k| c[k] * c[k]).sum::<f32>();
                 alpha >= 0.5 && (0..3).all(|k| (got[k] - alpha * c[k]).abs() <= 12.0)

@@ -3,10 +3,10 @@
 //!
 //! Owns a reusable canvas per size. Receives landmarks normalised to the face crop ([0, 1], x then y) and a
 //! `Topology`; emits the line image (`[1, 3, S, S]` in [0, 1]), keypoints in [−1, 1] (`2p − 1`), and masks
-//! `[1, 1, S, S]`: each eye box (role keypoints 1–4 and 5–8) or the mouth box (14, 15, 56, 57) padded by 3 px,
+//! `[1, 1, S, S]`: each eye box (role keypoints 1–4 and 5–8) or the mouth box (14, 15, 56, 57) padded by 3 px (eyes) or 5 px (mouth),
 //! corners at `int((v + 1)·S/2)`. The mouth line is the driving line times the mouth mask.
 
-use super::raster::Canvas;
+use super::raster::{PixelPoint, RasterError, Rgb, RgbCanvas};
 use super::topology::{
     Edge, LEFT_EYE_BOX, MOUTH_BOTTOM, MOUTH_LEFT, MOUTH_RIGHT, MOUTH_TOP, NUM_KEYPOINTS, RIGHT_EYE_BOX, Topology,
 };
@@ -14,13 +14,16 @@ use crate::tensor::HostTensor;
 
 /// Side of the generator's conditioning images.
 pub const CONDITION_SIZE: usize = 256;
-/// Padding of the official eye and mouth boxes, in pixels.
-const BOX_PAD_PX: i64 = 3;
+/// Padding of the official boxes, in pixels (`get_focal_mask`: 3, `get_mouth_area`: 5).
+const EYE_PAD_PX: i64 = 3;
+const MOUTH_PAD_PX: i64 = 5;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConditionError {
     #[error("{actual} landmarks for the `{topology}` topology, which needs {expected}")]
     LandmarkCount { topology: &'static str, expected: usize, actual: usize },
+    #[error(transparent)]
+    Raster(#[from] RasterError),
 }
 
 /// Role keypoints in [−1, 1].
@@ -29,12 +32,12 @@ pub type Keypoints58 = [[f32; 2]; NUM_KEYPOINTS];
 /// Draws line images for one topology, reusing its canvas.
 pub struct Conditioner {
     topology: Topology,
-    canvas: Canvas,
+    canvas: RgbCanvas,
 }
 
 impl Conditioner {
-    pub fn new(topology: Topology, size: usize) -> Self {
-        Self { topology, canvas: Canvas::new(size, size) }
+    pub fn new(topology: Topology, size: usize) -> Result<Self, ConditionError> {
+        Ok(Self { topology, canvas: RgbCanvas::new(size, size)? })
     }
 
     pub fn topology(&self) -> &Topology {
@@ -53,13 +56,15 @@ impl Conditioner {
     }
 
     /// The line image of `landmarks01`: edge i in colour i, endpoints at `int(v · S)` as the reference draws them.
-    pub fn draw(&mut self, landmarks01: &[[f32; 2]]) -> Result<&Canvas, ConditionError> {
+    pub fn draw(&mut self, landmarks01: &[[f32; 2]]) -> Result<&RgbCanvas, ConditionError> {
         self.check(landmarks01)?;
         let size = self.canvas.width() as f32;
-        let px = |p: [f32; 2]| [(p[0] * size) as i64, (p[1] * size) as i64];
+        // int(v · size): truncation toward zero; `as` saturates far-off points instead of wrapping.
+        let px = |p: [f32; 2]| PixelPoint::new((p[0] * size) as i32, (p[1] * size) as i32);
         self.canvas.clear();
-        for (Edge(a, b), colour) in self.topology.edges.iter().zip(&self.topology.palette) {
-            self.canvas.line(px(landmarks01[*a]), px(landmarks01[*b]), colour.0);
+        for (Edge(from, to), colour) in self.topology.edges.iter().zip(&self.topology.palette) {
+            let [r, g, b] = colour.0;
+            self.canvas.draw_line_aa(px(landmarks01[*from]), px(landmarks01[*to]), Rgb::new(r, g, b));
         }
         Ok(&self.canvas)
     }
@@ -76,29 +81,24 @@ impl Conditioner {
 }
 
 /// A canvas as `[1, 3, S, S]` in [0, 1] (`/255`), written into `out` (reshaped when its size differs).
-pub fn canvas_to_tensor(canvas: &Canvas, out: &mut HostTensor) {
+pub fn canvas_to_tensor(canvas: &RgbCanvas, out: &mut HostTensor) -> Result<(), ConditionError> {
     let (w, h) = (canvas.width(), canvas.height());
     if out.shape() != [1, 3, h, w] {
         *out = HostTensor::zeros(&[1, 3, h, w]);
     }
-    let plane = w * h;
-    let data = out.data_mut();
-    for (i, px) in canvas.data().chunks_exact(3).enumerate() {
-        for c in 0..3 {
-            data[c * plane + i] = px[c] as f32 / 255.0;
-        }
-    }
+    canvas.write_planar_unit(out.data_mut())?;
+    Ok(())
 }
 
-fn box_mask(keypoints: &Keypoints58, size: usize, boxes: &[[usize; 4]]) -> HostTensor {
+fn box_mask(keypoints: &Keypoints58, size: usize, boxes: &[[usize; 4]], pad: i64) -> HostTensor {
     let mut mask = HostTensor::zeros(&[1, 1, size, size]);
     let s = size as i64;
     // int((v + 1)·S/2): truncation toward zero, as Python's int().
     let px = |v: f32| ((v as f64 + 1.0) * size as f64 / 2.0) as i64;
     let data = mask.data_mut();
     for &[l, r, t, b] in boxes {
-        let (x0, x1) = ((px(keypoints[l][0]) - BOX_PAD_PX).max(0), (px(keypoints[r][0]) + BOX_PAD_PX + 1).min(s));
-        let (y0, y1) = ((px(keypoints[t][1]) - BOX_PAD_PX).max(0), (px(keypoints[b][1]) + BOX_PAD_PX + 1).min(s));
+        let (x0, x1) = ((px(keypoints[l][0]) - pad).max(0), (px(keypoints[r][0]) + pad + 1).min(s));
+        let (y0, y1) = ((px(keypoints[t][1]) - pad).max(0), (px(keypoints[b][1]) + pad + 1).min(s));
         for y in y0..y1 {
             for x in x0..x1 {
                 data[(y * s + x) as usize] = 1.0;
@@ -110,12 +110,12 @@ fn box_mask(keypoints: &Keypoints58, size: usize, boxes: &[[usize; 4]]) -> HostT
 
 /// Both eye boxes (`get_focal_mask` with `eye_enhance`).
 pub fn eye_mask(keypoints: &Keypoints58, size: usize) -> HostTensor {
-    box_mask(keypoints, size, &[LEFT_EYE_BOX, RIGHT_EYE_BOX])
+    box_mask(keypoints, size, &[LEFT_EYE_BOX, RIGHT_EYE_BOX], EYE_PAD_PX)
 }
 
 /// The mouth box (`get_mouth_area`).
 pub fn mouth_mask(keypoints: &Keypoints58, size: usize) -> HostTensor {
-    box_mask(keypoints, size, &[[MOUTH_LEFT, MOUTH_RIGHT, MOUTH_TOP, MOUTH_BOTTOM]])
+    box_mask(keypoints, size, &[[MOUTH_LEFT, MOUTH_RIGHT, MOUTH_TOP, MOUTH_BOTTOM]], MOUTH_PAD_PX)
 }
 
 /// `driving_line × mouth_mask`, broadcast over the colour channels.
@@ -154,16 +154,17 @@ mod tests {
         kp[MOUTH_RIGHT] = [-0.9, 0.0];
         kp[MOUTH_TOP] = [0.0, 0.9];
         kp[MOUTH_BOTTOM] = [0.0, 1.0];
+        // x: [0, 3 + 5 + 1), y: [60 − 5, 64), the mouth pad being 5.
         let mouth = mouth_mask(&kp, 64);
-        assert_eq!(mouth.data().iter().sum::<f32>(), 7.0 * 7.0);
+        assert_eq!(mouth.data().iter().sum::<f32>(), 9.0 * 9.0);
         let line = HostTensor::filled(&[1, 3, 64, 64], 0.5);
         let ml = mouth_line(&line, &mouth);
-        assert_eq!(ml.data().iter().sum::<f32>(), 3.0 * 0.5 * 49.0);
+        assert_eq!(ml.data().iter().sum::<f32>(), 3.0 * 0.5 * 81.0);
     }
 
     #[test]
     fn draws_every_edge_in_its_colour_and_refuses_short_landmark_sets() {
-        let mut c = Conditioner::new(Topology::mediapipe(), CONDITION_SIZE);
+        let mut c = Conditioner::new(Topology::mediapipe(), CONDITION_SIZE).unwrap();
         // A ring of points: every edge gets drawn somewhere on the canvas.
         let pts: Vec<[f32; 2]> = (0..MEDIAPIPE_POINTS)
             .map(|i| {
@@ -172,10 +173,10 @@ mod tests {
             })
             .collect();
         let canvas = c.draw(&pts).unwrap();
-        let lit = canvas.data().chunks_exact(3).filter(|p| p.iter().any(|v| *v > 0)).count();
+        let lit = canvas.as_bytes().chunks_exact(3).filter(|p| p.iter().any(|v| *v > 0)).count();
         assert!(lit > 1000, "{lit} pixels drawn");
         let mut t = HostTensor::zeros(&[1]);
-        canvas_to_tensor(canvas, &mut t);
+        canvas_to_tensor(canvas, &mut t).unwrap();
         assert_eq!(t.shape(), &[1, 3, 256, 256]);
         assert!(t.data().iter().all(|v| (0.0..=1.0).contains(v)));
         let kp = c.keypoints(&pts).unwrap();

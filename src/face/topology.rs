@@ -99,8 +99,8 @@ const MEDIAPIPE_KEYPOINTS: [usize; NUM_KEYPOINTS] = [
     70, 105, 107, 336, 334, // 9–13: brows
     61, 291, // 14, 15: mouth corners
     10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, // 16–28: face oval, top and right side
-    469, 470, 471, 472, // 29–32: image-left iris edge points (gaze)
-    474, 475, 476, 477, // 33–36: image-right iris edge points (gaze)
+    470, 471, 472, 469, // 29–32: image-left iris: top, outer, bottom, inner (the official rings' order)
+    477, 474, 475, 476, // 33–36: image-right iris: bottom, outer, top, inner
     365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, // 37–54: oval
     6,   // 55: nose bridge
     0,   // 56: mouth top (upper lip)

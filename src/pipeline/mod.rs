@@ -4,3 +4,4 @@
 //! a `channel::latest` channel, so a slow stage drops stale frames instead of queueing latency.
 
 pub mod channel;
+pub mod render;

@@ -1,0 +1,136 @@
+//! Video capture: everything that turns an outside picture source into a stream of [`Frame`]s.
+//!
+//! This module owns the shared [`Frame`] type, the [`FrameSource`] trait and its implementations
+//! (H.264 MP4 files, image sequences, still images, webcams) plus [`CaptureThread`], which runs a
+//! source on its own thread and hands the newest frame to the UI/pipeline. It receives paths or
+//! camera settings from the caller and emits frames (RGB pixels, presentation time in µs, index)
+//! or a [`CaptureError`] that says in plain words what went wrong.
+
+mod avc;
+mod image_seq;
+pub mod mp4_demux;
+mod thread;
+mod video_file;
+mod webcam;
+pub mod yuv;
+
+use std::path::PathBuf;
+
+pub use image_seq::{DEFAULT_SEQUENCE_FRAME_RATE_HZ, ImageSequenceSource, StillImageSource, StillRepeat, natural_cmp};
+pub use thread::{CaptureOptions, CaptureStats, CaptureStatus, CaptureThread, Pacing};
+pub use video_file::VideoFileSource;
+pub use webcam::{WebcamConfig, WebcamSource};
+
+/// Microseconds in one second, for timestamp conversions.
+pub const MICROS_PER_SECOND: i64 = 1_000_000;
+
+/// One decoded picture with its presentation time.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// The picture, 8-bit RGB.
+    pub pixels: image::RgbImage,
+    /// Presentation time in microseconds from the start of the source.
+    pub timestamp_us: i64,
+    /// Position of this frame in the source's output order, from 0.
+    pub index: u64,
+}
+
+/// Width and height of a picture in pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FrameSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+impl FrameSize {
+    /// Builds a size from width and height in pixels.
+    pub const fn new(width: u32, height: u32) -> Self {
+        Self { width, height }
+    }
+
+    /// Size of an existing image.
+    pub fn of(image: &image::RgbImage) -> Self {
+        Self { width: image.width(), height: image.height() }
+    }
+}
+
+impl std::fmt::Display for FrameSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.width, self.height)
+    }
+}
+
+/// A producer of frames: a file, a directory of images, a still picture or a camera.
+pub trait FrameSource {
+    /// The next frame in presentation order, `Ok(None)` at the end of the source.
+    ///
+    /// After an error that ends the source (for example [`CaptureError::Truncated`]) the following
+    /// call returns `Ok(None)`.
+    fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError>;
+
+    /// Nominal frame rate in frames per second (an average for variable-rate files).
+    fn frame_rate_hz(&self) -> f64;
+
+    /// Picture size announced by the source; frames normally have this size.
+    fn size(&self) -> FrameSize;
+}
+
+impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
+    fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
+        (**self).next_frame()
+    }
+
+    fn frame_rate_hz(&self) -> f64 {
+        (**self).frame_rate_hz()
+    }
+
+    fn size(&self) -> FrameSize {
+        (**self).size()
+    }
+}
+
+/// Everything that can go wrong while opening or reading a source.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not an MP4 video ({reason})")]
+    NotMp4 { path: PathBuf, reason: String },
+    #[error("{path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{path} has no video track")]
+    NoVideoTrack { path: PathBuf },
+    #[error("{path} contains no video frames")]
+    NoFrames { path: PathBuf },
+    #[error("{path} uses the video codec '{codec}', but only H.264 (avc1/avc3) is supported")]
+    UnsupportedCodec { path: PathBuf, codec: String },
+    #[error("{path} ends early (truncated or still being written): {decoded_frames} frames could be read")]
+    Truncated { path: PathBuf, decoded_frames: u64 },
+    #[error("H.264 decoding of {path} failed: {message}")]
+    Decode { path: PathBuf, message: String },
+    #[error("{path} contains no PNG or JPEG images")]
+    NoImages { path: PathBuf },
+    #[error("cannot decode image {path}: {message}")]
+    Image { path: PathBuf, message: String },
+    #[error("image {path} is {actual}, but the sequence started with {expected}")]
+    SizeMismatch { path: PathBuf, expected: FrameSize, actual: FrameSize },
+    #[error("invalid capture setting: {0}")]
+    InvalidSetting(String),
+    #[error("camera {index} is not available: {message}")]
+    CameraUnavailable { index: u32, message: String },
+    #[error("camera {index} stopped delivering frames: {message}")]
+    CameraLost { index: u32, message: String },
+    #[error("camera {index} delivers pixel format {format}, which is not supported")]
+    UnsupportedCameraFormat { index: u32, format: String },
+}
+
+impl CaptureError {
+    /// Whether trying again later may help (a camera that is busy, unplugged or not yet present).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::CameraUnavailable { .. } | Self::CameraLost { .. })
+    }
+}

@@ -1,0 +1,163 @@
+//! `metaportrait render` end to end: a driving clip made here (our encoder, and ffmpeg's x264 High profile with
+//! B-frames when ffmpeg is installed) drives the bundled portrait; the output is checked frame by frame.
+
+mod common;
+mod video_common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use image::RgbImage;
+use metaportrait::capture::{Frame, FrameSource, VideoFileSource};
+use metaportrait::record::{Recorder, RecorderConfig};
+
+const FRAMES: usize = 24;
+const FPS: f64 = 25.0;
+
+fn portrait() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("assets").join("portrait.png")
+}
+
+/// The portrait, turned and shifted a little more each frame (a head moving in front of the camera), 320×320.
+fn driving_frame(base: &RgbImage, t: usize) -> RgbImage {
+    let angle = 0.12 * (t as f32 * 0.5).sin();
+    let shift = 6.0 * (t as f32 * 0.3).sin();
+    let (w, h) = (320u32, 320u32);
+    let (cx, cy) = (256.0f32, 200.0f32);
+    let (s, c) = angle.sin_cos();
+    RgbImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as f32 - 160.0 - shift, y as f32 - 160.0);
+        let (sx, sy) = (cx + c * dx - s * dy, cy + s * dx + c * dy);
+        let (sx, sy) = (sx.clamp(0.0, 511.0) as u32, sy.clamp(0.0, 511.0) as u32);
+        *base.get_pixel(sx, sy)
+    })
+}
+
+fn decode_all(path: &Path) -> Vec<Frame> {
+    let mut src = VideoFileSource::open(path).expect("open output");
+    let mut out = Vec::new();
+    while let Some(f) = src.next_frame().expect("decode") {
+        out.push(f);
+    }
+    out
+}
+
+fn render(driving: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(common::bin())
+        .args(["render", "--source"])
+        .arg(portrait())
+        .arg("--driving")
+        .arg(driving)
+        .arg("--output")
+        .arg(output)
+        .args(extra)
+        .output()
+        .expect("run")
+}
+
+fn mean_abs_diff(a: &RgbImage, b: &RgbImage) -> f64 {
+    a.as_raw().iter().zip(b.as_raw()).map(|(p, q)| (*p as f64 - *q as f64).abs()).sum::<f64>() / a.as_raw().len() as f64
+}
+
+fn check_output(path: &Path, driving_timestamps: &[i64]) {
+    let frames = decode_all(path);
+    assert_eq!(frames.len(), driving_timestamps.len(), "one output frame per driving frame");
+    assert!(frames.iter().all(|f| f.pixels.dimensions() == (256, 256)));
+    for (f, t) in frames.iter().zip(driving_timestamps) {
+        assert!((f.timestamp_us - t).abs() <= 1_000, "timestamp {} vs driving {t}", f.timestamp_us);
+    }
+    // The portrait moves with the driver: frames differ from the first, and consecutive frames are related.
+    let moved = frames.iter().map(|f| mean_abs_diff(&f.pixels, &frames[0].pixels)).fold(0.0, f64::max);
+    assert!(moved > 3.0, "output barely changes (max mean diff {moved})");
+    if video_common::have_tool("ffprobe") {
+        let probe = video_common::ffprobe(path).expect("ffprobe runs");
+        assert_eq!(
+            (probe.codec.as_str(), probe.frames as usize),
+            ("h264", driving_timestamps.len()),
+            "{}",
+            probe.stderr
+        );
+    }
+}
+
+#[test]
+fn renders_a_clip_from_our_encoder_and_from_x264_high_profile() {
+    let dir = common::tempdir("render-cli");
+    let base = image::open(portrait()).expect("portrait").to_rgb8();
+    let clip = dir.join("driving.mp4");
+    let recorder = Recorder::start(&clip, RecorderConfig::default()).expect("recorder");
+    let mut stamps = Vec::new();
+    for t in 0..FRAMES {
+        let ts = (t as f64 * 1e6 / FPS) as i64;
+        stamps.push(ts);
+        while !matches!(
+            recorder.push(Frame { pixels: driving_frame(&base, t), timestamp_us: ts, index: t as u64 }),
+            metaportrait::record::PushOutcome::Queued
+        ) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    recorder.stop().expect("finish driving clip");
+    let out = render(&clip, &dir.join("out.mp4"), &["--relative"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("rendered {FRAMES} frames")));
+    check_output(&dir.join("out.mp4"), &stamps);
+
+    if video_common::have_tool("ffmpeg") {
+        let frames_dir = dir.join("frames");
+        std::fs::create_dir_all(&frames_dir).expect("mkdir");
+        for t in 0..FRAMES {
+            driving_frame(&base, t).save(frames_dir.join(format!("f{t:03}.png"))).expect("png");
+        }
+        let x264 = dir.join("x264.mp4");
+        let pattern = frames_dir.join("f%03d.png");
+        video_common::ffmpeg(&[
+            "-framerate",
+            "25",
+            "-i",
+            pattern.to_str().expect("utf8"),
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "high",
+            "-bf",
+            "3",
+            "-pix_fmt",
+            "yuv420p",
+            x264.to_str().expect("utf8"),
+        ]);
+        let out = render(&x264, &dir.join("out_x264.mp4"), &[]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        check_output(&dir.join("out_x264.mp4"), &stamps);
+        // An image directory drives the same way.
+        let out = render(&frames_dir, &dir.join("out_dir.mp4"), &["--fps", "25"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        check_output(&dir.join("out_dir.mp4"), &stamps);
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_leave_nothing() {
+    let dir = common::tempdir("render-bad");
+    std::fs::write(dir.join("garbage.mp4"), b"not a video at all").expect("write");
+    let out = render(&dir.join("garbage.mp4"), &dir.join("a.mp4"), &[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("garbage.mp4"));
+    // A portrait without a face.
+    RgbImage::from_pixel(200, 200, image::Rgb([90, 90, 90])).save(dir.join("blank.png")).expect("png");
+    let out = Command::new(common::bin())
+        .args(["render", "--source"])
+        .arg(dir.join("blank.png"))
+        .arg("--driving")
+        .arg(portrait())
+        .arg("--output")
+        .arg(dir.join("b.mp4"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no face"), "{}", String::from_utf8_lossy(&out.stderr));
+    let left: Vec<_> = std::fs::read_dir(&dir).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".mp4") || n == "garbage.mp4"), "{left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
