@@ -161,3 +161,15 @@ fn bad_inputs_fail_clearly_and_leave_nothing() {
     assert!(left.iter().all(|n| !n.to_string_lossy().ends_with(".mp4") || n == "garbage.mp4"), "{left:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn demo_renders_the_bundled_portrait() {
+    let dir = common::tempdir("demo");
+    let out = Command::new(common::bin()).arg("demo").arg("--output").arg(dir.join("demo.mp4")).output().expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let frames = decode_all(&dir.join("demo.mp4"));
+    assert_eq!(frames.len() as u64, metaportrait::pipeline::demo::DEMO_FRAMES);
+    let moved = frames.iter().map(|f| mean_abs_diff(&f.pixels, &frames[0].pixels)).fold(0.0, f64::max);
+    assert!(moved > 3.0, "the demo portrait does not move ({moved})");
+    std::fs::remove_dir_all(&dir).ok();
+}

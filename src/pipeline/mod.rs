@@ -4,4 +4,5 @@
 //! a `channel::latest` channel, so a slow stage drops stale frames instead of queueing latency.
 
 pub mod channel;
+pub mod demo;
 pub mod render;
