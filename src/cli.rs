@@ -55,6 +55,8 @@ pub enum Command {
         #[arg(long, default_value = "out/demo.mp4")]
         output: PathBuf,
     },
+    /// Draw the generator's conditioning (landmark-line image, 58 keypoints) from landmarks.
+    Condition(ConditionArgs),
     /// Detect faces and their dense landmarks (MediaPipe FaceMesh) in an image.
     Landmarks(LandmarksArgs),
     /// Inspect and run the temporal super-resolution network (256² → 512²).
@@ -133,6 +135,24 @@ pub struct RenderArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ConditionArgs {
+    /// Landmarks normalised to the face crop: a `.npy` (N, 2|3) array (669 points: the official topology, as in the
+    /// official example data; 478: MediaPipe), or the JSON of `landmarks --refine --json` (first face).
+    pub landmarks: PathBuf,
+    /// The official `dense_669_connectivity.tsv` (required for 669-point landmarks).
+    #[arg(long)]
+    pub connectivity: Option<PathBuf>,
+    /// Where to write the landmark-line image (PNG, RGB).
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Also write the 58 role keypoints (in [-1, 1]) as JSON.
+    #[arg(long)]
+    pub keypoints: Option<PathBuf>,
+    #[arg(long, default_value_t = 256)]
+    pub size: usize,
+}
+
+#[derive(Args, Debug)]
 pub struct LandmarksArgs {
     /// A PNG or JPEG image.
     pub image: PathBuf,
@@ -145,6 +165,9 @@ pub struct LandmarksArgs {
     /// Directory with the face models and their SHA256SUMS (default: $METAPORTRAIT_MODELS or models/).
     #[arg(long)]
     pub models: Option<PathBuf>,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when available, else the CPU with one log line).
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
 }
 
 #[derive(Subcommand, Debug)]
@@ -307,6 +330,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Keys { config }) => model_keys(&config),
         Command::Model(ModelCommand::Forward(args)) => model_forward(&args),
         Command::Landmarks(args) => landmarks(&args),
+        Command::Condition(args) => condition(&args),
         Command::Render(args) => render(&args),
         Command::Demo { output } => demo(&output),
         Command::Bench(BenchCommand::Face(args)) => bench_face(&args),
@@ -631,13 +655,20 @@ fn identities(cmd: IdentitiesCommand) -> Result<()> {
 }
 
 fn face_mesher(models: Option<&PathBuf>) -> Result<metaportrait::face::FaceMesher> {
+    face_mesher_on(models, Device::Cpu)
+}
+
+fn face_mesher_on(models: Option<&PathBuf>, device: Device) -> Result<metaportrait::face::FaceMesher> {
+    use metaportrait::face::{FaceMesher, FaceMesherOptions, FaceModelPaths};
     let dir = models.cloned().unwrap_or_else(metaportrait::face::default_models_dir);
-    Ok(metaportrait::face::FaceMesher::from_dir(&dir)?)
+    let mut options = FaceMesherOptions::default();
+    options.session.device = device;
+    Ok(FaceMesher::new(&FaceModelPaths::in_dir(&dir), options)?)
 }
 
 fn landmarks(args: &LandmarksArgs) -> Result<()> {
     let image = metaportrait::face::load_image(&args.image)?;
-    let mut mesher = face_mesher(args.models.as_ref())?;
+    let mut mesher = face_mesher_on(args.models.as_ref(), args.device)?;
     let faces = mesher.detect_landmarks(&image, args.refine)?;
     if args.json {
         let faces: Vec<serde_json::Value> = faces
@@ -695,6 +726,25 @@ fn bench_face(args: &BenchFaceArgs) -> Result<()> {
         time_ms(args.runs, || {
             t_s += 1.0 / 30.0;
             Ok(tracker.track(&mut mesher, &image, t_s).map(drop)?)
+        })?,
+    ));
+    // Conditioning of one frame: the refined landmarks in a 256² crop → line image and keypoints.
+    let refined = mesher.landmarks(&image, &roi, true)?;
+    let side = roi.size.max(1.0);
+    let pts: Vec<[f32; 2]> = refined
+        .points
+        .iter()
+        .map(|p| [(p[0] - roi.center.x + side / 2.0) / side, (p[1] - roi.center.y + side / 2.0) / side])
+        .collect();
+    let mut conditioner = metaportrait::face::condition::Conditioner::new(
+        metaportrait::face::topology::Topology::mediapipe(),
+        metaportrait::face::condition::CONDITION_SIZE,
+    )?;
+    rows.push((
+        "rasterise_ms",
+        time_ms(args.runs, || {
+            conditioner.keypoints(&pts)?;
+            Ok(conditioner.draw(&pts).map(drop)?)
         })?,
     ));
     let mut result = serde_json::Map::new();
@@ -792,6 +842,62 @@ fn demo(output: &std::path::Path) -> Result<()> {
          in {secs:.1} s",
         summary.frames,
         summary.recording.path.as_deref().unwrap_or(output).display()
+    );
+    Ok(())
+}
+
+fn condition(args: &ConditionArgs) -> Result<()> {
+    use metaportrait::face::condition::Conditioner;
+    use metaportrait::face::topology::{MEDIAPIPE_POINTS, OFFICIAL_POINTS, Topology};
+    let is_json = args.landmarks.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let points: Vec<[f32; 2]> = if is_json {
+        let v: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(&args.landmarks).with_context(|| format!("reading {}", args.landmarks.display()))?,
+        )
+        .with_context(|| format!("{} is not JSON", args.landmarks.display()))?;
+        let (w, h) = (v["width"].as_f64().unwrap_or(0.0), v["height"].as_f64().unwrap_or(0.0));
+        let face = v["faces"].get(0).with_context(|| format!("{} has no face", args.landmarks.display()))?;
+        if w <= 0.0 || h <= 0.0 {
+            bail!("{}: width/height missing", args.landmarks.display());
+        }
+        let pts = face["landmarks"].as_array().context("no landmarks array")?;
+        pts.iter()
+            .map(|p| Some([(p.get(0)?.as_f64()? / w) as f32, (p.get(1)?.as_f64()? / h) as f32]))
+            .collect::<Option<Vec<_>>>()
+            .context("landmarks must be [x, y, z] numbers")?
+    } else {
+        metaportrait::face::npy::read_points(&args.landmarks)?
+    };
+    let topology = match points.len() {
+        OFFICIAL_POINTS => {
+            let tsv = args
+                .connectivity
+                .as_ref()
+                .context("669-point landmarks need --connectivity dense_669_connectivity.tsv")?;
+            Topology::official(tsv)?
+        }
+        MEDIAPIPE_POINTS => Topology::mediapipe(),
+        n => bail!("{n} landmarks: expected {OFFICIAL_POINTS} (official) or {MEDIAPIPE_POINTS} (MediaPipe, refined)"),
+    };
+    let mut conditioner = Conditioner::new(topology, args.size)?;
+    let keypoints = conditioner.keypoints(&points)?;
+    let canvas = conditioner.draw(&points)?;
+    let image = image::RgbImage::from_raw(canvas.width() as u32, canvas.height() as u32, canvas.as_bytes().to_vec())
+        .context("canvas size")?;
+    let mut png = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    metaportrait::model::weights::write_atomic(&args.output, &png)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    if let Some(path) = &args.keypoints {
+        let json = serde_json::json!({ "topology": conditioner.topology().name, "keypoints": keypoints.to_vec() });
+        metaportrait::model::weights::write_atomic(path, json.to_string().as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "wrote {} ({} topology, {} edges)",
+        args.output.display(),
+        conditioner.topology().name,
+        conditioner.topology().edges.len()
     );
     Ok(())
 }

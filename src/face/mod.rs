@@ -16,6 +16,7 @@ pub mod filter;
 pub mod geometry;
 pub mod mesh;
 pub mod motion;
+pub mod npy;
 pub mod raster;
 pub mod roi;
 pub mod topology;
