@@ -779,7 +779,7 @@ fn open_driving(
 
 fn render(args: &RenderArgs) -> Result<()> {
     use metaportrait::face::motion::MotionMode;
-    use metaportrait::pipeline::render::{RenderJob, prepare_portrait, render_preview};
+    use metaportrait::pipeline::render::prepare_portrait;
     if args.engine == EngineChoice::Neural {
         bail!(
             "--engine neural is not wired into `render` yet: it needs an identity embedding network, which this build \
@@ -792,16 +792,9 @@ fn render(args: &RenderArgs) -> Result<()> {
     let prepared = prepare_portrait(&mut mesher, &portrait, &args.source)?;
     let (mut driving, total) =
         open_driving(&args.driving, args.fps).with_context(|| format!("opening {}", args.driving.display()))?;
-    let bar = ProgressBar::new(total.unwrap_or(0));
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed} ETA {eta}")?);
-    bar.set_message("render (preview)");
-    let job = RenderJob {
-        motion: if args.relative { MotionMode::Relative } else { MotionMode::Absolute },
-        output: &args.output,
-        recorder: metaportrait::record::RecorderConfig::default(),
-    };
-    let summary = render_preview(&mut mesher, prepared, driving.as_mut(), &job, |n| bar.set_position(n))?;
-    bar.finish_and_clear();
+    let motion = if args.relative { MotionMode::Relative } else { MotionMode::Absolute };
+    let summary =
+        render_with_progress(&mut mesher, prepared, driving.as_mut(), total.unwrap_or(0), motion, &args.output)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "rendered {} frames ({} without a driving face) to {} in {secs:.1} s ({:.1} fps, engine preview)",
@@ -816,7 +809,7 @@ fn render(args: &RenderArgs) -> Result<()> {
 fn demo(output: &std::path::Path) -> Result<()> {
     use metaportrait::face::motion::MotionMode;
     use metaportrait::pipeline::demo::{DEMO_FRAMES, SwaySource};
-    use metaportrait::pipeline::render::{RenderJob, prepare_portrait, render_preview};
+    use metaportrait::pipeline::render::prepare_portrait;
     let started = Instant::now();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT);
     let portrait = metaportrait::face::load_image(&path)?;
@@ -829,13 +822,7 @@ fn demo(output: &std::path::Path) -> Result<()> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let bar = ProgressBar::new(DEMO_FRAMES);
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed} ETA {eta}")?);
-    bar.set_message("demo (preview engine)");
-    let job =
-        RenderJob { motion: MotionMode::Relative, output, recorder: metaportrait::record::RecorderConfig::default() };
-    let summary = render_preview(&mut mesher, prepared, &mut driving, &job, |n| bar.set_position(n))?;
-    bar.finish_and_clear();
+    let summary = render_with_progress(&mut mesher, prepared, &mut driving, DEMO_FRAMES, MotionMode::Relative, output)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "demo: {} frames of the bundled portrait driven by a swaying virtual camera, engine preview, written to {} \
@@ -900,4 +887,23 @@ fn condition(args: &ConditionArgs) -> Result<()> {
         conditioner.topology().edges.len()
     );
     Ok(())
+}
+
+/// Offline render with the preview engine behind a progress bar (`render`, `demo`).
+fn render_with_progress(
+    mesher: &mut metaportrait::face::FaceMesher,
+    portrait: metaportrait::pipeline::render::PreparedPortrait,
+    driving: &mut dyn metaportrait::capture::FrameSource,
+    total_frames: u64,
+    motion: metaportrait::face::motion::MotionMode,
+    output: &std::path::Path,
+) -> Result<metaportrait::pipeline::render::RenderSummary> {
+    use metaportrait::pipeline::render::{RenderJob, render_preview};
+    let bar = ProgressBar::new(total_frames);
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed} ETA {eta}")?);
+    bar.set_message("render (preview engine)");
+    let job = RenderJob { motion, output, recorder: metaportrait::record::RecorderConfig::default() };
+    let summary = render_preview(mesher, portrait, driving, &job, |n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    Ok(summary)
 }
