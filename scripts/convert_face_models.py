@@ -60,30 +60,8 @@ def canonicalize(path, source):
     model = onnx.load(path)
     graph = model.graph
     keep = {v.name for v in graph.input} | {v.name for v in graph.output}
-    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in graph.node for a in n.attribute):
-        sys.exit("canonicalize does not handle subgraphs")
-
-    def tensor_hash(t):
-        bare = onnx.TensorProto()
-        bare.CopyFrom(t)
-        bare.name = ""
-        return "I" + hashlib.sha256(bare.SerializeToString()).hexdigest()
-
-    # Merge initializers with equal content: tf2onnx's constant folding leaves duplicates and picks which duplicate
-    # a node uses differently from run to run.
-    inits = {}
-    alias = {}
-    first = {}
-    for t in graph.initializer:
-        h = tensor_hash(t)
-        if h in first and t.name not in keep:
-            alias[t.name] = first[h]
-        else:
-            first.setdefault(h, t.name)
-            inits[t.name] = t
-    for node in graph.node:
-        node.input[:] = [alias.get(x, x) for x in node.input]
-    content = {n: tensor_hash(t) for n, t in inits.items()}
+    inits = {t.name: t for t in graph.initializer}
+    content = {n: "I" + hashlib.sha256(t.SerializeToString()[len(t.name) :]).hexdigest() for n, t in inits.items()}
     content.update({v.name: "G" + v.name for v in graph.input})
 
     # Deterministic topological order: among ready nodes, the smallest (op, attributes, input identities) first,
@@ -136,8 +114,6 @@ def canonicalize(path, source):
         node.input[:] = [canon(x) for x in node.input]
         node.output[:] = [canon(x) for x in node.output]
         node.name = f"n{i}_{node.op_type}"
-        if not node.domain:
-            node.ClearField("domain")  # tf2onnx sometimes sets the default domain explicitly, sometimes not
         new_nodes.append(node)
     del graph.node[:]
     graph.node.extend(new_nodes)
@@ -149,11 +125,6 @@ def canonicalize(path, source):
     del graph.initializer[:]
     graph.initializer.extend(new_inits)
     del graph.value_info[:]
-    # tf2onnx names unknown dimensions with a global counter (unk__NNNN); in these models they are all the batch size.
-    for v in list(graph.input) + list(graph.output):
-        for dim in v.type.tensor_type.shape.dim:
-            if dim.dim_param.startswith("unk__"):
-                dim.dim_param = "N"
     graph.doc_string = f"converted from {source}"
     onnx.checker.check_model(model)
     onnx.save(model, path)
