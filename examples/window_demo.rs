@@ -183,6 +183,9 @@ fn produce(p: Producer, demo: Arc<Mutex<Demo>>, stop: Arc<AtomicBool>) {
                     file_name: "demo-recording.mp4".into(),
                     elapsed_s: since.elapsed().as_secs_f64(),
                 }),
+                source: "synthetic pattern · running".into(),
+                notice: None,
+                hint: None,
             };
             send_latest(&p.stats.0, &p.stats.1, stats);
         }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Set-up", second command; .ci/run runs exactly this).
 # Installs missing system packages and ONNX Runtime, checks formatting and lints, runs every test against
-# ../shared/fixtures, then the real-window test on a virtual X server.
+# ../shared/fixtures, then the real-window tests on a virtual X server (the window demo, then `live` itself).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
@@ -11,3 +11,5 @@ cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked
 cargo build --locked --example window_demo
 bash tests/xvfb_window.sh target/debug/examples/window_demo
+cargo build --locked --bin metaportrait
+bash tests/xvfb_live.sh target/debug/metaportrait

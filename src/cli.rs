@@ -55,6 +55,8 @@ pub enum Command {
         #[arg(long, default_value = "out/demo.mp4")]
         output: PathBuf,
     },
+    /// Open the desktop window and puppeteer a portrait from a webcam or a video file.
+    Live(LiveArgs),
     /// Draw the generator's conditioning (landmark-line image, 58 keypoints) from landmarks.
     Condition(ConditionArgs),
     /// Detect faces and their dense landmarks (MediaPipe FaceMesh) in an image.
@@ -130,6 +132,21 @@ pub struct RenderArgs {
     /// Frame rate of an image-directory driving input.
     #[arg(long, default_value_t = 30.0)]
     pub fps: f64,
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct LiveArgs {
+    /// Webcam index (`/dev/video<N>`); the default input.
+    #[arg(long, conflicts_with = "input")]
+    pub camera: Option<u32>,
+    /// Drive from a video file (MP4/H.264), a directory of frames or one image instead of a webcam.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Play `--input` once instead of looping it.
+    #[arg(long, requires = "input")]
+    pub once: bool,
     #[arg(long)]
     pub models: Option<PathBuf>,
 }
@@ -333,6 +350,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Condition(args) => condition(&args),
         Command::Render(args) => render(&args),
         Command::Demo { output } => demo(&output),
+        Command::Live(args) => live(&args),
         Command::Bench(BenchCommand::Face(args)) => bench_face(&args),
         Command::Tsr(TsrCommand::Keys { config }) => tsr_keys(&config),
         Command::Tsr(TsrCommand::Forward(args)) => tsr_forward(&args),
@@ -803,6 +821,35 @@ fn render(args: &RenderArgs) -> Result<()> {
         summary.recording.path.as_deref().unwrap_or(&args.output).display(),
         summary.frames as f64 / secs.max(1e-9),
     );
+    Ok(())
+}
+
+fn live(args: &LiveArgs) -> Result<()> {
+    use metaportrait::pipeline::engine::PreviewEngine;
+    use metaportrait::pipeline::live::{LiveConfig, LiveInput, start};
+    use metaportrait::render::UiSettings;
+    let home = metaportrait::home::data_home()?;
+    let settings_path = metaportrait::home::settings_path(&home);
+    let settings = UiSettings::load(&settings_path);
+    let input = match &args.input {
+        Some(path) => LiveInput::File { path: path.clone(), looped: !args.once },
+        None => LiveInput::Camera(args.camera.unwrap_or(0)),
+    };
+    let config = LiveConfig {
+        input,
+        models_dir: args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir),
+        home: home.clone(),
+        default_portrait: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT)),
+        recorder: Default::default(),
+    };
+    let engine = Box::new(PreviewEngine::new());
+    tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
+    let (pipeline, inputs) = start(config, engine, settings)?;
+    let result = metaportrait::render::run_window(inputs);
+    pipeline.shutdown();
+    let settings = result?;
+    settings.save(&settings_path).with_context(|| format!("saving settings to {}", settings_path.display()))?;
+    tracing::info!(path = %settings_path.display(), "settings saved");
     Ok(())
 }
 

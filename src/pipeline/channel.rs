@@ -10,13 +10,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
 
 /// Sending half; cloning shares the drop counter.
-#[derive(Clone)]
 pub struct LatestSender<T> {
     tx: Sender<T>,
     /// A receiver handle used only to evict the oldest value when full.
     evict: Receiver<T>,
     dropped: Arc<AtomicU64>,
     receiver_gone: Arc<AtomicBool>,
+}
+
+impl<T> Clone for LatestSender<T> {
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            evict: self.evict.clone(),
+            dropped: Arc::clone(&self.dropped),
+            receiver_gone: Arc::clone(&self.receiver_gone),
+        }
+    }
 }
 
 /// Receiving half. Dereferences to a crossbeam `Receiver` (`recv`, `try_iter`, `select!`); dropping it tells the

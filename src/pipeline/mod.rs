@@ -5,4 +5,7 @@
 
 pub mod channel;
 pub mod demo;
+pub mod engine;
+pub mod live;
+pub mod looping;
 pub mod render;

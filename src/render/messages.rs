@@ -80,6 +80,12 @@ pub struct Stats {
     pub device: String,
     /// `Some` while the recorder is writing a file.
     pub recording: Option<RecordingStatus>,
+    /// Where the driving video comes from and its state ("camera 0 · camera lost, retrying in 1.0 s").
+    pub source: String,
+    /// The latest message for the user (an error or a confirmation), while it is fresh.
+    pub notice: Option<String>,
+    /// Advice that stays while it applies (e.g. how to install the neural engine's weights).
+    pub hint: Option<String>,
 }
 
 /// An RGBA8 thumbnail, tightly packed, top row first.

@@ -20,6 +20,8 @@ pub const SIDE_PANEL_WIDTH_RANGE_PT: std::ops::RangeInclusive<f32> = 260.0..=480
 const THUMBNAIL_SIZE_PT: f32 = 32.0;
 /// Colour of buttons that destroy something.
 const DANGER_COLOR: egui::Color32 = egui::Color32::from_rgb(200, 60, 60);
+/// Messages from the app (errors and confirmations).
+const NOTICE_COLOR: egui::Color32 = egui::Color32::from_rgb(230, 170, 60);
 /// Colour of the recording indicator.
 const RECORDING_COLOR: egui::Color32 = egui::Color32::from_rgb(230, 40, 40);
 const SECONDS_PER_MINUTE: f64 = 60.0;
@@ -77,7 +79,16 @@ impl App {
             ui.label("Device");
             ui.label(or_unknown(&self.stats.device));
             ui.end_row();
+            ui.label("Input");
+            ui.label(or_unknown(&self.stats.source));
+            ui.end_row();
         });
+        if let Some(hint) = &self.stats.hint {
+            ui.add(egui::Label::new(egui::RichText::new(hint).weak()).wrap());
+        }
+        if let Some(notice) = &self.stats.notice {
+            ui.add(egui::Label::new(egui::RichText::new(notice).color(NOTICE_COLOR)).wrap());
+        }
         if self.pipeline_stopped {
             ui.colored_label(DANGER_COLOR, "The pipeline has stopped.");
         }

@@ -2,7 +2,7 @@
 //!
 //! Owns `UiSettings`, a plain serde struct. The window starts from the settings in `WindowInputs`, announces them to
 //! the pipeline as `UiCommand`s, edits them as the user works the controls, and returns the final value from
-//! `run_window` so the caller can persist it. Loading and saving them is the caller's business.
+//! `run_window` so the caller can persist it with `save` (atomic) and restore it with `load`.
 
 use serde::{Deserialize, Serialize};
 
@@ -53,9 +53,55 @@ impl UiSettings {
     }
 }
 
+impl UiSettings {
+    /// The settings saved at `path`: defaults when there is no file yet; a file that cannot be read or parsed is
+    /// reported, moved aside to `<path>.bad` (so the user's edits are not lost) and replaced by defaults.
+    pub fn load(path: &std::path::Path) -> Self {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Self::default(),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "settings: cannot read; using defaults");
+                return Self::default();
+            }
+        };
+        match serde_json::from_str::<Self>(&text) {
+            Ok(settings) => settings.sanitized(),
+            Err(error) => {
+                let aside = path.with_extension("json.bad");
+                tracing::warn!(
+                    path = %path.display(), %error, aside = %aside.display(),
+                    "settings: not valid; moved aside, using defaults"
+                );
+                let _ = std::fs::rename(path, &aside);
+                Self::default()
+            }
+        }
+    }
+
+    /// Writes the settings to `path` atomically (a crash leaves the old file or the new one).
+    pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        crate::model::weights::write_atomic(path, text.as_bytes())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_then_load_round_trips_and_a_corrupt_file_is_kept_aside() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("settings.json");
+        assert_eq!(UiSettings::load(&path), UiSettings::default());
+        let settings = UiSettings { smoothing: 0.2, tsr_enabled: false, ..UiSettings::default() };
+        settings.save(&path).expect("saves");
+        assert_eq!(UiSettings::load(&path), settings);
+        std::fs::write(&path, b"{not json").expect("write");
+        assert_eq!(UiSettings::load(&path), UiSettings::default());
+        assert_eq!(std::fs::read(dir.path().join("settings.json.bad")).expect("kept aside"), b"{not json");
+    }
 
     #[test]
     fn missing_fields_take_defaults() {

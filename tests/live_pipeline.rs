@@ -1,0 +1,261 @@
+//! The live pipeline without a window: this test plays the window's part on the same channels (`WindowInputs`).
+//! A real H.264 clip of a real person (the official example frames, encoded here) drives the bundled portrait
+//! through the capture, face and engine threads; recording goes through the real encoder into the data home.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use image::RgbImage;
+use metaportrait::capture::{Frame, FrameSource, VideoFileSource};
+use metaportrait::pipeline::engine::{EngineError, LiveEngine, PreviewEngine};
+use metaportrait::pipeline::live::{LiveConfig, LiveInput, LivePipeline, start};
+use metaportrait::record::{PushOutcome, Recorder, RecorderConfig};
+use metaportrait::render::{OutputFrame, Stats, UiCommand, UiSettings, WindowInputs};
+
+const CLIP_FPS: f64 = 25.0;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Encodes the official example frames `imgs_0_*` (one person, moving) into an MP4 at 25 fps.
+fn driving_clip(dir: &Path) -> PathBuf {
+    let faces = repo().join("../shared/fixtures/faces/images");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&faces)
+        .expect("fixture faces")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("imgs_0_")))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "expected the official example frames in {}", faces.display());
+    let path = dir.join("driving.mp4");
+    let recorder = Recorder::start(&path, RecorderConfig::default()).expect("recorder");
+    for (i, file) in files.iter().enumerate() {
+        let pixels = image::open(file).expect("fixture image").to_rgb8();
+        let frame = Frame { pixels, timestamp_us: (i as f64 * 1e6 / CLIP_FPS) as i64, index: i as u64 };
+        while recorder.push(frame.clone()) == PushOutcome::Dropped {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    recorder.stop().expect("clip written");
+    path
+}
+
+fn config(home: &Path, input: LiveInput) -> LiveConfig {
+    LiveConfig {
+        input,
+        models_dir: repo().join("models"),
+        home: home.to_path_buf(),
+        default_portrait: Some(repo().join("assets/portrait.png")),
+        recorder: RecorderConfig::default(),
+    }
+}
+
+/// Plays the window: announces the settings like the window does and collects what the pipeline sends.
+struct FakeWindow {
+    inputs: WindowInputs,
+    frames: Vec<(OutputFrame, Instant)>,
+    stats: Vec<Stats>,
+}
+
+impl FakeWindow {
+    fn new(inputs: WindowInputs) -> Self {
+        let s = &inputs.settings;
+        for command in
+            [UiCommand::SetMotionMode(s.motion_mode), UiCommand::SetSmoothing(s.smoothing), UiCommand::SetTsr(false)]
+                .into_iter()
+                .chain(s.selected_identity.clone().map(UiCommand::SelectIdentity))
+        {
+            inputs.commands.send(command).expect("pipeline listens");
+        }
+        Self { inputs, frames: Vec::new(), stats: Vec::new() }
+    }
+
+    fn send(&self, command: UiCommand) {
+        self.inputs.commands.send(command).expect("pipeline listens");
+    }
+
+    /// Collects output frames and stats for `duration`.
+    fn pump(&mut self, duration: Duration) {
+        let until = Instant::now() + duration;
+        while Instant::now() < until {
+            crossbeam::select! {
+                recv(self.inputs.output) -> frame => if let Ok(frame) = frame { self.frames.push((frame, Instant::now())) },
+                recv(self.inputs.stats) -> stats => if let Ok(stats) = stats { self.stats.push(stats) },
+                default(Duration::from_millis(20)) => {}
+            }
+        }
+    }
+
+    /// Quits like the window does and checks that every stage stops promptly.
+    fn quit(self, pipeline: LivePipeline) {
+        self.send(UiCommand::Quit);
+        let started = Instant::now();
+        pipeline.shutdown();
+        assert!(started.elapsed() < Duration::from_secs(10), "shutdown took {:?}", started.elapsed());
+    }
+}
+
+fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs()).sum::<f64>() / a.len() as f64
+}
+
+#[test]
+fn a_clip_drives_the_portrait_and_a_recording_is_a_real_video() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = driving_clip(dir.path());
+    let home = dir.path().join("home");
+    let (pipeline, inputs) = start(
+        config(&home, LiveInput::File { path: clip, looped: true }),
+        Box::new(PreviewEngine::new()),
+        UiSettings::default(),
+    )
+    .expect("pipeline starts");
+    assert_eq!(inputs.settings.selected_identity.as_deref(), Some("astronaut"), "the bundled portrait is selected");
+    let identities = inputs.identities.recv_timeout(Duration::from_secs(5)).expect("an identity snapshot");
+    assert_eq!(identities.len(), 1);
+    assert_eq!(identities[0].name, "Astronaut");
+    assert!(identities[0].thumbnail.as_ref().is_some_and(|t| t.rgba.len() == (t.width * t.height * 4) as usize));
+    let mut window = FakeWindow::new(inputs);
+    window.pump(Duration::from_secs(3));
+
+    let frames = &window.frames;
+    assert!(frames.len() >= 20, "only {} output frames in 3 s from a 25 fps clip", frames.len());
+    for (frame, _) in frames {
+        assert_eq!((frame.width, frame.height, frame.pixels.len()), (256, 256, 256 * 256 * 3));
+    }
+    let first = &frames[0].0.pixels;
+    let most_moved = frames.iter().map(|(f, _)| mean_abs_diff(first, &f.pixels)).fold(0.0, f64::max);
+    assert!(most_moved > 1.0, "the portrait does not move (largest mean difference {most_moved:.3})");
+    let timestamps: Vec<u64> = frames.iter().map(|(f, _)| f.timestamp_us).collect();
+    assert!(timestamps.windows(2).all(|w| w[0] < w[1]), "output frames are out of capture order");
+
+    let stats = window.stats.last().expect("stats arrive").clone();
+    assert!(stats.fps > 5.0, "pipeline fps {}", stats.fps);
+    let stages: Vec<&str> = stats.stage_latency.iter().map(|s| s.stage).collect();
+    assert_eq!(stages, ["face", "model"], "per-stage latency");
+    let g2g = stats.glass_to_glass_ms.expect("glass-to-glass latency");
+    assert!(g2g > 0.0 && g2g < 500.0, "glass to glass {g2g} ms");
+    assert!(stats.source.starts_with("file driving.mp4 · running"), "source {:?}", stats.source);
+    assert_eq!(stats.engine, "preview (mesh warp)");
+    assert!(stats.hint.as_deref().is_some_and(|h| h.contains("import-checkpoint")));
+
+    // TSR on: the output switches to 512².
+    window.send(UiCommand::SetTsr(true));
+    window.frames.clear();
+    window.pump(Duration::from_millis(800));
+    let (last, _) = window.frames.last().expect("frames after the TSR toggle");
+    assert_eq!((last.width, last.height), (512, 512));
+
+    window.send(UiCommand::StartRecording);
+    window.pump(Duration::from_secs(2));
+    assert!(window.stats.last().and_then(|s| s.recording.as_ref()).is_some(), "stats report the recording");
+    window.send(UiCommand::StopRecording);
+    window.pump(Duration::from_millis(500));
+    let recordings: Vec<PathBuf> =
+        std::fs::read_dir(home.join("recordings")).expect("recordings dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    assert!(!recordings[0].to_string_lossy().contains(".partial"), "{recordings:?}");
+    let mut video = VideoFileSource::open(&recordings[0]).expect("the recording opens");
+    let mut decoded = 0;
+    while let Some(frame) = video.next_frame().expect("decodes") {
+        assert_eq!(frame.pixels.dimensions(), (512, 512));
+        decoded += 1;
+    }
+    assert!(decoded >= 20, "only {decoded} frames recorded in 2 s");
+    window.quit(pipeline);
+}
+
+/// Wraps the preview engine with a fixed delay: a deliberately slow inference stage.
+struct SlowEngine {
+    inner: PreviewEngine,
+    delay: Duration,
+}
+
+impl LiveEngine for SlowEngine {
+    fn name(&self) -> String {
+        "slow".into()
+    }
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+    fn set_identity(&mut self, portrait: &RgbImage, landmarks: &[[f32; 3]]) -> Result<(), EngineError> {
+        self.inner.set_identity(portrait, landmarks)
+    }
+    fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
+        std::thread::sleep(self.delay);
+        self.inner.drive(target, out)
+    }
+}
+
+#[test]
+fn a_slow_engine_drops_stale_frames_instead_of_queueing_latency() {
+    const DELAY: Duration = Duration::from_millis(200);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = driving_clip(dir.path());
+    let (pipeline, inputs) = start(
+        config(&dir.path().join("home"), LiveInput::File { path: clip, looped: true }),
+        Box::new(SlowEngine { inner: PreviewEngine::new(), delay: DELAY }),
+        UiSettings::default(),
+    )
+    .expect("pipeline starts");
+    let epoch = pipeline.epoch();
+    let mut window = FakeWindow::new(inputs);
+    window.pump(Duration::from_secs(4));
+    // Skip the first frames (identity upload, model warm-up), then look at latency from capture to output.
+    let latencies_ms: Vec<f64> = window
+        .frames
+        .iter()
+        .skip(3)
+        .map(|(f, at)| at.duration_since(epoch + Duration::from_micros(f.timestamp_us)).as_secs_f64() * 1e3)
+        .collect();
+    assert!(latencies_ms.len() >= 8, "only {} frames", latencies_ms.len());
+    let worst = latencies_ms.iter().copied().fold(0.0, f64::max);
+    // One engine period plus one capture period plus face time and slack; a queue would grow by ~160 ms per frame.
+    assert!(worst < 2.0 * DELAY.as_secs_f64() * 1e3 + 150.0, "latency grew to {worst:.0} ms: {latencies_ms:?}");
+    let first_half = latencies_ms[..latencies_ms.len() / 2].iter().sum::<f64>() / (latencies_ms.len() / 2) as f64;
+    let second_half = latencies_ms[latencies_ms.len() / 2..].iter().sum::<f64>()
+        / (latencies_ms.len() - latencies_ms.len() / 2) as f64;
+    assert!(second_half < first_half + 100.0, "latency trends upward: {latencies_ms:?}");
+    let stats = window.stats.last().expect("stats").clone();
+    assert!(stats.dropped_frames >= 20, "a 5 fps engine on a 25 fps clip must drop frames: {}", stats.dropped_frames);
+    window.quit(pipeline);
+}
+
+#[test]
+fn a_missing_camera_is_a_visible_retrying_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (pipeline, inputs) =
+        start(config(dir.path(), LiveInput::Camera(97)), Box::new(PreviewEngine::new()), UiSettings::default())
+            .expect("a missing camera does not stop the app");
+    let mut window = FakeWindow::new(inputs);
+    window.pump(Duration::from_millis(1500));
+    let source = window.stats.last().map(|s| s.source.clone()).unwrap_or_default();
+    assert!(source.starts_with("camera 97 · camera lost, retrying in"), "source {source:?}");
+    assert!(window.frames.is_empty());
+    window.quit(pipeline);
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope.mp4");
+    let err = start(
+        config(dir.path(), LiveInput::File { path: missing.clone(), looped: true }),
+        Box::new(PreviewEngine::new()),
+        UiSettings::default(),
+    )
+    .err()
+    .expect("a missing file fails");
+    assert!(err.to_string().contains("nope.mp4"), "{err}");
+    let garbage = dir.path().join("garbage.mp4");
+    std::fs::write(&garbage, b"definitely not a video").expect("write");
+    let err = start(
+        config(dir.path(), LiveInput::File { path: garbage, looped: true }),
+        Box::new(PreviewEngine::new()),
+        UiSettings::default(),
+    )
+    .err()
+    .expect("a corrupt file fails");
+    assert!(err.to_string().contains("garbage.mp4"), "{err}");
+}
