@@ -8,7 +8,8 @@ bash scripts/system-deps.sh
 bash scripts/provision-ort.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
-cargo test --all-targets --locked
+# The wgpu readback tests must not skip here: lavapipe is installed above.
+METAPORTRAIT_REQUIRE_WGPU=1 cargo test --all-targets --locked
 cargo build --locked --example window_demo
 bash tests/xvfb_window.sh target/debug/examples/window_demo
 cargo build --locked --bin metaportrait

@@ -147,6 +147,9 @@ pub struct LiveArgs {
     /// Play `--input` once instead of looping it.
     #[arg(long, requires = "input")]
     pub once: bool,
+    /// Where the preview engine draws: `auto` uses wgpu when an adapter exists, else the CPU.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub preview_device: metaportrait::pipeline::engine::PreviewDevice,
     #[arg(long)]
     pub models: Option<PathBuf>,
 }
@@ -285,6 +288,17 @@ pub enum BenchCommand {
     Tsr(BenchTsrArgs),
     /// Time the face stage per frame: detector, mesh, attention refinement, tracking.
     Face(BenchFaceArgs),
+    /// Time the preview engine per 256² frame on the CPU and with wgpu (draw + readback).
+    Preview(BenchPreviewArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchPreviewArgs {
+    /// Timed runs per path (after 10 warm-up runs).
+    #[arg(long, default_value_t = 100)]
+    pub runs: usize,
+    #[arg(long)]
+    pub models: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -352,6 +366,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Demo { output } => demo(&output),
         Command::Live(args) => live(&args),
         Command::Bench(BenchCommand::Face(args)) => bench_face(&args),
+        Command::Bench(BenchCommand::Preview(args)) => bench_preview(&args),
         Command::Tsr(TsrCommand::Keys { config }) => tsr_keys(&config),
         Command::Tsr(TsrCommand::Forward(args)) => tsr_forward(&args),
         Command::ImportCheckpoint(args) => import_checkpoint(&args),
@@ -776,6 +791,41 @@ fn bench_face(args: &BenchFaceArgs) -> Result<()> {
     Ok(())
 }
 
+fn bench_preview(args: &BenchPreviewArgs) -> Result<()> {
+    use metaportrait::model::preview::MeshWarp;
+    use metaportrait::model::preview::gpu::{GpuContext, GpuMeshWarp};
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT);
+    let image = metaportrait::face::load_image(&path)?;
+    let mut mesher = face_mesher(args.models.as_ref())?;
+    let prepared = metaportrait::pipeline::render::prepare_portrait(&mut mesher, &image, &path)?;
+    let landmarks: Vec<[f32; 2]> = prepared.landmarks.iter().map(|p| [p[0], p[1]]).collect();
+    // A pose that moves every vertex, so no path can take a shortcut.
+    let target: Vec<[f32; 2]> = landmarks.iter().map(|p| [p[0] + 3.0, p[1] - 2.0]).collect();
+    let mut out = image::RgbImage::new(prepared.crop.width(), prepared.crop.height());
+    let mut result = serde_json::Map::new();
+    let mut cpu = MeshWarp::new(prepared.crop.clone(), &landmarks)?;
+    let (best, med) = time_ms(args.runs, || Ok(cpu.render(&target, &mut out)?))?;
+    eprintln!("cpu                  best {best:7.2} ms  median {med:7.2} ms");
+    result.insert("cpu_ms".into(), serde_json::json!(med));
+    match GpuContext::headless() {
+        Ok(gpu) => {
+            let name = gpu.adapter_name.clone();
+            let mut warp = GpuMeshWarp::new(&gpu, MeshWarp::new(prepared.crop, &landmarks)?);
+            let (best, med) = time_ms(args.runs, || Ok(warp.render(&target, &mut out)?))?;
+            eprintln!("gpu ({name}) best {best:7.2} ms  median {med:7.2} ms");
+            result.insert("gpu_ms".into(), serde_json::json!(med));
+            result.insert("gpu_adapter".into(), serde_json::json!(name));
+        }
+        Err(error) => eprintln!("gpu: not measured ({error})"),
+    }
+    result.insert("runs".into(), serde_json::json!(args.runs));
+    println!("{}", serde_json::Value::Object(result));
+    Ok(())
+}
+
 fn open_driving(
     path: &std::path::Path,
     fps: f64,
@@ -825,7 +875,6 @@ fn render(args: &RenderArgs) -> Result<()> {
 }
 
 fn live(args: &LiveArgs) -> Result<()> {
-    use metaportrait::pipeline::engine::PreviewEngine;
     use metaportrait::pipeline::live::{LiveConfig, LiveInput, start};
     use metaportrait::render::UiSettings;
     let home = metaportrait::home::data_home()?;
@@ -842,7 +891,7 @@ fn live(args: &LiveArgs) -> Result<()> {
         default_portrait: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT)),
         recorder: Default::default(),
     };
-    let engine = Box::new(PreviewEngine::new());
+    let engine = metaportrait::pipeline::engine::preview_engine(args.preview_device)?;
     tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
     let (pipeline, inputs) = start(config, engine, settings)?;
     let result = metaportrait::render::run_window(inputs);

@@ -1,6 +1,7 @@
 //! Headless check of the output view's pipeline: upload a frame to `VideoQuad`, draw it into an offscreen texture,
 //! read the texture back and compare with the uploaded pixels (letterbox bars black). Needs a wgpu adapter (Mesa's
-//! lavapipe is enough); without one the test prints why and passes.
+//! lavapipe is enough); without one the test prints why and passes, unless `METAPORTRAIT_REQUIRE_WGPU=1` (set by
+//! scripts/test.sh).
 
 use eframe::wgpu;
 use metaportrait::render::{OutputFrame, PixelFormat, VideoQuad};
@@ -15,6 +16,7 @@ fn gpu() -> Option<(wgpu::Device, wgpu::Queue)> {
     let adapter = match pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default())) {
         Ok(adapter) => adapter,
         Err(error) => {
+            assert!(std::env::var("METAPORTRAIT_REQUIRE_WGPU").is_err(), "a wgpu adapter is required: {error}");
             eprintln!("skipping: no wgpu adapter ({error})");
             return None;
         }

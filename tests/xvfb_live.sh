@@ -2,7 +2,7 @@
 # End-to-end check of `metaportrait live` on a virtual X server with a software Vulkan device (Mesa lavapipe).
 #
 # Renders a driving clip with `metaportrait demo` (the bundled portrait filmed by a swaying virtual camera), starts
-# `live --input` on it with a fresh METAPORTRAIT_HOME, and checks: the window shows the panel and a moving output;
+# `live --input` on it with a fresh METAPORTRAIT_HOME and the preview engine on wgpu (lavapipe), and checks: the window shows the panel and a moving output;
 # pressing r starts a recording and pressing it again finishes a real MP4 in <home>/recordings that ffprobe decodes;
 # Ctrl+Q quits cleanly and leaves settings.json; the log names the engine in use and how to install weights.
 #
@@ -42,8 +42,8 @@ fail() { echo "FAIL: $*"; echo "--- live stderr"; tail -40 "$ARTIFACTS/live.err"
 "$BIN" demo --output "$ARTIFACTS/drive.mp4" >"$ARTIFACTS/demo.log" 2>&1 || { cat "$ARTIFACTS/demo.log"; fail "demo clip"; }
 
 xvfb_start
-METAPORTRAIT_HOME="$HOME_DIR" WGPU_BACKEND=vulkan METAPORTRAIT_LOG=${METAPORTRAIT_LOG:-info,wgpu=warn,naga=warn,ort=warn} \
-    "$BIN" live --input "$ARTIFACTS/drive.mp4" >"$ARTIFACTS/live.out" 2>"$ARTIFACTS/live.err" &
+NO_COLOR=1 METAPORTRAIT_HOME="$HOME_DIR" WGPU_BACKEND=vulkan METAPORTRAIT_LOG=${METAPORTRAIT_LOG:-info,wgpu=warn,naga=warn,ort=warn} \
+    "$BIN" live --input "$ARTIFACTS/drive.mp4" --preview-device gpu >"$ARTIFACTS/live.out" 2>"$ARTIFACTS/live.err" &
 APP_PID=$!
 xvfb_wait_window "$APP_PID"
 xvfb_wait_drawn
@@ -51,7 +51,8 @@ xvfb_shot "$ARTIFACTS/shot1.png"
 sleep "$SHOT_GAP_S"
 xvfb_shot "$ARTIFACTS/shot2.png"
 xvfb_check moving "$ARTIFACTS/shot1.png" "$ARTIFACTS/shot2.png" || fail "screenshot check"
-grep -q 'preview engine' "$ARTIFACTS/live.err" || fail "the log does not say which engine runs"
+grep -q 'preview engine' "$ARTIFACTS/live.err" || fail "the log does not say how to install the neural engine"
+grep -q 'live: engine.*device="gpu: ' "$ARTIFACTS/live.err" || fail "the preview engine does not run on the GPU path"
 [ -d "$HOME_DIR/identities" ] && [ -n "$(ls "$HOME_DIR/identities")" ] || fail "the bundled portrait was not added as an identity"
 
 xvfb_focus

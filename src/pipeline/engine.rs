@@ -1,12 +1,14 @@
 //! The live pipeline's inference engines behind one trait.
 //!
-//! Owns `LiveEngine` and its zero-weights implementation `PreviewEngine` (the portrait's landmark mesh warped onto
-//! the target landmarks, on the CPU). Receives the identity (its 256² crop and landmarks in crop pixels) and, per
+//! Owns `LiveEngine` and its zero-weights implementations (the portrait's landmark mesh warped onto the target
+//! landmarks): `PreviewEngine` on the CPU and `GpuPreviewEngine` drawing the mesh with wgpu; `preview_engine` picks
+//! one for a `PreviewDevice`. Receives the identity (its 256² crop and landmarks in crop pixels) and, per
 //! frame, the target landmarks after motion transfer; emits the generated 256² picture into a buffer the caller
 //! reuses. The neural MetaPortrait generator plugs in here once an identity carries an embedding.
 
 use image::RgbImage;
 
+use crate::model::preview::gpu::{GpuContext, GpuError, GpuMeshWarp};
 use crate::model::preview::{MeshWarp, PreviewError};
 
 /// Why an engine could not take an identity or produce a frame.
@@ -16,6 +18,8 @@ pub enum EngineError {
     NoIdentity,
     #[error(transparent)]
     Preview(#[from] PreviewError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
     #[error("{0}")]
     Other(String),
 }
@@ -71,6 +75,69 @@ impl LiveEngine for PreviewEngine {
         self.target_2d.extend(target.iter().map(|p| [p[0], p[1]]));
         warp.render(&self.target_2d, out)?;
         Ok(())
+    }
+}
+
+/// The GPU path of the preview engine.
+pub struct GpuPreviewEngine {
+    gpu: GpuContext,
+    warp: Option<GpuMeshWarp>,
+    target_2d: Vec<[f32; 2]>,
+}
+
+impl GpuPreviewEngine {
+    pub fn new(gpu: GpuContext) -> Self {
+        Self { gpu, warp: None, target_2d: Vec::new() }
+    }
+}
+
+impl LiveEngine for GpuPreviewEngine {
+    fn name(&self) -> String {
+        "preview (mesh warp)".into()
+    }
+
+    fn device(&self) -> String {
+        format!("gpu: {}", self.gpu.adapter_name)
+    }
+
+    fn set_identity(&mut self, portrait: &RgbImage, landmarks: &[[f32; 3]]) -> Result<(), EngineError> {
+        let flat: Vec<[f32; 2]> = landmarks.iter().map(|p| [p[0], p[1]]).collect();
+        self.warp = Some(GpuMeshWarp::new(&self.gpu, MeshWarp::new(portrait.clone(), &flat)?));
+        Ok(())
+    }
+
+    fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
+        let warp = self.warp.as_mut().ok_or(EngineError::NoIdentity)?;
+        self.target_2d.clear();
+        self.target_2d.extend(target.iter().map(|p| [p[0], p[1]]));
+        warp.render(&self.target_2d, out)?;
+        Ok(())
+    }
+}
+
+/// Where the preview engine runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PreviewDevice {
+    /// wgpu when an adapter exists (even a software one, which still beats the CPU path), else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// wgpu, or an error when no adapter exists.
+    Gpu,
+}
+
+/// The preview engine for `device`; `Auto` falls back to the CPU with one log line saying why.
+pub fn preview_engine(device: PreviewDevice) -> Result<Box<dyn LiveEngine>, EngineError> {
+    match device {
+        PreviewDevice::Cpu => Ok(Box::new(PreviewEngine::new())),
+        PreviewDevice::Gpu => Ok(Box::new(GpuPreviewEngine::new(GpuContext::headless()?))),
+        PreviewDevice::Auto => match GpuContext::headless() {
+            Ok(gpu) => Ok(Box::new(GpuPreviewEngine::new(gpu))),
+            Err(reason) => {
+                tracing::info!(%reason, "preview engine on the CPU");
+                Ok(Box::new(PreviewEngine::new()))
+            }
+        },
     }
 }
 

@@ -322,6 +322,7 @@ pub fn start(
             metrics: Arc::clone(&control.metrics),
         },
     };
+    tracing::info!(engine = control.engine_name, device = control.engine_device, "live: engine");
     let mut threads = Vec::new();
     let spawn = |name: &'static str, f: Box<dyn FnOnce() + Send>| {
         std::thread::Builder::new().name(name.into()).spawn(f).map_err(|e| LiveError::Spawn(name, e))

@@ -5,9 +5,10 @@
 //! frame (motion transfer happens upstream); emits the warped portrait into a caller-owned image, allocation-free.
 //! Each output pixel inside a target triangle samples the portrait at the same barycentric position of the source
 //! triangle (bilinear); anchors on the frame border keep the background still and the whole frame covered. This is
-//! the CPU path used headless; the window draws the same triangles with wgpu.
+//! the CPU path; `gpu::GpuMeshWarp` draws the same mesh as textured triangles with wgpu.
 
 pub mod delaunay;
+pub mod gpu;
 
 use image::RgbImage;
 
@@ -72,11 +73,30 @@ impl MeshWarp {
         &self.triangles
     }
 
-    /// Renders the portrait with its landmarks moved to `driving` (same count and order as the portrait's).
-    pub fn render(&mut self, driving: &[[f32; 2]], out: &mut RgbImage) -> Result<(), PreviewError> {
+    /// Mesh vertices in the portrait: the landmarks, then the border anchors (pixel coordinates).
+    pub fn source(&self) -> &[[f32; 2]] {
+        &self.source
+    }
+
+    /// Mesh vertices of the last `set_targets` (initially the source).
+    pub fn targets(&self) -> &[[f32; 2]] {
+        &self.target
+    }
+
+    /// Moves the landmark vertices to `driving` (same count and order as the portrait's landmarks); a non-finite
+    /// point keeps the portrait's position rather than tearing the mesh. Anchors never move.
+    pub fn set_targets(&mut self, driving: &[[f32; 2]]) -> Result<(), PreviewError> {
         if driving.len() != self.landmark_count {
             return Err(PreviewError::LandmarkCount { expected: self.landmark_count, actual: driving.len() });
         }
+        for (t, (d, s)) in self.target.iter_mut().zip(driving.iter().zip(&self.source)) {
+            *t = if d.iter().all(|v| v.is_finite()) { *d } else { *s };
+        }
+        Ok(())
+    }
+
+    /// Renders the portrait with its landmarks moved to `driving` (same count and order as the portrait's).
+    pub fn render(&mut self, driving: &[[f32; 2]], out: &mut RgbImage) -> Result<(), PreviewError> {
         let (w, h) = self.portrait.dimensions();
         if out.dimensions() != (w, h) {
             return Err(PreviewError::OutputSize {
@@ -86,10 +106,7 @@ impl MeshWarp {
                 actual_h: out.height(),
             });
         }
-        for (t, (d, s)) in self.target.iter_mut().zip(driving.iter().zip(&self.source)) {
-            // A lost landmark stays where the portrait has it rather than tearing the mesh.
-            *t = if d.iter().all(|v| v.is_finite()) { *d } else { *s };
-        }
+        self.set_targets(driving)?;
         out.copy_from_slice(&self.portrait);
         for tri in &self.triangles {
             self.fill_triangle(*tri, out);
