@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use metaportrait::pipeline::engine::EngineIdentity;
 
 use metaportrait::model::burn_exec;
 use metaportrait::model::checkpoint::{self, StateDictSelect};
@@ -113,8 +114,11 @@ pub enum EngineChoice {
 #[derive(Args, Debug)]
 pub struct RenderArgs {
     /// The portrait to animate (PNG or JPEG with one face).
+    #[arg(long, required_unless_present = "identity", conflicts_with = "identity")]
+    pub source: Option<PathBuf>,
+    /// Animate an identity of the library instead of `--source` (the neural engine needs one with an embedding).
     #[arg(long)]
-    pub source: PathBuf,
+    pub identity: Option<String>,
     /// Driving video (MP4/H.264), a directory of frames, or one image.
     #[arg(long)]
     pub driving: PathBuf,
@@ -124,8 +128,14 @@ pub struct RenderArgs {
     #[arg(long, value_enum, default_value = "preview")]
     pub engine: EngineChoice,
     /// Generator weights (safetensors) for `--engine neural`.
-    #[arg(long)]
+    #[arg(long, required_if_eq("engine", "neural"))]
     pub weights: Option<PathBuf>,
+    /// Generator architecture for `--engine neural`: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
     /// Transfer the driver's motion relative to its first frame (keeps the portrait's face shape).
     #[arg(long)]
     pub relative: bool,
@@ -150,6 +160,17 @@ pub struct LiveArgs {
     /// Where the preview engine draws: `auto` uses wgpu when an adapter exists, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub preview_device: metaportrait::pipeline::engine::PreviewDevice,
+    #[arg(long, value_enum, default_value = "preview")]
+    pub engine: EngineChoice,
+    /// Generator weights (safetensors) for `--engine neural`.
+    #[arg(long, required_if_eq("engine", "neural"))]
+    pub weights: Option<PathBuf>,
+    /// Generator architecture for `--engine neural`: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
     #[arg(long)]
     pub models: Option<PathBuf>,
 }
@@ -845,27 +866,81 @@ fn open_driving(
     Ok((Box::new(src), Some(n)))
 }
 
+/// The identity to drive: from the library (`--identity`) or prepared from a portrait file.
+fn render_identity(
+    mesher: &mut metaportrait::face::FaceMesher,
+    source: Option<&std::path::Path>,
+    identity: Option<&str>,
+) -> Result<EngineIdentity> {
+    if let Some(name) = identity {
+        let store = identity_store()?;
+        let id = resolve_identity(&store, name)?;
+        let loaded = store.load(&id)?;
+        let landmarks = match loaded.landmarks.shape() {
+            [_, 3] => loaded.landmarks.data().chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+            shape => bail!("identity `{id}` has landmarks of shape {shape:?}; expected [n, 3]"),
+        };
+        return Ok(EngineIdentity {
+            portrait: loaded.portrait,
+            landmarks,
+            id_vector: loaded.id_vector,
+            weights_delta: loaded.weights_delta,
+        });
+    }
+    let path = source.context("--source or --identity is required")?;
+    let portrait = metaportrait::face::load_image(path)?;
+    let prepared = metaportrait::pipeline::render::prepare_portrait(mesher, &portrait, path)?;
+    Ok(EngineIdentity::portrait_only(prepared.crop, prepared.landmarks))
+}
+
+/// The MetaPortrait generator on ONNX Runtime, from a config and safetensors weights.
+fn neural_engine(
+    config: &str,
+    weights: &std::path::Path,
+    device: Device,
+) -> Result<Box<dyn metaportrait::pipeline::engine::LiveEngine>> {
+    let model = GeneratorModel::load(GeneratorConfig::resolve(config)?, weights)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    let options = EngineOptions { device, ..EngineOptions::default() };
+    Ok(Box::new(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?))
+}
+
 fn render(args: &RenderArgs) -> Result<()> {
     use metaportrait::face::motion::MotionMode;
-    use metaportrait::pipeline::render::prepare_portrait;
-    if args.engine == EngineChoice::Neural {
-        bail!(
-            "--engine neural is not wired into `render` yet: it needs an identity embedding network, which this build \
-             does not ship; use `--engine preview` (the default), or `model forward` for single frames"
-        );
-    }
+    use metaportrait::pipeline::engine::{LiveEngine, PreviewEngine};
     let started = Instant::now();
-    let portrait = metaportrait::face::load_image(&args.source)?;
     let mut mesher = face_mesher(args.models.as_ref())?;
-    let prepared = prepare_portrait(&mut mesher, &portrait, &args.source)?;
+    let identity = render_identity(&mut mesher, args.source.as_deref(), args.identity.as_deref())?;
+    let mut engine: Box<dyn LiveEngine> = match args.engine {
+        EngineChoice::Preview => Box::new(PreviewEngine::new()),
+        EngineChoice::Neural => {
+            let weights = args.weights.as_ref().context("--engine neural needs --weights W.safetensors")?;
+            if identity.id_vector.is_none() {
+                bail!(
+                    "--engine neural needs an identity embedding, and a plain portrait has none: this build does not \
+                     yet compute embeddings from pictures; pass --identity NAME of a library identity that carries \
+                     one (`metaportrait identities list`), or use --engine preview"
+                );
+            }
+            neural_engine(&args.config, weights, args.device)?
+        }
+    };
+    let engine_name = engine.name();
     let (mut driving, total) =
         open_driving(&args.driving, args.fps).with_context(|| format!("opening {}", args.driving.display()))?;
     let motion = if args.relative { MotionMode::Relative } else { MotionMode::Absolute };
-    let summary =
-        render_with_progress(&mut mesher, prepared, driving.as_mut(), total.unwrap_or(0), motion, &args.output)?;
+    let summary = render_with_progress(
+        &mut mesher,
+        &identity,
+        engine.as_mut(),
+        driving.as_mut(),
+        total.unwrap_or(0),
+        motion,
+        &args.output,
+    )?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "rendered {} frames ({} without a driving face) to {} in {secs:.1} s ({:.1} fps, engine preview)",
+        "rendered {} frames ({} without a driving face) to {} in {secs:.1} s ({:.1} fps, engine {engine_name})",
         summary.frames,
         summary.frames_without_face,
         summary.recording.path.as_deref().unwrap_or(&args.output).display(),
@@ -891,8 +966,13 @@ fn live(args: &LiveArgs) -> Result<()> {
         default_portrait: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT)),
         recorder: Default::default(),
     };
-    let engine = metaportrait::pipeline::engine::preview_engine(args.preview_device)?;
-    tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
+    let engine = match (&args.engine, &args.weights) {
+        (EngineChoice::Neural, Some(weights)) => neural_engine(&args.config, weights, args.device)?,
+        _ => {
+            tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
+            metaportrait::pipeline::engine::preview_engine(args.preview_device)?
+        }
+    };
     let (pipeline, inputs) = start(config, engine, settings)?;
     let result = metaportrait::render::run_window(inputs);
     pipeline.shutdown();
@@ -918,7 +998,17 @@ fn demo(output: &std::path::Path) -> Result<()> {
     if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let summary = render_with_progress(&mut mesher, prepared, &mut driving, DEMO_FRAMES, MotionMode::Relative, output)?;
+    let identity = EngineIdentity::portrait_only(prepared.crop, prepared.landmarks);
+    let mut engine = metaportrait::pipeline::engine::PreviewEngine::new();
+    let summary = render_with_progress(
+        &mut mesher,
+        &identity,
+        &mut engine,
+        &mut driving,
+        DEMO_FRAMES,
+        MotionMode::Relative,
+        output,
+    )?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "demo: {} frames of the bundled portrait driven by a swaying virtual camera, engine preview, written to {} \
@@ -985,21 +1075,22 @@ fn condition(args: &ConditionArgs) -> Result<()> {
     Ok(())
 }
 
-/// Offline render with the preview engine behind a progress bar (`render`, `demo`).
+/// Offline render behind a progress bar (`render`, `demo`).
 fn render_with_progress(
     mesher: &mut metaportrait::face::FaceMesher,
-    portrait: metaportrait::pipeline::render::PreparedPortrait,
+    identity: &EngineIdentity,
+    engine: &mut dyn metaportrait::pipeline::engine::LiveEngine,
     driving: &mut dyn metaportrait::capture::FrameSource,
     total_frames: u64,
     motion: metaportrait::face::motion::MotionMode,
     output: &std::path::Path,
 ) -> Result<metaportrait::pipeline::render::RenderSummary> {
-    use metaportrait::pipeline::render::{RenderJob, render_preview};
+    use metaportrait::pipeline::render::{RenderJob, render_clip};
     let bar = ProgressBar::new(total_frames);
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed} ETA {eta}")?);
-    bar.set_message("render (preview engine)");
+    bar.set_message(format!("render ({})", engine.name()));
     let job = RenderJob { motion, output, recorder: metaportrait::record::RecorderConfig::default() };
-    let summary = render_preview(mesher, portrait, driving, &job, |n| bar.set_position(n))?;
+    let summary = render_clip(mesher, identity, engine, driving, &job, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     Ok(summary)
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use metaportrait::capture::{Frame, FrameSource, VideoFileSource};
-use metaportrait::pipeline::engine::{EngineError, LiveEngine, PreviewEngine};
+use metaportrait::pipeline::engine::{EngineError, EngineIdentity, LiveEngine, PreviewEngine};
 use metaportrait::pipeline::live::{LiveConfig, LiveInput, LivePipeline, start};
 use metaportrait::record::{PushOutcome, Recorder, RecorderConfig};
 use metaportrait::render::{OutputFrame, Stats, UiCommand, UiSettings, WindowInputs};
@@ -41,7 +41,7 @@ fn driving_clip(dir: &Path) -> PathBuf {
     path
 }
 
-fn config(home: &Path, input: LiveInput) -> LiveConfig {
+fn config_with_home(home: &Path, input: LiveInput) -> LiveConfig {
     LiveConfig {
         input,
         models_dir: repo().join("models"),
@@ -106,7 +106,7 @@ fn a_clip_drives_the_portrait_and_a_recording_is_a_real_video() {
     let clip = driving_clip(dir.path());
     let home = dir.path().join("home");
     let (pipeline, inputs) = start(
-        config(&home, LiveInput::File { path: clip, looped: true }),
+        config_with_home(&home, LiveInput::File { path: clip, looped: true }),
         Box::new(PreviewEngine::new()),
         UiSettings::default(),
     )
@@ -179,8 +179,8 @@ impl LiveEngine for SlowEngine {
     fn device(&self) -> String {
         "cpu".into()
     }
-    fn set_identity(&mut self, portrait: &RgbImage, landmarks: &[[f32; 3]]) -> Result<(), EngineError> {
-        self.inner.set_identity(portrait, landmarks)
+    fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
+        self.inner.set_identity(identity)
     }
     fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
         std::thread::sleep(self.delay);
@@ -194,7 +194,7 @@ fn a_slow_engine_drops_stale_frames_instead_of_queueing_latency() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clip = driving_clip(dir.path());
     let (pipeline, inputs) = start(
-        config(&dir.path().join("home"), LiveInput::File { path: clip, looped: true }),
+        config_with_home(&dir.path().join("home"), LiveInput::File { path: clip, looped: true }),
         Box::new(SlowEngine { inner: PreviewEngine::new(), delay: DELAY }),
         UiSettings::default(),
     )
@@ -225,9 +225,12 @@ fn a_slow_engine_drops_stale_frames_instead_of_queueing_latency() {
 #[test]
 fn a_missing_camera_is_a_visible_retrying_state() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (pipeline, inputs) =
-        start(config(dir.path(), LiveInput::Camera(97)), Box::new(PreviewEngine::new()), UiSettings::default())
-            .expect("a missing camera does not stop the app");
+    let (pipeline, inputs) = start(
+        config_with_home(dir.path(), LiveInput::Camera(97)),
+        Box::new(PreviewEngine::new()),
+        UiSettings::default(),
+    )
+    .expect("a missing camera does not stop the app");
     let mut window = FakeWindow::new(inputs);
     window.pump(Duration::from_millis(1500));
     let source = window.stats.last().map(|s| s.source.clone()).unwrap_or_default();
@@ -241,7 +244,7 @@ fn bad_inputs_are_clear_errors() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("nope.mp4");
     let err = start(
-        config(dir.path(), LiveInput::File { path: missing.clone(), looped: true }),
+        config_with_home(dir.path(), LiveInput::File { path: missing.clone(), looped: true }),
         Box::new(PreviewEngine::new()),
         UiSettings::default(),
     )
@@ -251,11 +254,62 @@ fn bad_inputs_are_clear_errors() {
     let garbage = dir.path().join("garbage.mp4");
     std::fs::write(&garbage, b"definitely not a video").expect("write");
     let err = start(
-        config(dir.path(), LiveInput::File { path: garbage, looped: true }),
+        config_with_home(dir.path(), LiveInput::File { path: garbage, looped: true }),
         Box::new(PreviewEngine::new()),
         UiSettings::default(),
     )
     .err()
     .expect("a corrupt file fails");
     assert!(err.to_string().contains("garbage.mp4"), "{err}");
+}
+
+#[test]
+fn the_neural_engine_runs_live_and_explains_a_missing_embedding() {
+    use metaportrait::model::config::GeneratorConfig;
+    use metaportrait::model::engine::{EngineOptions, GeneratorModel};
+    use metaportrait::model::weights::WeightStore;
+    use metaportrait::personalize::store::{IdentityStore, NewIdentity};
+    use metaportrait::pipeline::engine::NeuralEngine;
+    let fixtures = repo().join("../shared/fixtures/generator");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = driving_clip(dir.path());
+    let home = dir.path().join("home");
+    // The bundled portrait's identity (added by the pipeline, no embedding) and a copy that carries one.
+    let config = GeneratorConfig::from_json_file(&fixtures.join("tiny_config.json")).expect("tiny config");
+    let model = GeneratorModel::load(config, &fixtures.join("tiny_weights.safetensors")).expect("tiny weights");
+    let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
+    let (pipeline, inputs) = start(
+        config_with_home(&home, LiveInput::File { path: clip, looped: true }),
+        Box::new(engine),
+        UiSettings::default(),
+    )
+    .expect("pipeline starts");
+    let mut window = FakeWindow::new(inputs);
+    window.pump(Duration::from_millis(1500));
+    assert!(window.frames.is_empty(), "an identity without an embedding must not animate");
+    let notice = window.stats.last().and_then(|s| s.notice.clone()).unwrap_or_default();
+    assert!(notice.contains("identity embedding"), "notice {notice:?}");
+    assert!(window.stats.last().is_some_and(|s| s.hint.is_none()), "no install hint once the neural engine runs");
+
+    let store = IdentityStore::open(&home.join("identities")).expect("store");
+    let plain = store.load("astronaut").expect("the bundled identity");
+    let io = WeightStore::load_safetensors(&fixtures.join("tiny_io.safetensors")).expect("fixture io");
+    let id = store
+        .add(&NewIdentity {
+            name: "Astronaut (embedded)".into(),
+            portrait: plain.portrait,
+            landmarks: plain.landmarks,
+            id_vector: Some(io.get("input.src_id").expect("src_id").data().to_vec()),
+            weights_delta: WeightStore::new(),
+            base_model_sha256: None,
+            personalization: None,
+        })
+        .expect("identity added");
+    window.send(UiCommand::SelectIdentity(id));
+    window.pump(Duration::from_secs(3));
+    assert!(window.frames.len() >= 5, "only {} neural frames in 3 s", window.frames.len());
+    assert!(window.frames.iter().all(|(f, _)| (f.width, f.height) == (256, 256)));
+    let stats = window.stats.last().expect("stats");
+    assert!(stats.engine.starts_with("neural"), "{}", stats.engine);
+    window.quit(pipeline);
 }

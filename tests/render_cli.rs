@@ -85,19 +85,7 @@ fn renders_a_clip_from_our_encoder_and_from_x264_high_profile() {
     let dir = common::tempdir("render-cli");
     let base = image::open(portrait()).expect("portrait").to_rgb8();
     let clip = dir.join("driving.mp4");
-    let recorder = Recorder::start(&clip, RecorderConfig::default()).expect("recorder");
-    let mut stamps = Vec::new();
-    for t in 0..FRAMES {
-        let ts = (t as f64 * 1e6 / FPS) as i64;
-        stamps.push(ts);
-        while !matches!(
-            recorder.push(Frame { pixels: driving_frame(&base, t), timestamp_us: ts, index: t as u64 }),
-            metaportrait::record::PushOutcome::Queued
-        ) {
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-    recorder.stop().expect("finish driving clip");
+    let stamps = write_driving_clip(&clip, FRAMES);
     let out = render(&clip, &dir.join("out.mp4"), &["--relative"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("rendered {FRAMES} frames")));
@@ -171,5 +159,100 @@ fn demo_renders_the_bundled_portrait() {
     assert_eq!(frames.len() as u64, metaportrait::pipeline::demo::DEMO_FRAMES);
     let moved = frames.iter().map(|f| mean_abs_diff(&f.pixels, &frames[0].pixels)).fold(0.0, f64::max);
     assert!(moved > 3.0, "the demo portrait does not move ({moved})");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Encodes `frames` driving frames of the moving portrait into `path`; returns their timestamps.
+fn write_driving_clip(path: &Path, frames: usize) -> Vec<i64> {
+    let base = image::open(portrait()).expect("portrait").to_rgb8();
+    let recorder = Recorder::start(path, RecorderConfig::default()).expect("recorder");
+    let mut stamps = Vec::new();
+    for t in 0..frames {
+        let ts = (t as f64 * 1e6 / FPS) as i64;
+        stamps.push(ts);
+        while !matches!(
+            recorder.push(Frame { pixels: driving_frame(&base, t), timestamp_us: ts, index: t as u64 }),
+            metaportrait::record::PushOutcome::Queued
+        ) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    recorder.stop().expect("finish driving clip");
+    stamps
+}
+
+#[test]
+fn the_neural_engine_renders_a_library_identity_with_the_tiny_generator() {
+    use metaportrait::model::weights::WeightStore;
+    use metaportrait::personalize::store::{IdentityStore, NewIdentity};
+    use metaportrait::tensor::HostTensor;
+    const NEURAL_FRAMES: usize = 8;
+    let dir = common::tempdir("render-neural");
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/generator");
+    // An identity with an embedding of the tiny model's id_dim (the fixture's source identity vector).
+    let home = dir.join("home");
+    let io = WeightStore::load_safetensors(&fixtures.join("tiny_io.safetensors")).expect("fixture io");
+    let id_vector = io.get("input.src_id").expect("src_id").data().to_vec();
+    let mut mesher =
+        metaportrait::face::FaceMesher::from_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
+            .expect("face models");
+    let image = metaportrait::face::load_image(&portrait()).expect("portrait");
+    let prepared =
+        metaportrait::pipeline::render::prepare_portrait(&mut mesher, &image, &portrait()).expect("portrait face");
+    let n = prepared.landmarks.len();
+    let store = IdentityStore::open(&home.join("identities")).expect("store");
+    store
+        .add(&NewIdentity {
+            name: "Ada".into(),
+            portrait: prepared.crop,
+            landmarks: HostTensor::new(vec![n, 3], prepared.landmarks.iter().flatten().copied().collect()).unwrap(),
+            id_vector: Some(id_vector),
+            weights_delta: WeightStore::new(),
+            base_model_sha256: None,
+            personalization: None,
+        })
+        .expect("identity added");
+    let clip = dir.join("driving.mp4");
+    let stamps = write_driving_clip(&clip, NEURAL_FRAMES);
+    let neural = |extra: &[&str]| {
+        Command::new(common::bin())
+            .env("METAPORTRAIT_HOME", &home)
+            .arg("render")
+            .args(extra)
+            .arg("--driving")
+            .arg(&clip)
+            .args(["--engine", "neural", "--device", "cpu", "--config"])
+            .arg(fixtures.join("tiny_config.json"))
+            .arg("--weights")
+            .arg(fixtures.join("tiny_weights.safetensors"))
+            .output()
+            .expect("run")
+    };
+    let output = dir.join("neural.mp4");
+    let out = neural(&["--identity", "Ada", "--output", output.to_str().expect("utf8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("engine neural"), "{stderr}");
+    let frames = decode_all(&output);
+    assert_eq!(frames.len(), NEURAL_FRAMES);
+    for (f, t) in frames.iter().zip(&stamps) {
+        assert_eq!(f.pixels.dimensions(), (256, 256));
+        assert!((f.timestamp_us - t).abs() <= 1_000);
+    }
+    let moved = frames.iter().map(|f| mean_abs_diff(&f.pixels, &frames[0].pixels)).fold(0.0, f64::max);
+    eprintln!("neural: largest mean difference from the first frame {moved:.3}");
+    assert!(moved > 2.0, "the generator's output ignores the driving pose (max mean diff {moved})");
+
+    // A plain portrait has no embedding: refused with the reason, nothing written.
+    let refused = dir.join("refused.mp4");
+    let src = portrait();
+    let out = neural(&["--source", src.to_str().expect("utf8"), "--output", refused.to_str().expect("utf8")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("identity embedding"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!refused.exists());
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod import;
+pub mod inputs;
 pub mod net;
 pub mod onnx;
 pub mod ops;

@@ -20,8 +20,36 @@ pub enum EngineError {
     Preview(#[from] PreviewError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
+    #[error(transparent)]
+    Input(#[from] crate::model::inputs::InputError),
+    #[error(
+        "this identity has no identity embedding, which the neural engine needs (personalize it, or use the preview engine)"
+    )]
+    NoIdVector,
     #[error("{0}")]
     Other(String),
+}
+
+/// What an engine needs of an identity.
+#[derive(Clone, Debug)]
+pub struct EngineIdentity {
+    /// The portrait crop.
+    pub portrait: RgbImage,
+    /// Its landmarks in crop pixels (z scaled like x).
+    pub landmarks: Vec<[f32; 3]>,
+    /// Identity embedding for the neural engine's AdaIN (`None`: not computed).
+    pub id_vector: Option<Vec<f32>>,
+    /// Personalized weights replacing base tensors, by official key (empty: the base model).
+    pub weights_delta: crate::model::weights::WeightStore,
+}
+
+impl EngineIdentity {
+    /// An identity with only a portrait and its landmarks (all the preview engine needs).
+    pub fn portrait_only(portrait: RgbImage, landmarks: Vec<[f32; 3]>) -> Self {
+        Self { portrait, landmarks, id_vector: None, weights_delta: Default::default() }
+    }
 }
 
 /// An engine that animates one identity at a time.
@@ -30,8 +58,8 @@ pub trait LiveEngine: Send {
     fn name(&self) -> String;
     /// Compute device, e.g. "cpu".
     fn device(&self) -> String;
-    /// Switches to an identity: its crop and its landmarks in crop pixels.
-    fn set_identity(&mut self, portrait: &RgbImage, landmarks: &[[f32; 3]]) -> Result<(), EngineError>;
+    /// Switches to an identity.
+    fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError>;
     /// Renders the identity posed as `target` (crop pixels, one point per identity landmark) into `out`.
     fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError>;
 }
@@ -63,9 +91,9 @@ impl LiveEngine for PreviewEngine {
         "cpu".into()
     }
 
-    fn set_identity(&mut self, portrait: &RgbImage, landmarks: &[[f32; 3]]) -> Result<(), EngineError> {
-        let flat: Vec<[f32; 2]> = landmarks.iter().map(|p| [p[0], p[1]]).collect();
-        self.warp = Some(MeshWarp::new(portrait.clone(), &flat)?);
+    fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
+        let flat: Vec<[f32; 2]> = identity.landmarks.iter().map(|p| [p[0], p[1]]).collect();
+        self.warp = Some(MeshWarp::new(identity.portrait.clone(), &flat)?);
         Ok(())
     }
 
@@ -100,9 +128,9 @@ impl LiveEngine for GpuPreviewEngine {
         format!("gpu: {}", self.gpu.adapter_name)
     }
 
-    fn set_identity(&mut self, portrait: &RgbImage, landmarks: &[[f32; 3]]) -> Result<(), EngineError> {
-        let flat: Vec<[f32; 2]> = landmarks.iter().map(|p| [p[0], p[1]]).collect();
-        self.warp = Some(GpuMeshWarp::new(&self.gpu, MeshWarp::new(portrait.clone(), &flat)?));
+    fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
+        let flat: Vec<[f32; 2]> = identity.landmarks.iter().map(|p| [p[0], p[1]]).collect();
+        self.warp = Some(GpuMeshWarp::new(&self.gpu, MeshWarp::new(identity.portrait.clone(), &flat)?));
         Ok(())
     }
 
@@ -111,6 +139,91 @@ impl LiveEngine for GpuPreviewEngine {
         self.target_2d.clear();
         self.target_2d.extend(target.iter().map(|p| [p[0], p[1]]));
         warp.render(&self.target_2d, out)?;
+        Ok(())
+    }
+}
+
+/// The MetaPortrait generator (warping + refinement networks) on ONNX Runtime.
+pub struct NeuralEngine {
+    base: crate::model::engine::GeneratorModel,
+    options: crate::model::engine::EngineOptions,
+    engine: crate::model::engine::GeneratorEngine,
+    /// Whether `engine` runs personalized weights (rebuilt from `base` when an identity without a delta follows).
+    personalized: bool,
+    inputs: crate::model::inputs::InputBuilder,
+    /// The identity's constant inputs (source, source line, id), `None` until an identity is set.
+    fixed: Option<crate::model::net::GeneratorInputs<crate::tensor::HostTensor>>,
+    crop_side_px: f32,
+    named: std::collections::BTreeMap<String, crate::tensor::HostTensor>,
+}
+
+impl NeuralEngine {
+    /// Builds the ONNX Runtime session for `model` (the graph is emitted from the architecture definition).
+    pub fn new(
+        model: crate::model::engine::GeneratorModel,
+        options: crate::model::engine::EngineOptions,
+    ) -> Result<Self, EngineError> {
+        let engine = crate::model::engine::GeneratorEngine::new(&model, &options)?;
+        let inputs = crate::model::inputs::InputBuilder::new(&model.config)?;
+        Ok(Self {
+            base: model,
+            options,
+            engine,
+            personalized: false,
+            inputs,
+            fixed: None,
+            crop_side_px: 0.0,
+            named: Default::default(),
+        })
+    }
+
+    fn rebuild(&mut self, delta: &crate::model::weights::WeightStore) -> Result<(), EngineError> {
+        let mut weights = self.base.weights.clone();
+        for (key, tensor) in delta.iter() {
+            weights.insert(key.clone(), tensor.clone());
+        }
+        let model = crate::model::engine::GeneratorModel::new(self.base.config.clone(), weights)?;
+        self.engine = crate::model::engine::GeneratorEngine::new(&model, &self.options)?;
+        self.personalized = !delta.is_empty();
+        Ok(())
+    }
+}
+
+impl LiveEngine for NeuralEngine {
+    fn name(&self) -> String {
+        "neural (MetaPortrait generator, ONNX Runtime)".into()
+    }
+
+    fn device(&self) -> String {
+        self.options.device.to_string()
+    }
+
+    fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
+        let id = identity.id_vector.as_deref().ok_or(EngineError::NoIdVector)?;
+        if !identity.weights_delta.is_empty() || self.personalized {
+            self.rebuild(&identity.weights_delta)?;
+        }
+        let crop_side_px = identity.portrait.width() as f32;
+        let frame =
+            self.inputs.frame(&identity.portrait, &identity.landmarks, &identity.landmarks, id, crop_side_px)?;
+        self.crop_side_px = crop_side_px;
+        self.fixed = Some(frame);
+        Ok(())
+    }
+
+    fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
+        let fixed = self.fixed.as_ref().ok_or(EngineError::NoIdentity)?;
+        let (driving_line, mouth_line, driving_ldmk) = self.inputs.driving(target, self.crop_side_px)?;
+        let names = crate::model::net::INPUT_NAMES;
+        let values = [&fixed.source, &fixed.source_line, &driving_line, &mouth_line, &driving_ldmk, &fixed.src_id];
+        for (name, value) in names.iter().zip(values) {
+            self.named.insert((*name).to_owned(), value.clone());
+        }
+        let outputs = self.engine.run(&self.named)?;
+        let prediction = outputs
+            .get(crate::model::net::OUTPUT_PREDICTION)
+            .ok_or_else(|| EngineError::Other("the generator returned no prediction".into()))?;
+        crate::model::inputs::prediction_to_image(prediction, out)?;
         Ok(())
     }
 }
@@ -155,7 +268,7 @@ mod tests {
             .map(|i| i as f32 * std::f32::consts::FRAC_PI_6)
             .map(|a| [32.0 + 14.0 * a.cos(), 32.0 + 18.0 * a.sin(), 0.0])
             .collect();
-        engine.set_identity(&portrait, &landmarks).expect("identity");
+        engine.set_identity(&EngineIdentity::portrait_only(portrait.clone(), landmarks.clone())).expect("identity");
         engine.drive(&landmarks, &mut out).expect("renders");
         assert_eq!(out, portrait);
         let moved: Vec<[f32; 3]> = landmarks.iter().map(|p| [p[0] + 3.0, p[1], p[2]]).collect();

@@ -17,7 +17,7 @@ use crossbeam::channel::{self, Receiver, Sender};
 use image::RgbImage;
 
 use super::channel::{LatestReceiver, LatestSender, latest};
-use super::engine::{LiveEngine, NEURAL_WEIGHTS_HINT};
+use super::engine::{EngineIdentity, LiveEngine, NEURAL_WEIGHTS_HINT};
 use super::looping::LoopingSource;
 use super::render::prepare_portrait;
 use crate::capture::{
@@ -146,7 +146,7 @@ enum FaceControl {
 }
 
 enum EngineControl {
-    Identity { portrait: RgbImage, landmarks: Vec<[f32; 3]> },
+    Identity(Box<EngineIdentity>),
     MotionMode(MotionMode),
     Recalibrate,
     Tsr(bool),
@@ -479,13 +479,13 @@ impl EngineStage {
         while !stop.load(Ordering::Acquire) {
             crossbeam::select! {
                 recv(control) -> control => match control {
-                    Ok(EngineControl::Identity { portrait, landmarks }) => {
-                        let result = this.engine.set_identity(&portrait, &landmarks).map_err(|e| e.to_string()).and_then(
-                            |()| MotionTransfer::new(&landmarks, motion_mode).map_err(|e| e.to_string()),
+                    Ok(EngineControl::Identity(identity)) => {
+                        let result = this.engine.set_identity(&identity).map_err(|e| e.to_string()).and_then(
+                            |()| MotionTransfer::new(&identity.landmarks, motion_mode).map_err(|e| e.to_string()),
                         );
                         match result {
                             Ok(m) => {
-                                target = landmarks;
+                                target = identity.landmarks.clone();
                                 motion = Some(m);
                                 lock(&this.metrics).engine_error = None;
                             }
@@ -719,7 +719,12 @@ impl Control {
                     }
                 };
                 tracing::info!(id, name = identity.meta.name, "live: identity selected");
-                self.to_engine(EngineControl::Identity { portrait: identity.portrait, landmarks });
+                self.to_engine(EngineControl::Identity(Box::new(EngineIdentity {
+                    portrait: identity.portrait,
+                    landmarks,
+                    id_vector: identity.id_vector,
+                    weights_delta: identity.weights_delta,
+                })));
             }
             Err(error) => self.notify(format!("cannot use identity `{id}`: {error}")),
         }

@@ -1,9 +1,9 @@
 //! Offline rendering: a portrait driven by a video or an image sequence, written to an MP4 — one output frame per
 //! driving frame, at the driving frame's timestamp.
 //!
-//! Owns the per-clip state: the portrait's crop and landmarks, the driver's static crop box (official policy, fixed
-//! from the first frame with a face), the tracker, motion transfer and the engine. Receives frames from a
-//! `FrameSource`; emits 256² frames to the recorder and a summary. Every driving frame produces an output: when the
+//! Owns the per-clip state: the identity, the driver's static crop box (official policy, fixed from the first frame
+//! with a face), the tracker and motion transfer. Receives frames from a `FrameSource` and an engine behind the
+//! `LiveEngine` trait (preview or neural); emits 256² frames to the recorder and a summary. Every driving frame produces an output: when the
 //! driver's face is lost the last target pose is held, so the output's timing always matches the input's.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,8 @@ use crate::capture::{Frame, FrameSource};
 use crate::face::facecrop::{CropBox, CropPolicy, FaceBox};
 use crate::face::motion::{MotionMode, MotionTransfer};
 use crate::face::{FaceError, FaceMesher, FaceTracker, TrackerOptions};
-use crate::model::preview::{MeshWarp, PreviewError};
+use crate::model::preview::PreviewError;
+use crate::pipeline::engine::{EngineError, EngineIdentity, LiveEngine};
 use crate::record::{PushOutcome, RecordError, Recorder, RecorderConfig, RecordingSummary};
 
 /// How long to wait for the encoder when its queue is full (offline rendering never drops frames).
@@ -30,6 +31,8 @@ pub enum RenderError {
     Capture(#[from] crate::capture::CaptureError),
     #[error(transparent)]
     Preview(#[from] PreviewError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error(transparent)]
     Record(#[from] RecordError),
     #[error("the driving input has no frames")]
@@ -98,18 +101,20 @@ pub struct RenderJob<'a> {
     pub recorder: RecorderConfig,
 }
 
-/// Drives `portrait` with every frame of `driving`, writing the result; `progress(frames_done)` after each frame.
-pub fn render_preview(
+/// Drives `identity` with every frame of `driving` through `engine`, writing the result; `progress(frames_done)`
+/// after each frame.
+pub fn render_clip(
     mesher: &mut FaceMesher,
-    portrait: PreparedPortrait,
+    identity: &EngineIdentity,
+    engine: &mut dyn LiveEngine,
     driving: &mut dyn FrameSource,
     job: &RenderJob<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<RenderSummary, RenderError> {
     let policy = CropPolicy::official();
     let size = policy.out_size;
-    let flat = |pts: &[[f32; 3]]| -> Vec<[f32; 2]> { pts.iter().map(|p| [p[0], p[1]]).collect() };
-    let mut warp = MeshWarp::new(portrait.crop, &flat(&portrait.landmarks))?;
+    engine.set_identity(identity)?;
+    let portrait = PreparedPortrait { crop: identity.portrait.clone(), landmarks: identity.landmarks.clone() };
     let motion_err = |e: crate::face::motion::MotionError| RenderError::Portrait {
         path: job.output.into(),
         reason: format!("motion transfer: {e}"),
@@ -118,7 +123,6 @@ pub fn render_preview(
     let mut tracker = FaceTracker::new(TrackerOptions { refine: true, ..TrackerOptions::default() });
     let mut driver_box: Option<CropBox> = None;
     let mut target3 = portrait.landmarks.clone();
-    let mut target = flat(&portrait.landmarks);
     let mut driving_crop_pts = vec![[0.0f32; 3]; portrait.landmarks.len()];
     let mut out = RgbImage::new(size, size);
     let recorder = Recorder::start(job.output, job.recorder)?;
@@ -140,14 +144,11 @@ pub fn render_preview(
                         *d = [q[0], q[1], raw[2] * z_scale];
                     }
                     motion.transfer(&driving_crop_pts, &mut target3).map_err(motion_err)?;
-                    for (t, p) in target.iter_mut().zip(&target3) {
-                        *t = [p[0], p[1]];
-                    }
                     any_face = true;
                 }
                 _ => without_face += 1,
             }
-            warp.render(&target, &mut out)?;
+            engine.drive(&target3, &mut out)?;
             push_blocking(
                 &recorder,
                 Frame { pixels: out.clone(), timestamp_us: frame.timestamp_us, index: frame.index },

@@ -1,0 +1,187 @@
+//! The generator's inputs built from pictures and landmarks: the bridge between the face stage and the networks.
+//!
+//! Owns the conversion rules (the reference doc's "io tensors"): images as `[1, 3, S, S]` in [0, 1]; landmark-line
+//! images drawn by the face stage's `Conditioner`; the mouth line as the driving line inside the mouth box; the 58
+//! keypoints in [−1, 1] as `[1, 58, 2]`; the identity vector as `[1, id_dim]` with unit L2 norm. Receives a portrait
+//! crop, its landmarks and per-frame target landmarks (crop pixels); emits `GeneratorInputs<HostTensor>` for an
+//! engine, and turns `refine.prediction` (tanh, [−1, 1]) back into an 8-bit picture. Used by the neural engine and
+//! by personalization, so both feed the networks identically.
+
+use image::RgbImage;
+
+use super::config::{GeneratorConfig, IMAGE_CHANNELS, NUM_KEYPOINTS};
+use super::net::GeneratorInputs;
+use crate::face::condition::{ConditionError, Conditioner, canvas_to_tensor, mouth_line, mouth_mask};
+use crate::face::topology::Topology;
+use crate::tensor::HostTensor;
+
+/// Why inputs could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error(transparent)]
+    Condition(#[from] ConditionError),
+    #[error("the identity vector has {actual} values; this model's id_dim is {expected}")]
+    IdDim { expected: usize, actual: usize },
+    #[error("the identity vector is zero or not finite")]
+    IdNorm,
+    #[error("the prediction has shape {0:?}; expected [1, 3, S, S]")]
+    PredictionShape(Vec<usize>),
+}
+
+/// Builds generator inputs at the model's resolution with one conditioner (reused buffers, MediaPipe topology).
+pub struct InputBuilder {
+    size: usize,
+    id_dim: usize,
+    conditioner: Conditioner,
+    /// Reused landmark buffer in [0, 1].
+    unit: Vec<[f32; 2]>,
+}
+
+impl InputBuilder {
+    pub fn new(config: &GeneratorConfig) -> Result<Self, InputError> {
+        let size = config.image_size;
+        Ok(Self {
+            size,
+            id_dim: config.id_dim,
+            conditioner: Conditioner::new(Topology::mediapipe(), size)?,
+            unit: Vec::new(),
+        })
+    }
+
+    /// Side of the pictures the model works on.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The picture as `[1, 3, S, S]` in [0, 1], resized to the model's side when needed.
+    pub fn image(&self, picture: &RgbImage) -> HostTensor {
+        let side = self.size as u32;
+        let resized;
+        let picture = if picture.dimensions() == (side, side) {
+            picture
+        } else {
+            resized = image::imageops::resize(picture, side, side, image::imageops::FilterType::Triangle);
+            &resized
+        };
+        let plane = self.size * self.size;
+        let mut data = vec![0.0f32; IMAGE_CHANNELS * plane];
+        for (i, p) in picture.pixels().enumerate() {
+            for c in 0..IMAGE_CHANNELS {
+                data[c * plane + i] = f32::from(p[c]) / 255.0;
+            }
+        }
+        HostTensor::new(vec![1, IMAGE_CHANNELS, self.size, self.size], data)
+            .unwrap_or_else(|_| HostTensor::zeros(&[1, IMAGE_CHANNELS, self.size, self.size]))
+    }
+
+    /// `[1, id_dim]` with unit L2 norm.
+    pub fn id_vector(&self, id: &[f32]) -> Result<HostTensor, InputError> {
+        if id.len() != self.id_dim {
+            return Err(InputError::IdDim { expected: self.id_dim, actual: id.len() });
+        }
+        let norm = id.iter().map(|v| v * v).sum::<f32>().sqrt();
+        if !(norm.is_finite() && norm > 0.0) {
+            return Err(InputError::IdNorm);
+        }
+        HostTensor::new(vec![1, self.id_dim], id.iter().map(|v| v / norm).collect()).map_err(|_| InputError::IdNorm)
+    }
+
+    fn load_unit(&mut self, landmarks_px: &[[f32; 3]], crop_side_px: f32) {
+        self.unit.clear();
+        self.unit.extend(landmarks_px.iter().map(|p| [p[0] / crop_side_px, p[1] / crop_side_px]));
+    }
+
+    /// The landmark-line image of `landmarks_px` (pixels of a `crop_side_px` crop) as `[1, 3, S, S]`.
+    pub fn line(&mut self, landmarks_px: &[[f32; 3]], crop_side_px: f32) -> Result<HostTensor, InputError> {
+        self.load_unit(landmarks_px, crop_side_px);
+        let mut out = HostTensor::zeros(&[1, IMAGE_CHANNELS, self.size, self.size]);
+        canvas_to_tensor(self.conditioner.draw(&self.unit)?, &mut out)?;
+        Ok(out)
+    }
+
+    /// Every input for one frame: the portrait (`source`, its landmarks) posed as `driving` (all landmarks in pixels
+    /// of a `crop_side_px` crop), with identity `id`.
+    pub fn frame(
+        &mut self,
+        source: &RgbImage,
+        source_landmarks: &[[f32; 3]],
+        driving: &[[f32; 3]],
+        id: &[f32],
+        crop_side_px: f32,
+    ) -> Result<GeneratorInputs<HostTensor>, InputError> {
+        let src_id = self.id_vector(id)?;
+        let source_line = self.line(source_landmarks, crop_side_px)?;
+        let (driving_line, mouth_line, driving_ldmk) = self.driving(driving, crop_side_px)?;
+        Ok(GeneratorInputs { source: self.image(source), source_line, driving_line, mouth_line, driving_ldmk, src_id })
+    }
+
+    /// The per-frame inputs of a pose: driving line, mouth line and keypoints.
+    pub fn driving(
+        &mut self,
+        driving: &[[f32; 3]],
+        crop_side_px: f32,
+    ) -> Result<(HostTensor, HostTensor, HostTensor), InputError> {
+        let line = self.line(driving, crop_side_px)?;
+        let keypoints = self.conditioner.keypoints(&self.unit)?;
+        let mouth = mouth_line(&line, &mouth_mask(&keypoints, self.size));
+        let ldmk = HostTensor::new(vec![1, NUM_KEYPOINTS, 2], keypoints.iter().flatten().copied().collect())
+            .unwrap_or_else(|_| HostTensor::zeros(&[1, NUM_KEYPOINTS, 2]));
+        Ok((line, mouth, ldmk))
+    }
+}
+
+/// `refine.prediction` (`[1, 3, S, S]`, tanh range) as an 8-bit picture written into `out` (resized when its size
+/// differs from S).
+pub fn prediction_to_image(prediction: &HostTensor, out: &mut RgbImage) -> Result<(), InputError> {
+    let &[1, 3, h, w] = prediction.shape() else {
+        return Err(InputError::PredictionShape(prediction.shape().to_vec()));
+    };
+    let plane = h * w;
+    let data = prediction.data();
+    let to_u8 = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+    let picture = RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        image::Rgb([to_u8(data[i]), to_u8(data[plane + i]), to_u8(data[2 * plane + i])])
+    });
+    if picture.dimensions() == out.dimensions() {
+        out.copy_from_slice(&picture);
+    } else {
+        *out = image::imageops::resize(&picture, out.width(), out.height(), image::imageops::FilterType::Triangle);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> InputBuilder {
+        InputBuilder::new(&GeneratorConfig::resolve("tiny").expect("tiny preset")).expect("builder")
+    }
+
+    #[test]
+    fn id_vectors_are_normalised_and_checked() {
+        let b = builder();
+        let id: Vec<f32> = (0..32).map(|i| i as f32 - 10.0).collect();
+        let t = b.id_vector(&id).expect("valid");
+        let norm = t.data().iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5);
+        assert!(matches!(b.id_vector(&id[..31]), Err(InputError::IdDim { expected: 32, actual: 31 })));
+        assert!(matches!(b.id_vector(&[0.0; 32]), Err(InputError::IdNorm)));
+    }
+
+    #[test]
+    fn images_are_planar_unit_range_and_predictions_round_trip() {
+        let b = builder();
+        let picture = RgbImage::from_fn(256, 256, |x, y| image::Rgb([x as u8, y as u8, 200]));
+        let t = b.image(&picture);
+        assert_eq!(t.shape(), [1, 3, 256, 256]);
+        assert_eq!(t.data()[256 + 7], 7.0 / 255.0);
+        assert_eq!(t.data()[2 * 65536], 200.0 / 255.0);
+        let tanh = HostTensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * 2.0 - 1.0).collect()).unwrap();
+        let mut back = RgbImage::new(256, 256);
+        prediction_to_image(&tanh, &mut back).expect("converts");
+        assert_eq!(back, picture);
+        assert!(prediction_to_image(&HostTensor::zeros(&[3, 4]), &mut back).is_err());
+    }
+}
