@@ -4,7 +4,8 @@
 //! images drawn by the face stage's `Conditioner`; the mouth line as the driving line inside the mouth box; the 58
 //! keypoints in [−1, 1] as `[1, 58, 2]`; the identity vector as `[1, id_dim]` with unit L2 norm. Receives a portrait
 //! crop, its landmarks and per-frame target landmarks (crop pixels); emits `GeneratorInputs<HostTensor>` for an
-//! engine, and turns `refine.prediction` (tanh, [−1, 1]) back into an 8-bit picture. Used by the neural engine and
+//! engine, and turns `refine.prediction` back into an 8-bit picture (the official inference clips it to [0, 1] and
+//! scales by 255: training targets are images / 255, even though the last activation is a tanh). Used by the neural engine and
 //! by personalization, so both feed the networks identically.
 
 use image::RgbImage;
@@ -130,15 +131,15 @@ impl InputBuilder {
     }
 }
 
-/// `refine.prediction` (`[1, 3, S, S]`, tanh range) as an 8-bit picture written into `out` (resized when its size
-/// differs from S).
+/// `refine.prediction` (`[1, 3, S, S]`) as an 8-bit picture, `clip(v, 0, 1) · 255`, written into `out` (resized
+/// when its size differs from S).
 pub fn prediction_to_image(prediction: &HostTensor, out: &mut RgbImage) -> Result<(), InputError> {
     let &[1, 3, h, w] = prediction.shape() else {
         return Err(InputError::PredictionShape(prediction.shape().to_vec()));
     };
     let plane = h * w;
     let data = prediction.data();
-    let to_u8 = |v: f32| ((v.clamp(-1.0, 1.0) + 1.0) * 127.5).round() as u8;
+    let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     let picture = RgbImage::from_fn(w as u32, h as u32, |x, y| {
         let i = y as usize * w + x as usize;
         image::Rgb([to_u8(data[i]), to_u8(data[plane + i]), to_u8(data[2 * plane + i])])
@@ -178,10 +179,13 @@ mod tests {
         assert_eq!(t.shape(), [1, 3, 256, 256]);
         assert_eq!(t.data()[256 + 7], 7.0 / 255.0);
         assert_eq!(t.data()[2 * 65536], 200.0 / 255.0);
-        let tanh = HostTensor::new(t.shape().to_vec(), t.data().iter().map(|v| v * 2.0 - 1.0).collect()).unwrap();
         let mut back = RgbImage::new(256, 256);
-        prediction_to_image(&tanh, &mut back).expect("converts");
+        prediction_to_image(&t, &mut back).expect("converts");
         assert_eq!(back, picture);
+        let out_of_range = HostTensor::new(vec![1, 3, 1, 1], vec![-0.5, 1.5, 0.5]).unwrap();
+        let mut px = RgbImage::new(1, 1);
+        prediction_to_image(&out_of_range, &mut px).expect("converts");
+        assert_eq!(px.get_pixel(0, 0).0, [0, 255, 128]);
         assert!(prediction_to_image(&HostTensor::zeros(&[3, 4]), &mut back).is_err());
     }
 }
