@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/system-deps.sh
 bash scripts/provision-ort.sh
+bash scripts/provision-id-model.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 # The wgpu readback tests must not skip here: lavapipe is installed above.

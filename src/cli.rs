@@ -871,6 +871,7 @@ fn render_identity(
     mesher: &mut metaportrait::face::FaceMesher,
     source: Option<&std::path::Path>,
     identity: Option<&str>,
+    with_embedding: bool,
 ) -> Result<EngineIdentity> {
     if let Some(name) = identity {
         let store = identity_store()?;
@@ -890,7 +891,15 @@ fn render_identity(
     let path = source.context("--source or --identity is required")?;
     let portrait = metaportrait::face::load_image(path)?;
     let prepared = metaportrait::pipeline::render::prepare_portrait(mesher, &portrait, path)?;
-    Ok(EngineIdentity::portrait_only(prepared.crop, prepared.landmarks))
+    let id_vector = if with_embedding {
+        let model = metaportrait::face::embed::default_id_model_path();
+        let mut embedder = metaportrait::face::embed::IdEmbedder::new(&model)
+            .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
+        Some(embedder.embed(&portrait, &prepared.frame_landmarks)?)
+    } else {
+        None
+    };
+    Ok(EngineIdentity { id_vector, ..EngineIdentity::portrait_only(prepared.crop, prepared.landmarks) })
 }
 
 /// The MetaPortrait generator on ONNX Runtime, from a config and safetensors weights.
@@ -910,16 +919,17 @@ fn render(args: &RenderArgs) -> Result<()> {
     use metaportrait::pipeline::engine::{LiveEngine, PreviewEngine};
     let started = Instant::now();
     let mut mesher = face_mesher(args.models.as_ref())?;
-    let identity = render_identity(&mut mesher, args.source.as_deref(), args.identity.as_deref())?;
+    let neural = args.engine == EngineChoice::Neural;
+    let identity = render_identity(&mut mesher, args.source.as_deref(), args.identity.as_deref(), neural)?;
     let mut engine: Box<dyn LiveEngine> = match args.engine {
         EngineChoice::Preview => Box::new(PreviewEngine::new()),
         EngineChoice::Neural => {
             let weights = args.weights.as_ref().context("--engine neural needs --weights W.safetensors")?;
             if identity.id_vector.is_none() {
                 bail!(
-                    "--engine neural needs an identity embedding, and a plain portrait has none: this build does not \
-                     yet compute embeddings from pictures; pass --identity NAME of a library identity that carries \
-                     one (`metaportrait identities list`), or use --engine preview"
+                    "--engine neural needs an identity embedding and this library identity has none (it was added \
+                     before the identity-embedding network was installed); add the portrait again, or use \
+                     --engine preview"
                 );
             }
             neural_engine(&args.config, weights, args.device)?
@@ -964,6 +974,7 @@ fn live(args: &LiveArgs) -> Result<()> {
         models_dir: args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir),
         home: home.clone(),
         default_portrait: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT)),
+        id_model: metaportrait::face::embed::default_id_model_path(),
         recorder: Default::default(),
     };
     let engine = match (&args.engine, &args.weights) {

@@ -47,6 +47,7 @@ fn config_with_home(home: &Path, input: LiveInput) -> LiveConfig {
         models_dir: repo().join("models"),
         home: home.to_path_buf(),
         default_portrait: Some(repo().join("assets/portrait.png")),
+        id_model: metaportrait::face::embed::default_id_model_path(),
         recorder: RecorderConfig::default(),
     }
 }
@@ -264,7 +265,7 @@ fn bad_inputs_are_clear_errors() {
 }
 
 #[test]
-fn the_neural_engine_runs_live_and_explains_a_missing_embedding() {
+fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     use metaportrait::model::config::GeneratorConfig;
     use metaportrait::model::engine::{EngineOptions, GeneratorModel};
     use metaportrait::model::weights::WeightStore;
@@ -274,7 +275,7 @@ fn the_neural_engine_runs_live_and_explains_a_missing_embedding() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clip = driving_clip(dir.path());
     let home = dir.path().join("home");
-    // The bundled portrait's identity (added by the pipeline, no embedding) and a copy that carries one.
+    // The bundled portrait's identity (added by the pipeline) and a copy with an embedding of the tiny model's size.
     let config = GeneratorConfig::from_json_file(&fixtures.join("tiny_config.json")).expect("tiny config");
     let model = GeneratorModel::load(config, &fixtures.join("tiny_weights.safetensors")).expect("tiny weights");
     let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
@@ -286,9 +287,10 @@ fn the_neural_engine_runs_live_and_explains_a_missing_embedding() {
     .expect("pipeline starts");
     let mut window = FakeWindow::new(inputs);
     window.pump(Duration::from_millis(1500));
-    assert!(window.frames.is_empty(), "an identity without an embedding must not animate");
+    // The bundled portrait's identity carries the 128-d face-recognition embedding; the tiny model expects 32.
+    assert!(window.frames.is_empty(), "an identity with the wrong embedding size must not animate");
     let notice = window.stats.last().and_then(|s| s.notice.clone()).unwrap_or_default();
-    assert!(notice.contains("identity embedding"), "notice {notice:?}");
+    assert!(notice.contains("128 values but this model's id_dim is 32"), "notice {notice:?}");
     assert!(window.stats.last().is_some_and(|s| s.hint.is_none()), "no install hint once the neural engine runs");
 
     let store = IdentityStore::open(&home.join("identities")).expect("store");

@@ -194,7 +194,7 @@ impl FaceDetector {
         let outputs = self
             .session
             .run(&[(self.input.as_str(), &input)])
-            .map_err(|source| FaceError::Runtime { model: "face detector".into(), source })?;
+            .map_err(|cause| FaceError::Runtime { model: "face detector".into(), cause })?;
         // Prefer the documented names; otherwise tell the two outputs apart by size.
         let by_len = |len: usize| outputs.values().find(|t| t.len() == len);
         let regressors = outputs.get(REGRESSORS_OUTPUT).or_else(|| by_len(NUM_ANCHORS * NUM_COORDS));

@@ -143,7 +143,7 @@ impl MeshModel {
         let outputs = self
             .session
             .run(&[(self.input.as_str(), &input)])
-            .map_err(|source| FaceError::Runtime { model: MESH_MODEL.into(), source })?;
+            .map_err(|cause| FaceError::Runtime { model: MESH_MODEL.into(), cause })?;
         let by_len = |len: usize| outputs.values().find(|t| t.len() == len);
         let mesh = outputs
             .get(MESH_OUTPUT)
@@ -323,7 +323,7 @@ impl AttentionMeshModel {
         let outputs = self
             .session
             .run(&[(self.input.as_str(), &input)])
-            .map_err(|source| FaceError::Runtime { model: ATTENTION_MODEL.into(), source })?;
+            .map_err(|cause| FaceError::Runtime { model: ATTENTION_MODEL.into(), cause })?;
         let parsed = AttentionOutputs::from_outputs(&outputs)?;
         Ok(FaceLandmarks { points: back_project(&parsed.refine(), roi), presence: parsed.presence, roi: *roi })
     }

@@ -11,6 +11,7 @@
 pub mod condition;
 pub mod crop;
 pub mod detect;
+pub mod embed;
 pub mod facecrop;
 pub mod filter;
 pub mod geometry;
@@ -70,12 +71,9 @@ pub enum FaceError {
          rebuild it with `bash scripts/convert-face-models.sh`"
     )]
     ModelChecksum { path: PathBuf, manifest: PathBuf, reason: String },
-    #[error("{model}: {source}")]
-    Runtime {
-        model: String,
-        #[source]
-        source: ModelError,
-    },
+    /// The cause is part of the message (not a `source`), so `{:#}` chains do not print it twice.
+    #[error("{model}: {cause}")]
+    Runtime { model: String, cause: ModelError },
     #[error("{model} returned unexpected outputs: {reason}")]
     ModelOutput { model: String, reason: String },
 }
@@ -118,7 +116,7 @@ pub(crate) fn load_session(path: &Path, options: &SessionOptions) -> Result<OrtS
     let bytes = std::fs::read(path).map_err(|source| FaceError::ModelFile { path: path.to_path_buf(), source })?;
     verify_checksum(path, &bytes)?;
     OrtSession::from_bytes(&bytes, options)
-        .map_err(|source| FaceError::Runtime { model: path.display().to_string(), source })
+        .map_err(|cause| FaceError::Runtime { model: path.display().to_string(), cause })
 }
 
 /// Decodes an encoded image (PNG or JPEG) into RGB; `origin` names it in errors.

@@ -21,7 +21,10 @@ use crate::tensor::HostTensor;
 pub enum InputError {
     #[error(transparent)]
     Condition(#[from] ConditionError),
-    #[error("the identity vector has {actual} values; this model's id_dim is {expected}")]
+    #[error(
+        "the identity vector has {actual} values but this model's id_dim is {expected}: the weights were trained \
+         with another identity embedding (ours is the 128-d face-recognition descriptor)"
+    )]
     IdDim { expected: usize, actual: usize },
     #[error("the identity vector is zero or not finite")]
     IdNorm,

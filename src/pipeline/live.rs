@@ -81,6 +81,8 @@ pub struct LiveConfig {
     pub home: PathBuf,
     /// Added as the first identity when the library is empty, so a first run shows something.
     pub default_portrait: Option<PathBuf>,
+    /// The identity-embedding network (see `face::embed::default_id_model_path`).
+    pub id_model: PathBuf,
     pub recorder: RecorderConfig,
 }
 
@@ -265,9 +267,21 @@ pub fn start(
     let (engine_tx, engine_rx) = channel::bounded(CONTROL_CHANNEL_CAPACITY);
     let (face_tx, face_rx) = channel::bounded(CONTROL_CHANNEL_CAPACITY);
     let (command_tx, command_rx) = channel::bounded(COMMAND_CHANNEL_CAPACITY);
+    let embedder = match crate::face::embed::IdEmbedder::new(&config.id_model) {
+        Ok(embedder) => Some(embedder),
+        Err(error) => {
+            tracing::warn!(
+                %error,
+                "identity-embedding network not available: portraits are added without an embedding, which the \
+                 neural engine needs (install it with `bash scripts/provision-id-model.sh`)"
+            );
+            None
+        }
+    };
     let mut control = Control {
         store,
         mesher: portrait_mesher,
+        embedder,
         home: config.home.clone(),
         recorder_config: config.recorder,
         recording: Arc::new(Mutex::new(None)),
@@ -602,6 +616,8 @@ impl EngineSink {
 struct Control {
     store: IdentityStore,
     mesher: FaceMesher,
+    /// The identity-embedding network, when installed (portraits get an embedding for the neural engine).
+    embedder: Option<crate::face::embed::IdEmbedder>,
     home: PathBuf,
     recorder_config: RecorderConfig,
     recording: RecordingSlot,
@@ -735,6 +751,14 @@ impl Control {
         let image = crate::face::load_image(path).map_err(|e| format!("cannot add portrait: {e}"))?;
         let prepared =
             prepare_portrait(&mut self.mesher, &image, path).map_err(|e| format!("cannot add portrait: {e}"))?;
+        let id_vector = match self.embedder.as_mut() {
+            Some(embedder) => Some(
+                embedder
+                    .embed(&image, &prepared.frame_landmarks)
+                    .map_err(|e| format!("cannot add portrait: identity embedding: {e}"))?,
+            ),
+            None => None,
+        };
         let n = prepared.landmarks.len();
         let landmarks = HostTensor::new(vec![n, 3], prepared.landmarks.iter().flatten().copied().collect())
             .map_err(|e| format!("cannot add portrait: {e:?}"))?;
@@ -746,7 +770,7 @@ impl Control {
                 name,
                 portrait: prepared.crop,
                 landmarks,
-                id_vector: None,
+                id_vector,
                 weights_delta: Default::default(),
                 base_model_sha256: None,
                 personalization: None,

@@ -56,6 +56,8 @@ pub struct RenderSummary {
 pub struct PreparedPortrait {
     pub crop: RgbImage,
     pub landmarks: Vec<[f32; 3]>,
+    /// The landmarks on the original picture (for the identity embedding, which aligns its own chip).
+    pub frame_landmarks: Vec<[f32; 3]>,
 }
 
 /// Crops the portrait with the official policy and finds its landmarks (478, refined).
@@ -91,7 +93,7 @@ pub fn prepare_portrait(
             })
             .collect(),
     };
-    Ok(PreparedPortrait { crop, landmarks })
+    Ok(PreparedPortrait { crop, landmarks, frame_landmarks: face.landmarks.points.clone() })
 }
 
 /// Settings of one offline render.
@@ -114,7 +116,11 @@ pub fn render_clip(
     let policy = CropPolicy::official();
     let size = policy.out_size;
     engine.set_identity(identity)?;
-    let portrait = PreparedPortrait { crop: identity.portrait.clone(), landmarks: identity.landmarks.clone() };
+    let portrait = PreparedPortrait {
+        crop: identity.portrait.clone(),
+        landmarks: identity.landmarks.clone(),
+        frame_landmarks: Vec::new(),
+    };
     let motion_err = |e: crate::face::motion::MotionError| RenderError::Portrait {
         path: job.output.into(),
         reason: format!("motion transfer: {e}"),

@@ -1,0 +1,255 @@
+//! Identity embeddings for the refinement network's AdaIN: dlib's face-recognition ResNet (CC0, from PyPI
+//! `face-recognition-models`, converted to ONNX by `scripts/id-model/`) on a face chip aligned from MediaPipe points.
+//!
+//! Owns the alignment — dlib's `get_face_chip(img, shape5, size = 150, padding = 0.25)`: the least-squares
+//! similarity (rotation, uniform scale, translation) taking dlib's 5-point chip template onto 5 MediaPipe landmarks,
+//! then bilinear sampling with black outside the image and, when the chip shrinks the face, an average of
+//! ⌈scale⌉² sub-samples standing in for dlib's pyramid — and the embedding session. Receives a picture and its
+//! MediaPipe landmarks (image pixels); emits the unit-norm 128-d descriptor (`embedding_unit`).
+
+use std::path::{Path, PathBuf};
+
+use image::RgbImage;
+
+use super::FaceError;
+use crate::runtime::ort::{OrtSession, SessionOptions};
+use crate::tensor::HostTensor;
+
+/// File name of the converted network.
+pub const ID_MODEL_FILE: &str = "dlib_face_recognition_resnet_v1.onnx";
+/// Environment variable naming the network file.
+pub const ID_MODEL_ENV: &str = "METAPORTRAIT_ID_MODEL";
+/// Length of the descriptor.
+pub const EMBEDDING_DIM: usize = 128;
+/// Side of the aligned chip the network reads.
+pub const CHIP_SIDE_PX: usize = 150;
+/// dlib's padding around the template's unit square (fraction of its side).
+const CHIP_PADDING: f64 = 0.25;
+/// dlib's 5-point template in the unit square, in shape_predictor_5 order.
+const DLIB5_TEMPLATE: [[f64; 2]; 5] = [
+    [0.859_567_459_599_2, 0.213_498_153_801_4],
+    [0.646_060_476_410_4, 0.228_967_438_767_7],
+    [0.120_575_062_078_9, 0.213_727_452_684_8],
+    [0.334_085_061_371_2, 0.229_064_240_324_2],
+    [0.490_112_313_567_9, 0.627_797_531_647_5],
+];
+/// MediaPipe FaceMesh indices of the same points: the eye on the image's right (outer, inner corner), the eye on the
+/// image's left (outer, inner), and the nose base (subnasale, 2 — not the tip, 1).
+pub const MEDIAPIPE_DLIB5: [usize; 5] = [263, 362, 33, 133, 2];
+const INPUT_NAME: &str = "image";
+const OUTPUT_NAME: &str = "embedding_unit";
+
+/// `$METAPORTRAIT_ID_MODEL`, else where `scripts/provision-id-model.sh` puts it (`.runtime/id-model/` in the
+/// current directory, then in the source tree).
+pub fn default_id_model_path() -> PathBuf {
+    if let Some(path) = std::env::var_os(ID_MODEL_ENV).filter(|v| !v.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let local = Path::new(".runtime/id-model").join(ID_MODEL_FILE);
+    if local.is_file() {
+        return local;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(".runtime/id-model").join(ID_MODEL_FILE)
+}
+
+/// A 2-D similarity `p ↦ [a −b; b a]·p + t`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Similarity2 {
+    pub a: f64,
+    pub b: f64,
+    pub t: [f64; 2],
+}
+
+impl Similarity2 {
+    /// The least-squares similarity taking `src` onto `dst` (Umeyama's without reflection; in 2-D the complex
+    /// least-squares solution `c = Σ conj(s)·d / Σ|s|²` on centred points).
+    pub fn fit(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Option<Self> {
+        let n = src.len().min(dst.len());
+        if n < 2 {
+            return None;
+        }
+        let mean = |p: &[[f64; 2]]| {
+            let s = p[..n].iter().fold([0.0, 0.0], |acc, q| [acc[0] + q[0], acc[1] + q[1]]);
+            [s[0] / n as f64, s[1] / n as f64]
+        };
+        let (ms, md) = (mean(src), mean(dst));
+        let (mut re, mut im, mut var) = (0.0, 0.0, 0.0);
+        for (s, d) in src[..n].iter().zip(&dst[..n]) {
+            let (sx, sy, dx, dy) = (s[0] - ms[0], s[1] - ms[1], d[0] - md[0], d[1] - md[1]);
+            re += sx * dx + sy * dy;
+            im += sx * dy - sy * dx;
+            var += sx * sx + sy * sy;
+        }
+        if var.is_nan() || var <= 0.0 {
+            return None;
+        }
+        let (a, b) = (re / var, im / var);
+        let t = [md[0] - (a * ms[0] - b * ms[1]), md[1] - (b * ms[0] + a * ms[1])];
+        Some(Self { a, b, t })
+    }
+
+    pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
+        [self.a * p[0] - self.b * p[1] + self.t[0], self.b * p[0] + self.a * p[1] + self.t[1]]
+    }
+
+    /// Image pixels per chip pixel.
+    pub fn scale(&self) -> f64 {
+        self.a.hypot(self.b)
+    }
+}
+
+/// dlib's template in chip pixels.
+fn template_px() -> [[f64; 2]; 5] {
+    DLIB5_TEMPLATE.map(|[x, y]| {
+        let side = CHIP_SIDE_PX as f64;
+        [(CHIP_PADDING + x) / (2.0 * CHIP_PADDING + 1.0) * side, (CHIP_PADDING + y) / (2.0 * CHIP_PADDING + 1.0) * side]
+    })
+}
+
+/// The 5 alignment points of MediaPipe landmarks (image pixels), in dlib's order.
+pub fn dlib5_points(landmarks: &[[f32; 3]]) -> Option<[[f64; 2]; 5]> {
+    let mut out = [[0.0; 2]; 5];
+    for (o, &i) in out.iter_mut().zip(&MEDIAPIPE_DLIB5) {
+        let p = landmarks.get(i)?;
+        *o = [f64::from(p[0]), f64::from(p[1])];
+    }
+    Some(out)
+}
+
+/// Bilinear sample with black outside the image (dlib's border), pixel centres at integers.
+fn sample(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    let (x0, y0) = (x.floor(), y.floor());
+    let (fx, fy) = (x - x0, y - y0);
+    let (x0, y0) = (x0 as i64, y0 as i64);
+    let mut out = [0.0; 3];
+    for (dy, wy) in [(0, 1.0 - fy), (1, fy)] {
+        for (dx, wx) in [(0, 1.0 - fx), (1, fx)] {
+            let (xi, yi) = (x0 + dx, y0 + dy);
+            if xi < 0 || yi < 0 || xi >= w || yi >= h {
+                continue;
+            }
+            let p = img.get_pixel(xi as u32, yi as u32);
+            for c in 0..3 {
+                out[c] += f64::from(p[c]) * wx * wy;
+            }
+        }
+    }
+    out
+}
+
+/// The aligned `[3, 150, 150]` chip (RGB, 0..255, planar) for the network, written into `out`.
+pub fn face_chip(img: &RgbImage, points: &[[f64; 2]; 5], out: &mut Vec<f32>) -> Result<(), FaceError> {
+    let m = Similarity2::fit(&template_px(), points).ok_or_else(|| FaceError::ModelOutput {
+        model: "face alignment".into(),
+        reason: "the 5 alignment landmarks coincide".into(),
+    })?;
+    let k = m.scale().ceil().max(1.0) as usize;
+    let offsets: Vec<f64> = (0..k).map(|i| (i as f64 + 0.5) / k as f64 - 0.5).collect();
+    let plane = CHIP_SIDE_PX * CHIP_SIDE_PX;
+    out.clear();
+    out.resize(3 * plane, 0.0);
+    let norm = 1.0 / (k * k) as f64;
+    for row in 0..CHIP_SIDE_PX {
+        for col in 0..CHIP_SIDE_PX {
+            let mut acc = [0.0; 3];
+            for oy in &offsets {
+                for ox in &offsets {
+                    let [x, y] = m.apply([col as f64 + ox, row as f64 + oy]);
+                    let v = sample(img, x, y);
+                    for c in 0..3 {
+                        acc[c] += v[c];
+                    }
+                }
+            }
+            for c in 0..3 {
+                out[c * plane + row * CHIP_SIDE_PX + col] = (acc[c] * norm) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The identity-embedding network and its chip buffer.
+pub struct IdEmbedder {
+    session: OrtSession,
+    path: PathBuf,
+    chip: HostTensor,
+    scratch: Vec<f32>,
+}
+
+impl IdEmbedder {
+    /// Opens the network at `path` (see `default_id_model_path`).
+    pub fn new(path: &Path) -> Result<Self, FaceError> {
+        let bytes = std::fs::read(path).map_err(|source| FaceError::ModelFile { path: path.to_path_buf(), source })?;
+        let session = OrtSession::from_bytes(&bytes, &SessionOptions::default())
+            .map_err(|cause| FaceError::Runtime { model: path.display().to_string(), cause })?;
+        Ok(Self {
+            session,
+            path: path.to_path_buf(),
+            chip: HostTensor::zeros(&[1, 3, CHIP_SIDE_PX, CHIP_SIDE_PX]),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// The unit-norm descriptor of the face whose MediaPipe landmarks (image pixels) are `landmarks`.
+    pub fn embed(&mut self, img: &RgbImage, landmarks: &[[f32; 3]]) -> Result<Vec<f32>, FaceError> {
+        let points = dlib5_points(landmarks).ok_or_else(|| FaceError::ModelOutput {
+            model: "face alignment".into(),
+            reason: format!("{} landmarks; the MediaPipe mesh (468 or 478) is needed", landmarks.len()),
+        })?;
+        face_chip(img, &points, &mut self.scratch)?;
+        self.chip.data_mut().copy_from_slice(&self.scratch);
+        let model = self.path.display().to_string();
+        let outputs = self
+            .session
+            .run(&[(INPUT_NAME, &self.chip)])
+            .map_err(|cause| FaceError::Runtime { model: model.clone(), cause })?;
+        let embedding = outputs
+            .get(OUTPUT_NAME)
+            .filter(|t| t.shape() == [1, EMBEDDING_DIM])
+            .ok_or_else(|| FaceError::ModelOutput { model, reason: format!("no `{OUTPUT_NAME}` [1, 128] output") })?;
+        Ok(embedding.data().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fit_recovers_a_known_similarity() {
+        let truth = Similarity2 { a: 1.7 * 0.3f64.cos(), b: 1.7 * 0.3f64.sin(), t: [12.5, -4.0] };
+        let src = template_px();
+        let dst = src.map(|p| truth.apply(p));
+        let fit = Similarity2::fit(&src, &dst).expect("fits");
+        assert!((fit.a - truth.a).abs() < 1e-12 && (fit.b - truth.b).abs() < 1e-12);
+        assert!((fit.t[0] - truth.t[0]).abs() < 1e-9 && (fit.t[1] - truth.t[1]).abs() < 1e-9);
+        assert!((fit.scale() - 1.7).abs() < 1e-12);
+        assert!(Similarity2::fit(&[[1.0, 1.0]; 5], &dst).is_none());
+    }
+
+    #[test]
+    fn the_template_lands_on_dlibs_chip_points() {
+        let t = template_px();
+        // Values from dlib's get_face_chip_details at size 150, padding 0.25.
+        assert!((t[0][0] - 110.956).abs() < 1e-2 && (t[0][1] - 46.350).abs() < 1e-2);
+        assert!((t[4][0] - 74.006).abs() < 1e-2 && (t[4][1] - 87.780).abs() < 1e-2);
+    }
+
+    #[test]
+    fn an_image_equal_to_the_chip_frame_is_copied_and_outside_is_black() {
+        // With the points exactly at the template, the chip samples the image 1:1.
+        let img = RgbImage::from_fn(150, 150, |x, y| image::Rgb([x as u8, y as u8, 77]));
+        let points = template_px();
+        let mut chip = Vec::new();
+        face_chip(&img, &points, &mut chip).expect("chip");
+        let plane = CHIP_SIDE_PX * CHIP_SIDE_PX;
+        assert_eq!(chip[10 * CHIP_SIDE_PX + 20], 20.0);
+        assert_eq!(chip[plane + 10 * CHIP_SIDE_PX + 20], 10.0);
+        // Shifted by 200 px the face leaves the image: black.
+        let shifted = points.map(|[x, y]| [x + 200.0, y]);
+        face_chip(&img, &shifted, &mut chip).expect("chip");
+        assert!(chip.iter().all(|&v| v == 0.0));
+    }
+}
