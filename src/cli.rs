@@ -73,6 +73,47 @@ pub enum Command {
     /// Manage the identity library (in $METAPORTRAIT_HOME or the platform data directory).
     #[command(subcommand)]
     Identities(IdentitiesCommand),
+    /// Fine-tune the base model on a short clip of one person and add the result as an identity.
+    Personalize(PersonalizeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct PersonalizeArgs {
+    /// A video (MP4/H.264) or a directory of frames of one person (a few seconds).
+    #[arg(long)]
+    pub clip: PathBuf,
+    /// Display name of the new identity.
+    #[arg(long)]
+    pub name: String,
+    /// Base generator architecture: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Base generator weights (safetensors; `import-checkpoint` converts the official ones).
+    #[arg(long)]
+    pub weights: PathBuf,
+    /// Adam steps (the paper's K).
+    #[arg(long, default_value_t = metaportrait::train::reptile::DEFAULT_INNER_STEPS)]
+    pub steps: usize,
+    /// Frames taken from the clip, evenly spread (the paper uses 48).
+    #[arg(long, default_value_t = metaportrait::personalize::clip::DEFAULT_MAX_FRAMES)]
+    pub frames: usize,
+    /// VGG-19 perceptual loss: `auto` uses the provisioned weights when present, `off` trains without it.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub perceptual: Perceptual,
+    /// VGG-19 weights (torchvision keys) instead of the provisioned ones.
+    #[arg(long)]
+    pub vgg: Option<PathBuf>,
+    /// Write the report (steps, seconds, held-out loss before/after, losses used) as JSON.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Perceptual {
+    Auto,
+    Off,
 }
 
 #[derive(Subcommand, Debug)]
@@ -392,6 +433,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tsr(TsrCommand::Forward(args)) => tsr_forward(&args),
         Command::ImportCheckpoint(args) => import_checkpoint(&args),
         Command::Identities(cmd) => identities(cmd),
+        Command::Personalize(args) => personalize(&args),
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
@@ -912,6 +954,95 @@ fn neural_engine(
         .with_context(|| format!("loading {}", weights.display()))?;
     let options = EngineOptions { device, ..EngineOptions::default() };
     Ok(Box::new(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?))
+}
+
+/// Where `scripts/provision-id-model.sh` puts the VGG-19 weights.
+fn default_vgg_path() -> PathBuf {
+    metaportrait::face::embed::default_id_model_path().with_file_name("vgg19_features_torchvision_norm.safetensors")
+}
+
+fn personalize(args: &PersonalizeArgs) -> Result<()> {
+    use metaportrait::face::embed::{IdEmbedder, default_id_model_path};
+    use metaportrait::personalize::clip::prepare_clip;
+    use metaportrait::personalize::job::{PersonalizeJob, personalize};
+    use metaportrait::train::vgg::Vgg19;
+    if args.steps == 0 || args.frames < metaportrait::personalize::clip::MIN_FRAMES {
+        bail!("--steps must be at least 1 and --frames at least {}", metaportrait::personalize::clip::MIN_FRAMES);
+    }
+    let store = identity_store()?;
+    let config = GeneratorConfig::resolve(&args.config)?;
+    let base =
+        GeneratorModel::load(config, &args.weights).with_context(|| format!("loading {}", args.weights.display()))?;
+    let base_sha256 = metaportrait::checksum::sha256_file(&args.weights)
+        .with_context(|| format!("reading {}", args.weights.display()))?;
+    let vgg = match (args.perceptual, &args.vgg) {
+        (Perceptual::Off, _) => None,
+        (Perceptual::Auto, Some(path)) => {
+            Some(Vgg19::load(path).with_context(|| format!("loading {}", path.display()))?)
+        }
+        (Perceptual::Auto, None) => {
+            let path = default_vgg_path();
+            if path.is_file() {
+                Some(Vgg19::load(&path).with_context(|| format!("loading {}", path.display()))?)
+            } else {
+                eprintln!("no VGG-19 weights at {}: training without the perceptual loss", path.display());
+                None
+            }
+        }
+    };
+    let mut embedder = IdEmbedder::new(&default_id_model_path())
+        .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
+    let (mut clip_source, total) = open_driving(&args.clip, metaportrait::pipeline::live::IMAGE_DIR_FPS)
+        .with_context(|| format!("opening {}", args.clip.display()))?;
+    let mut mesher = face_mesher(args.models.as_ref())?;
+    let bar = ProgressBar::new(total.unwrap_or(0));
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed}")?);
+    bar.set_message("reading the clip");
+    let clip = prepare_clip(&mut mesher, clip_source.as_mut(), total, args.frames, |n| bar.set_position(n as u64))
+        .with_context(|| format!("preparing {}", args.clip.display()))?;
+    bar.finish_and_clear();
+    let id_vector = embedder.embed(&clip.source_picture, &clip.source_picture_landmarks)?;
+    eprintln!(
+        "{} frames with a face ({} without), source frame {}, {} held out",
+        clip.frames.len(),
+        clip.frames_without_face,
+        clip.frames[clip.source].index,
+        clip.holdout.len()
+    );
+    let device = metaportrait::model::burn_exec::exec_device(Device::Cpu)?;
+    let job = PersonalizeJob {
+        name: args.name.clone(),
+        steps: args.steps,
+        adam: metaportrait::train::adam::AdamConfig::default(),
+        vgg: vgg.as_ref(),
+        device: &device,
+        base_sha256: Some(base_sha256),
+    };
+    let bar = ProgressBar::new(args.steps as u64);
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} {elapsed} ETA {eta}")?);
+    bar.set_message("personalizing");
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (identity, report) = personalize(&base, &clip, id_vector, &job, &cancel, |p| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!("personalizing · loss {:.4}", p.loss.total));
+    })?;
+    bar.finish_and_clear();
+    let id = store.add(&identity)?;
+    if let Some(path) = &args.report {
+        metaportrait::model::weights::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "identity `{id}` ({}) added: {} steps in {:.1} s, held-out loss {:.4} → {:.4} ({}), {} tensors changed",
+        args.name,
+        report.steps,
+        report.seconds,
+        report.heldout_loss_before,
+        report.heldout_loss_after,
+        report.losses.join(" + "),
+        report.tensors_changed
+    );
+    Ok(())
 }
 
 fn render(args: &RenderArgs) -> Result<()> {

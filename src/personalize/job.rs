@@ -1,0 +1,175 @@
+//! One personalization: prepared clip frames → training samples → K Adam steps from the base model → an identity.
+//!
+//! Owns the recipe of the paper and the official code: Adam lr 2e-4 (warping network ×0.1), betas (0.5, 0.999),
+//! gradient-norm clip 0.3, K = 24 steps by default over the training frames; loss L1, eye and mouth box L2 (50 each)
+//! and the VGG-19 pyramid perceptual loss (10 per layer) when VGG weights are given. Receives the base model, the clip's
+//! frames, the identity embedding and a cancel flag; emits a `NewIdentity` (the changed tensors only, as a delta) and
+//! a report with the held-out loss before and after. Cancelling leaves nothing behind: the caller's store is only
+//! written with a finished result.
+
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::clip::ClipFrames;
+use super::store::{NewIdentity, PersonalizationInfo};
+use crate::face::condition::{eye_mask, mouth_mask};
+use crate::model::ModelError;
+use crate::model::engine::GeneratorModel;
+use crate::model::inputs::{InputBuilder, InputError};
+use crate::model::weights::WeightStore;
+use crate::tensor::HostTensor;
+use crate::train::adam::AdamConfig;
+use crate::train::loss::{LossWeights, TERM_EYE, TERM_L1, TERM_MOUTH, TERM_PERCEPTUAL};
+use crate::train::reptile::{InnerLoop, InnerProgress, LoopError, inner_loop};
+use crate::train::step::{Objective, TrainSample, evaluate_mean};
+use crate::train::vgg::Vgg19;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalizeError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Loop(#[from] LoopError),
+    #[error("training diverged (non-finite loss); the identity was not saved")]
+    Diverged,
+}
+
+/// What a personalization did (the `--report` JSON).
+#[derive(Clone, Debug, Serialize)]
+pub struct PersonalizeReport {
+    pub steps: usize,
+    pub seconds: f64,
+    pub heldout_loss_before: f64,
+    pub heldout_loss_after: f64,
+    /// Loss terms used ("l1", "eye", "mouth", "perceptual").
+    pub losses: Vec<String>,
+    pub frames_used: usize,
+    pub frames_heldout: usize,
+    pub frames_without_face: usize,
+    /// Clip index of the chosen source frame.
+    pub source_frame: u64,
+    /// Weight tensors that changed and are stored as the identity's delta.
+    pub tensors_changed: usize,
+    pub loss_per_step: Vec<f32>,
+}
+
+/// Settings of one run.
+pub struct PersonalizeJob<'a> {
+    pub name: String,
+    pub steps: usize,
+    pub adam: AdamConfig,
+    pub vgg: Option<&'a Vgg19>,
+    pub device: &'a burn::tensor::Device,
+    /// SHA-256 of the base weights file, recorded so the delta is only applied to the same base.
+    pub base_sha256: Option<String>,
+}
+
+fn keypoints_of(ldmk: &HostTensor) -> crate::face::condition::Keypoints58 {
+    let mut kp = [[0.0f32; 2]; crate::model::config::NUM_KEYPOINTS];
+    for (k, c) in kp.iter_mut().zip(ldmk.data().chunks_exact(2)) {
+        *k = [c[0], c[1]];
+    }
+    kp
+}
+
+/// Training samples: the source frame posed as each listed frame, with that frame as the target.
+pub fn samples(
+    builder: &mut InputBuilder,
+    clip: &ClipFrames,
+    indices: &[usize],
+    id_vector: &[f32],
+) -> Result<Vec<TrainSample>, PersonalizeError> {
+    let source = &clip.frames[clip.source];
+    let side = source.crop.width() as f32;
+    indices
+        .iter()
+        .map(|&i| {
+            let frame = &clip.frames[i];
+            let inputs = builder.frame(&source.crop, &source.landmarks, &frame.landmarks, id_vector, side)?;
+            let kp = keypoints_of(&inputs.driving_ldmk);
+            let size = builder.size();
+            Ok(TrainSample {
+                target: builder.image(&frame.crop),
+                eye_mask: eye_mask(&kp, size),
+                mouth_mask: mouth_mask(&kp, size),
+                inputs,
+            })
+        })
+        .collect()
+}
+
+/// Fine-tunes `base` on the clip and returns the identity to store and the report. `progress` sees every step.
+pub fn personalize(
+    base: &GeneratorModel,
+    clip: &ClipFrames,
+    id_vector: Vec<f32>,
+    job: &PersonalizeJob<'_>,
+    cancel: &AtomicBool,
+    progress: impl FnMut(&InnerProgress),
+) -> Result<(NewIdentity, PersonalizeReport), PersonalizeError> {
+    let started = Instant::now();
+    let mut builder = InputBuilder::new(&base.config)?;
+    let train = samples(&mut builder, clip, &clip.training(), &id_vector)?;
+    let heldout = samples(&mut builder, clip, &clip.holdout, &id_vector)?;
+    let weights = if job.vgg.is_some() {
+        LossWeights::default()
+    } else {
+        LossWeights { perceptual: [0.0; crate::train::vgg::VGG_FEATURES], ..LossWeights::default() }
+    };
+    let objective = Objective { weights: &weights, vgg: job.vgg };
+    let before = evaluate_mean(base, job.device, &heldout, objective)?;
+    let mut tuned = base.clone();
+    let run = InnerLoop { steps: job.steps, adam: &job.adam, device: job.device, objective };
+    let losses = inner_loop(&mut tuned, &train, &run, cancel, progress)?;
+    let after = evaluate_mean(&tuned, job.device, &heldout, objective)?;
+    if !after.is_finite() || losses.iter().any(|l| !l.total.is_finite()) {
+        return Err(PersonalizeError::Diverged);
+    }
+    let mut delta = WeightStore::new();
+    for (key, tensor) in tuned.weights.iter() {
+        if base.weights.get(key).is_none_or(|b| b.data() != tensor.data()) {
+            delta.insert(key.clone(), tensor.clone());
+        }
+    }
+    let mut used = vec![TERM_L1, TERM_EYE, TERM_MOUTH];
+    if job.vgg.is_some() {
+        used.push(TERM_PERCEPTUAL);
+    }
+    let report = PersonalizeReport {
+        steps: losses.len(),
+        seconds: started.elapsed().as_secs_f64(),
+        heldout_loss_before: before,
+        heldout_loss_after: after,
+        losses: used.iter().map(|s| (*s).to_owned()).collect(),
+        frames_used: train.len(),
+        frames_heldout: heldout.len(),
+        frames_without_face: clip.frames_without_face,
+        source_frame: clip.frames[clip.source].index,
+        tensors_changed: delta.len(),
+        loss_per_step: losses.iter().map(|l| l.total).collect(),
+    };
+    let source = &clip.frames[clip.source];
+    let n = source.landmarks.len();
+    let landmarks = HostTensor::new(vec![n, 3], source.landmarks.iter().flatten().copied().collect())
+        .map_err(|e| ModelError::Tensor { name: "source landmarks".into(), reason: format!("{e:?}") })?;
+    let identity = NewIdentity {
+        name: job.name.clone(),
+        portrait: source.crop.clone(),
+        landmarks,
+        id_vector: Some(id_vector),
+        weights_delta: delta,
+        base_model_sha256: job.base_sha256.clone(),
+        personalization: Some(PersonalizationInfo {
+            steps: report.steps,
+            seconds: report.seconds,
+            losses: report.losses.clone(),
+            heldout_loss_before: before,
+            heldout_loss_after: after,
+        }),
+    };
+    Ok((identity, report))
+}
