@@ -214,6 +214,9 @@ pub struct LiveArgs {
     pub device: Device,
     #[arg(long)]
     pub models: Option<PathBuf>,
+    /// Adam steps of "personalize from a clip" in the panel (with `--engine neural`).
+    #[arg(long, default_value_t = metaportrait::train::reptile::DEFAULT_INNER_STEPS)]
+    pub personalize_steps: usize,
 }
 
 #[derive(Args, Debug)]
@@ -1100,20 +1103,39 @@ fn live(args: &LiveArgs) -> Result<()> {
         Some(path) => LiveInput::File { path: path.clone(), looped: !args.once },
         None => LiveInput::Camera(args.camera.unwrap_or(0)),
     };
+    let models_dir = args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir);
+    let id_model = metaportrait::face::embed::default_id_model_path();
+    let (engine, personalize): (Box<dyn metaportrait::pipeline::engine::LiveEngine>, _) =
+        match (&args.engine, &args.weights) {
+            (EngineChoice::Neural, Some(weights)) => {
+                let model = GeneratorModel::load(GeneratorConfig::resolve(&args.config)?, weights)
+                    .with_context(|| format!("loading {}", weights.display()))?;
+                let vgg = Some(default_vgg_path()).filter(|p| p.is_file());
+                let base = metaportrait::pipeline::personalizer::PersonalizeBase {
+                    model: std::sync::Arc::new(model.clone()),
+                    weights_sha256: metaportrait::checksum::sha256_file(weights)
+                        .with_context(|| format!("reading {}", weights.display()))?,
+                    models_dir: models_dir.clone(),
+                    id_model: id_model.clone(),
+                    vgg,
+                    steps: args.personalize_steps.max(1),
+                };
+                let options = EngineOptions { device: args.device, ..EngineOptions::default() };
+                (Box::new(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?), Some(base))
+            }
+            _ => {
+                tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
+                (metaportrait::pipeline::engine::preview_engine(args.preview_device)?, None)
+            }
+        };
     let config = LiveConfig {
         input,
-        models_dir: args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir),
+        models_dir,
         home: home.clone(),
         default_portrait: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DEMO_PORTRAIT)),
-        id_model: metaportrait::face::embed::default_id_model_path(),
+        id_model,
         recorder: Default::default(),
-    };
-    let engine = match (&args.engine, &args.weights) {
-        (EngineChoice::Neural, Some(weights)) => neural_engine(&args.config, weights, args.device)?,
-        _ => {
-            tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
-            metaportrait::pipeline::engine::preview_engine(args.preview_device)?
-        }
+        personalize,
     };
     let (pipeline, inputs) = start(config, engine, settings)?;
     let result = metaportrait::render::run_window(inputs);

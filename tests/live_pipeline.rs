@@ -2,6 +2,8 @@
 //! A real H.264 clip of a real person (the official example frames, encoded here) drives the bundled portrait
 //! through the capture, face and engine threads; recording goes through the real encoder into the data home.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -48,6 +50,7 @@ fn config_with_home(home: &Path, input: LiveInput) -> LiveConfig {
         home: home.to_path_buf(),
         default_portrait: Some(repo().join("assets/portrait.png")),
         id_model: metaportrait::face::embed::default_id_model_path(),
+        personalize: None,
         recorder: RecorderConfig::default(),
     }
 }
@@ -57,6 +60,7 @@ struct FakeWindow {
     inputs: WindowInputs,
     frames: Vec<(OutputFrame, Instant)>,
     stats: Vec<Stats>,
+    progress: Vec<Option<metaportrait::render::Progress>>,
 }
 
 impl FakeWindow {
@@ -69,7 +73,7 @@ impl FakeWindow {
         {
             inputs.commands.send(command).expect("pipeline listens");
         }
-        Self { inputs, frames: Vec::new(), stats: Vec::new() }
+        Self { inputs, frames: Vec::new(), stats: Vec::new(), progress: Vec::new() }
     }
 
     fn send(&self, command: UiCommand) {
@@ -83,9 +87,22 @@ impl FakeWindow {
             crossbeam::select! {
                 recv(self.inputs.output) -> frame => if let Ok(frame) = frame { self.frames.push((frame, Instant::now())) },
                 recv(self.inputs.stats) -> stats => if let Ok(stats) = stats { self.stats.push(stats) },
+                recv(self.inputs.progress) -> p => if let Ok(p) = p { self.progress.push(p) },
                 default(Duration::from_millis(20)) => {}
             }
         }
+    }
+
+    /// Pumps until the newest notice contains `text` (or `timeout` passes); returns that notice.
+    fn wait_for_notice(&mut self, text: &str, timeout: Duration) -> Option<String> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            self.pump(Duration::from_millis(200));
+            if let Some(notice) = self.stats.last().and_then(|s| s.notice.clone()).filter(|n| n.contains(text)) {
+                return Some(notice);
+            }
+        }
+        None
     }
 
     /// Quits like the window does and checks that every stage stops promptly.
@@ -313,5 +330,66 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     assert!(window.frames.iter().all(|(f, _)| (f.width, f.height) == (256, 256)));
     let stats = window.stats.last().expect("stats");
     assert!(stats.engine.starts_with("neural"), "{}", stats.engine);
+    window.quit(pipeline);
+}
+
+#[test]
+fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
+    use metaportrait::model::config::GeneratorConfig;
+    use metaportrait::model::engine::{EngineOptions, GeneratorModel};
+    use metaportrait::personalize::store::IdentityStore;
+    use metaportrait::pipeline::engine::NeuralEngine;
+    use metaportrait::pipeline::personalizer::PersonalizeBase;
+    const STEPS: usize = 3;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (config, weights) = common::tiny_id128(dir.path());
+    let clip = common::example_clip(dir.path());
+    let driving = driving_clip(dir.path());
+    let home = dir.path().join("home");
+    let model =
+        GeneratorModel::load(GeneratorConfig::from_json_file(&config).expect("config"), &weights).expect("model");
+    let mut live_config = config_with_home(&home, LiveInput::File { path: driving, looped: true });
+    live_config.personalize = Some(PersonalizeBase {
+        model: std::sync::Arc::new(model.clone()),
+        weights_sha256: metaportrait::checksum::sha256_file(&weights).expect("sha"),
+        models_dir: repo().join("models"),
+        id_model: metaportrait::face::embed::default_id_model_path(),
+        vgg: None,
+        steps: STEPS,
+    });
+    let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
+    let (pipeline, inputs) = start(live_config, Box::new(engine), UiSettings::default()).expect("pipeline starts");
+    let mut window = FakeWindow::new(inputs);
+    window.pump(Duration::from_secs(1));
+    assert!(!window.frames.is_empty(), "the bundled portrait (128-d embedding) animates with an id_dim-128 model");
+    let store = IdentityStore::open(&home.join("identities")).expect("store");
+    let before = store.load("astronaut").expect("identity");
+    assert!(before.meta.personalization.is_none());
+
+    // Cancel right away: the job stops before its first step and the identity stays as it was.
+    window.send(UiCommand::PersonalizeFromClip { id: "astronaut".into(), clip: clip.clone() });
+    window.send(UiCommand::CancelPersonalize);
+    let notice = window.wait_for_notice("cancelled", Duration::from_secs(60));
+    assert!(notice.is_some(), "no cancel notice; last: {:?}", window.stats.last().and_then(|s| s.notice.clone()));
+    let after_cancel = store.load("astronaut").expect("identity");
+    assert_eq!(after_cancel.meta, before.meta, "cancel must leave the identity untouched");
+
+    // A full run: progress reaches the panel, then the identity is replaced by the personalized one.
+    window.send(UiCommand::PersonalizeFromClip { id: "astronaut".into(), clip });
+    let notice = window.wait_for_notice("personalized", Duration::from_secs(120));
+    assert!(notice.is_some(), "no completion notice; last: {:?}", window.stats.last().and_then(|s| s.notice.clone()));
+    let steps: Vec<u32> = window.progress.iter().flatten().map(|p| p.step).collect();
+    assert!(!steps.is_empty() && steps.iter().all(|&s| (1..=STEPS as u32).contains(&s)), "progress {steps:?}");
+    assert!(window.progress.iter().flatten().all(|p| p.total == STEPS as u32 && p.loss.is_finite()));
+    assert!(matches!(window.progress.last(), Some(None)), "the progress bar is cleared at the end");
+    let personalized = store.load("astronaut").expect("identity");
+    let info = personalized.meta.personalization.as_ref().expect("personalization recorded");
+    assert_eq!(info.steps, STEPS);
+    assert_eq!(personalized.meta.name, "Astronaut", "the name is kept");
+    assert!(!personalized.weights_delta.is_empty());
+    // The selected identity is reloaded with its delta and keeps animating.
+    window.frames.clear();
+    window.pump(Duration::from_secs(1));
+    assert!(!window.frames.is_empty(), "no frames after the personalized identity was loaded");
     window.quit(pipeline);
 }

@@ -17,46 +17,6 @@ use metaportrait::personalize::store::IdentityStore;
 
 const STEPS: usize = 6;
 
-/// The tiny fixture generator with `id_dim` 128: writes its config and weights into `dir`.
-fn tiny_id128(dir: &Path) -> (PathBuf, PathBuf) {
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(common::generator_fixture("tiny_config.json")).expect("config"))
-            .expect("json");
-    config["id_dim"] = serde_json::json!(128);
-    let config_path = dir.join("tiny_id128.json");
-    std::fs::write(&config_path, config.to_string()).expect("write config");
-    let fixture = common::load("tiny_weights.safetensors");
-    let mut model =
-        GeneratorModel::random(GeneratorConfig::from_json_file(&config_path).expect("config"), 11).expect("model");
-    let mut reused = 0;
-    for (key, tensor) in model.weights.tensors_mut().iter_mut() {
-        if let Some(f) = fixture.get(key).filter(|f| f.shape() == tensor.shape()) {
-            *tensor = f.clone();
-            reused += 1;
-        }
-    }
-    // Only the identity AdaIN's input layers (one linear per SPADE norm) depend on id_dim.
-    assert!(reused + 24 >= fixture.len(), "only {reused} of {} fixture tensors kept", fixture.len());
-    let weights_path = dir.join("tiny_id128.safetensors");
-    model.weights.save_safetensors(&weights_path).expect("weights");
-    (config_path, weights_path)
-}
-
-/// A directory with the official example frames `imgs_0_*` (one person).
-fn example_clip(dir: &Path) -> PathBuf {
-    let clip = dir.join("clip");
-    std::fs::create_dir_all(&clip).expect("mkdir");
-    let faces = common::fixtures_dir().join("faces/images");
-    for entry in std::fs::read_dir(&faces).expect("faces") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if name.starts_with("imgs_0_") {
-            std::fs::copy(&path, clip.join(&name)).expect("copy");
-        }
-    }
-    clip
-}
-
 fn personalize(home: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
     Command::new(common::bin()).env("METAPORTRAIT_HOME", home).arg("personalize").args(args).output().expect("run")
 }
@@ -64,8 +24,8 @@ fn personalize(home: &Path, args: &[&std::ffi::OsStr]) -> std::process::Output {
 #[test]
 fn personalization_lowers_the_heldout_loss_and_adds_an_identity() {
     let dir = common::tempdir("personalize-cli");
-    let (config, weights) = tiny_id128(&dir);
-    let clip = example_clip(&dir);
+    let (config, weights) = common::tiny_id128(&dir);
+    let clip = common::example_clip(&dir);
     let home = dir.join("home");
     let report_path = dir.join("report.json");
     let steps = STEPS.to_string();
@@ -121,14 +81,14 @@ fn a_cancelled_or_faceless_personalization_leaves_the_library_untouched() {
     use metaportrait::personalize::clip::prepare_clip;
     use metaportrait::personalize::job::{PersonalizeError, PersonalizeJob, personalize as run};
     let dir = common::tempdir("personalize-cancel");
-    let (config, weights) = tiny_id128(&dir);
+    let (config, weights) = common::tiny_id128(&dir);
     let home = dir.join("home");
 
     // Cancelled before the first step: an error, nothing to store.
     let mut mesher =
         metaportrait::face::FaceMesher::from_dir(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models"))
             .expect("face models");
-    let mut source = metaportrait::capture::ImageSequenceSource::open(example_clip(&dir), 25.0).expect("clip");
+    let mut source = metaportrait::capture::ImageSequenceSource::open(common::example_clip(&dir), 25.0).expect("clip");
     let clip = prepare_clip(&mut mesher, &mut source, Some(10), 10, |_| {}).expect("frames");
     assert_eq!(clip.frames.len(), 10);
     assert!(!clip.holdout.contains(&clip.source));

@@ -84,6 +84,8 @@ pub struct LiveConfig {
     /// The identity-embedding network (see `face::embed::default_id_model_path`).
     pub id_model: PathBuf,
     pub recorder: RecorderConfig,
+    /// What "personalize from a clip" fine-tunes (the neural engine's base); `None` with the preview engine.
+    pub personalize: Option<super::personalizer::PersonalizeBase>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -206,7 +208,7 @@ pub fn smoothing_params(smoothing: f32) -> Option<OneEuroParams> {
     Some(OneEuroParams { min_cutoff: light + (strong - light) * s, ..OneEuroParams::default() })
 }
 
-fn open_file_source(path: &Path) -> Result<Box<dyn FrameSource>, CaptureError> {
+pub(crate) fn open_file_source(path: &Path) -> Result<Box<dyn FrameSource>, CaptureError> {
     if path.is_dir() {
         return Ok(Box::new(ImageSequenceSource::open(path, IMAGE_DIR_FPS)?));
     }
@@ -280,6 +282,9 @@ pub fn start(
     };
     let mut control = Control {
         store,
+        personalize_base: config.personalize.clone(),
+        personalizing: None,
+        selected: None,
         mesher: portrait_mesher,
         embedder,
         home: config.home.clone(),
@@ -615,6 +620,10 @@ impl EngineSink {
 /// lifecycle, and publishes stats.
 struct Control {
     store: IdentityStore,
+    personalize_base: Option<super::personalizer::PersonalizeBase>,
+    personalizing: Option<super::personalizer::Running>,
+    /// The identity the engine shows, to reload it when it is personalized.
+    selected: Option<String>,
     mesher: FaceMesher,
     /// The identity-embedding network, when installed (portraits get an embedding for the neural engine).
     embedder: Option<crate::face::embed::IdEmbedder>,
@@ -652,11 +661,15 @@ impl Control {
                         break;
                     }
                     self.check_recorder();
+                    self.check_personalize();
                     self.publish_stats();
                 }
             }
         }
         self.stop_recording();
+        if let Some(running) = self.personalizing.take() {
+            running.stop();
+        }
         stop.store(true, Ordering::Release);
         tracing::info!("live: pipeline stopping");
     }
@@ -691,12 +704,11 @@ impl Control {
                 }
                 self.refresh_identities();
             }
-            UiCommand::PersonalizeFromClip { .. } => {
-                self.progress_tx.send(None).ok();
-                self.notify("personalization from a clip is not available in this build yet");
-            }
+            UiCommand::PersonalizeFromClip { id, clip } => self.start_personalize(id, clip),
             UiCommand::CancelPersonalize => {
-                self.progress_tx.send(None).ok();
+                if let Some(running) = &self.personalizing {
+                    running.cancel();
+                }
             }
             UiCommand::SetMotionMode(mode) => self.to_engine(EngineControl::MotionMode(mode)),
             UiCommand::Recalibrate => {
@@ -708,6 +720,53 @@ impl Control {
             UiCommand::StartRecording => self.start_recording(),
             UiCommand::StopRecording => self.stop_recording(),
             UiCommand::Quit => {}
+        }
+    }
+
+    fn start_personalize(&mut self, id: String, clip: PathBuf) {
+        if self.personalizing.is_some() {
+            return self.notify("a personalization is already running");
+        }
+        let Some(base) = self.personalize_base.clone() else {
+            self.progress_tx.send(None).ok();
+            return self.notify(
+                "personalization fine-tunes the neural generator: start `live --engine neural --weights W` to use it",
+            );
+        };
+        let name = match self.store.load(&id) {
+            Ok(identity) => identity.meta.name,
+            Err(error) => return self.notify(format!("cannot personalize `{id}`: {error}")),
+        };
+        match super::personalizer::Running::start(base, id, name.clone(), clip.clone(), self.progress_tx.clone()) {
+            Ok(running) => {
+                self.notify(format!("personalizing `{name}` from {}", clip.display()));
+                self.personalizing = Some(running);
+            }
+            Err(error) => self.notify(format!("cannot start personalization: {error}")),
+        }
+    }
+
+    /// Stores a finished personalization (replacing the identity atomically) or reports why it ended.
+    fn check_personalize(&mut self) {
+        let Some(result) = self.personalizing.as_mut().and_then(super::personalizer::Running::poll) else { return };
+        self.personalizing = None;
+        self.progress_tx.send(None).ok();
+        match result {
+            Ok(finished) => match self.store.replace(&finished.id, &finished.identity) {
+                Ok(()) => {
+                    let r = &finished.report;
+                    self.notify(format!(
+                        "personalized `{}`: {} steps in {:.0} s, held-out loss {:.4} → {:.4}",
+                        finished.identity.name, r.steps, r.seconds, r.heldout_loss_before, r.heldout_loss_after
+                    ));
+                    self.refresh_identities();
+                    if self.selected.as_deref() == Some(finished.id.as_str()) {
+                        self.select(&finished.id);
+                    }
+                }
+                Err(error) => self.notify(format!("personalization finished but could not be saved: {error}")),
+            },
+            Err(message) => self.notify(message),
         }
     }
 
@@ -735,6 +794,7 @@ impl Control {
                     }
                 };
                 tracing::info!(id, name = identity.meta.name, "live: identity selected");
+                self.selected = Some(id.to_owned());
                 self.to_engine(EngineControl::Identity(Box::new(EngineIdentity {
                     portrait: identity.portrait,
                     landmarks,

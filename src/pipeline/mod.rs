@@ -8,4 +8,5 @@ pub mod demo;
 pub mod engine;
 pub mod live;
 pub mod looping;
+pub mod personalizer;
 pub mod render;

@@ -60,3 +60,45 @@ pub fn load_tsr(name: &str) -> WeightStore {
     let path = tsr_fixture(name);
     WeightStore::load_safetensors(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
+
+/// The tiny fixture generator with `id_dim` 128: writes its config and weights into `dir`.
+pub fn tiny_id128(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(generator_fixture("tiny_config.json")).expect("config")).expect("json");
+    config["id_dim"] = serde_json::json!(128);
+    let config_path = dir.join("tiny_id128.json");
+    std::fs::write(&config_path, config.to_string()).expect("write config");
+    let fixture = load("tiny_weights.safetensors");
+    let mut model = metaportrait::model::engine::GeneratorModel::random(
+        metaportrait::model::config::GeneratorConfig::from_json_file(&config_path).expect("config"),
+        11,
+    )
+    .expect("model");
+    let mut reused = 0;
+    for (key, tensor) in model.weights.tensors_mut().iter_mut() {
+        if let Some(f) = fixture.get(key).filter(|f| f.shape() == tensor.shape()) {
+            *tensor = f.clone();
+            reused += 1;
+        }
+    }
+    // Only the identity AdaIN's input layers (one linear per SPADE norm) depend on id_dim.
+    assert!(reused + 24 >= fixture.len(), "only {reused} of {} fixture tensors kept", fixture.len());
+    let weights_path = dir.join("tiny_id128.safetensors");
+    model.weights.save_safetensors(&weights_path).expect("weights");
+    (config_path, weights_path)
+}
+
+/// A directory with the official example frames `imgs_0_*` (one person).
+pub fn example_clip(dir: &std::path::Path) -> PathBuf {
+    let clip = dir.join("clip");
+    std::fs::create_dir_all(&clip).expect("mkdir");
+    let faces = fixtures_dir().join("faces/images");
+    for entry in std::fs::read_dir(&faces).expect("faces") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if name.starts_with("imgs_0_") {
+            std::fs::copy(&path, clip.join(&name)).expect("copy");
+        }
+    }
+    clip
+}

@@ -1,0 +1,145 @@
+//! Personalization from the window: the panel's "personalize from a clip" run on its own thread.
+//!
+//! Owns the worker thread, its cancel flag and its result channel. Receives the base model (the neural engine's
+//! weights), the clip, the identity to personalize and the models it needs; emits `Progress` to the panel on every
+//! step and, when done, the finished identity for the control thread to store (which replaces the selected identity
+//! atomically). Cancelling stops before the next step and stores nothing, so the identity stays as it was.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam::channel::{Receiver, TryRecvError, bounded};
+
+use super::channel::LatestSender;
+use crate::face::FaceMesher;
+use crate::face::embed::IdEmbedder;
+use crate::model::engine::GeneratorModel;
+use crate::personalize::clip::{DEFAULT_MAX_FRAMES, prepare_clip};
+use crate::personalize::job::{PersonalizeJob, PersonalizeReport, personalize};
+use crate::personalize::store::NewIdentity;
+use crate::render::Progress;
+use crate::train::vgg::Vgg19;
+
+/// What the window's personalization fine-tunes and with what.
+#[derive(Clone, Debug)]
+pub struct PersonalizeBase {
+    pub model: Arc<GeneratorModel>,
+    /// SHA-256 of the base weights file.
+    pub weights_sha256: String,
+    pub models_dir: PathBuf,
+    pub id_model: PathBuf,
+    /// VGG-19 weights for the perceptual loss, when installed.
+    pub vgg: Option<PathBuf>,
+    pub steps: usize,
+}
+
+/// A finished personalization: the identity it personalized, the new contents and the report.
+pub struct Finished {
+    pub id: String,
+    pub identity: NewIdentity,
+    pub report: PersonalizeReport,
+}
+
+/// A personalization in progress.
+pub struct Running {
+    pub id: String,
+    cancel: Arc<AtomicBool>,
+    done: Receiver<Result<Finished, String>>,
+    join: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Starts personalizing identity `id` (named `name`) from `clip`; progress goes to `progress`.
+    pub fn start(
+        base: PersonalizeBase,
+        id: String,
+        name: String,
+        clip: PathBuf,
+        progress: LatestSender<Option<Progress>>,
+    ) -> std::io::Result<Self> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (tx, done) = bounded(1);
+        let (worker_cancel, worker_id) = (Arc::clone(&cancel), id.clone());
+        let join = std::thread::Builder::new().name("personalize".into()).spawn(move || {
+            let result = run(&base, worker_id, name, &clip, &worker_cancel, &progress);
+            let _ = tx.send(result);
+        })?;
+        Ok(Self { id, cancel, done, join: Some(join) })
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+
+    /// The result once the worker has finished (`None` while it runs).
+    pub fn poll(&mut self) -> Option<Result<Finished, String>> {
+        match self.done.try_recv() {
+            Ok(result) => {
+                if let Some(join) = self.join.take() {
+                    let _ = join.join();
+                }
+                Some(result)
+            }
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err("the personalization thread stopped unexpectedly".into())),
+        }
+    }
+
+    /// Cancels and waits for the worker (shutdown).
+    pub fn stop(mut self) {
+        self.cancel();
+        if let Some(join) = self.join.take() {
+            let _ = join.join();
+        }
+    }
+}
+
+fn run(
+    base: &PersonalizeBase,
+    id: String,
+    name: String,
+    clip_path: &std::path::Path,
+    cancel: &AtomicBool,
+    progress: &LatestSender<Option<Progress>>,
+) -> Result<Finished, String> {
+    let fail = |what: &str, e: &dyn std::fmt::Display| format!("personalization failed: {what}: {e}");
+    let mut mesher = FaceMesher::from_dir(&base.models_dir).map_err(|e| fail("face models", &e))?;
+    let mut source = super::live::open_file_source(clip_path).map_err(|e| fail("clip", &e))?;
+    let clip =
+        prepare_clip(&mut mesher, source.as_mut(), None, DEFAULT_MAX_FRAMES, |_| {}).map_err(|e| fail("clip", &e))?;
+    let mut embedder = IdEmbedder::new(&base.id_model).map_err(|e| fail("identity embedding", &e))?;
+    let id_vector = embedder
+        .embed(&clip.source_picture, &clip.source_picture_landmarks)
+        .map_err(|e| fail("identity embedding", &e))?;
+    let vgg = match &base.vgg {
+        Some(path) => Some(Vgg19::load(path).map_err(|e| fail("VGG-19", &e))?),
+        None => None,
+    };
+    let device = crate::model::burn_exec::exec_device(crate::runtime::Device::Cpu).map_err(|e| fail("device", &e))?;
+    let job = PersonalizeJob {
+        name,
+        steps: base.steps,
+        adam: Default::default(),
+        vgg: vgg.as_ref(),
+        device: &device,
+        base_sha256: Some(base.weights_sha256.clone()),
+    };
+    let started = Instant::now();
+    let total = base.steps as u32;
+    let (identity, report) = personalize(&base.model, &clip, id_vector, &job, cancel, |p| {
+        let step = p.step as u32;
+        let per_step_s = started.elapsed().as_secs_f32() / step.max(1) as f32;
+        let eta_s = Some(per_step_s * total.saturating_sub(step) as f32);
+        progress.send(Some(Progress { step, total, loss: p.loss.total, eta_s })).ok();
+    })
+    .map_err(|e| match e {
+        crate::personalize::job::PersonalizeError::Loop(crate::train::reptile::LoopError::Cancelled(_)) => {
+            "personalization cancelled; the identity is unchanged".to_owned()
+        }
+        other => fail("training", &other),
+    })?;
+    Ok(Finished { id, identity, report })
+}
