@@ -185,6 +185,15 @@ pub struct RenderArgs {
     pub fps: f64,
     #[arg(long)]
     pub models: Option<PathBuf>,
+    /// Upsample the output 256² → 512² with the temporal SR network (chunks of 16 frames, as the official test).
+    #[arg(long, requires = "tsr_weights")]
+    pub tsr: bool,
+    /// Temporal SR architecture: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub tsr_config: String,
+    /// Temporal SR weights (safetensors; `import-checkpoint --model tsr` converts the official ones).
+    #[arg(long)]
+    pub tsr_weights: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -1073,6 +1082,15 @@ fn render(args: &RenderArgs) -> Result<()> {
     let (mut driving, total) =
         open_driving(&args.driving, args.fps).with_context(|| format!("opening {}", args.driving.display()))?;
     let motion = if args.relative { MotionMode::Relative } else { MotionMode::Absolute };
+    let mut tsr = match (&args.tsr, &args.tsr_weights) {
+        (true, Some(weights)) => {
+            let model = tsr::engine::TsrModel::load(TsrConfig::resolve(&args.tsr_config)?, weights)
+                .with_context(|| format!("loading {}", weights.display()))?;
+            let options = tsr::engine::TsrOptions { device: args.device, ..Default::default() };
+            Some(tsr::engine::TsrEngine::new(model, options)?)
+        }
+        _ => None,
+    };
     let summary = render_with_progress(
         &mut mesher,
         &identity,
@@ -1081,6 +1099,7 @@ fn render(args: &RenderArgs) -> Result<()> {
         total.unwrap_or(0),
         motion,
         &args.output,
+        tsr.as_mut(),
     )?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -1172,6 +1191,7 @@ fn demo(output: &std::path::Path) -> Result<()> {
         DEMO_FRAMES,
         MotionMode::Relative,
         output,
+        None,
     )?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -1248,13 +1268,14 @@ fn render_with_progress(
     total_frames: u64,
     motion: metaportrait::face::motion::MotionMode,
     output: &std::path::Path,
+    tsr: Option<&mut tsr::engine::TsrEngine>,
 ) -> Result<metaportrait::pipeline::render::RenderSummary> {
     use metaportrait::pipeline::render::{RenderJob, render_clip};
     let bar = ProgressBar::new(total_frames);
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed} ETA {eta}")?);
     bar.set_message(format!("render ({})", engine.name()));
-    let job = RenderJob { motion, output, recorder: metaportrait::record::RecorderConfig::default() };
-    let summary = render_clip(mesher, identity, engine, driving, &job, |n| bar.set_position(n))?;
+    let job = RenderJob { motion, output, recorder: metaportrait::record::RecorderConfig::default(), tsr };
+    let summary = render_clip(mesher, identity, engine, driving, job, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     Ok(summary)
 }

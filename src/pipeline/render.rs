@@ -41,6 +41,10 @@ pub enum RenderError {
     NoDrivingFace,
     #[error("the recorder stopped: {0}")]
     RecorderStopped(String),
+    #[error("temporal super-resolution: {0}")]
+    Tsr(String),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
 }
 
 /// What the render produced.
@@ -96,11 +100,69 @@ pub fn prepare_portrait(
     Ok(PreparedPortrait { crop, landmarks, frame_landmarks: face.landmarks.points.clone() })
 }
 
+/// Frames per temporal-SR call offline, as the official test script.
+pub const TSR_CHUNK_FRAMES: usize = 16;
+
 /// Settings of one offline render.
 pub struct RenderJob<'a> {
     pub motion: MotionMode,
     pub output: &'a Path,
     pub recorder: RecorderConfig,
+    /// Temporal super-resolution of the generated frames (256² → 512²) in chunks of `TSR_CHUNK_FRAMES`.
+    pub tsr: Option<&'a mut crate::tsr::engine::TsrEngine>,
+}
+
+/// Offline temporal SR: buffers generated frames and upsamples them a chunk at a time (each chunk is its own clip,
+/// with the official replicate padding at its ends), handing the results to the recorder in order.
+struct ChunkedTsr<'a> {
+    engine: &'a mut crate::tsr::engine::TsrEngine,
+    pending: Vec<Frame>,
+}
+
+impl ChunkedTsr<'_> {
+    fn push(&mut self, frame: Frame, recorder: &Recorder) -> Result<(), RenderError> {
+        self.pending.push(frame);
+        if self.pending.len() >= TSR_CHUNK_FRAMES { self.flush(recorder) } else { Ok(()) }
+    }
+
+    fn flush(&mut self, recorder: &Recorder) -> Result<(), RenderError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let (w, h) = self.pending[0].pixels.dimensions();
+        let plane = (w * h) as usize;
+        let mut data = Vec::with_capacity(self.pending.len() * 3 * plane);
+        for frame in &self.pending {
+            let start = data.len();
+            data.resize(start + 3 * plane, 0.0);
+            for (i, p) in frame.pixels.pixels().enumerate() {
+                for c in 0..3 {
+                    data[start + c * plane + i] = f32::from(p[c]) / 255.0;
+                }
+            }
+        }
+        let batch = crate::tensor::HostTensor::new(vec![self.pending.len(), 3, h as usize, w as usize], data)
+            .map_err(|e| RenderError::Tsr(e.to_string()))?;
+        let out = self
+            .engine
+            .run_frames(&batch)?
+            .remove(crate::tsr::net::OUTPUT)
+            .ok_or_else(|| RenderError::Tsr("the network returned no output".into()))?;
+        let &[n, 3, oh, ow] = out.shape() else {
+            return Err(RenderError::Tsr(format!("unexpected output shape {:?}", out.shape())));
+        };
+        let oplane = oh * ow;
+        for (k, frame) in self.pending.drain(..).enumerate().take(n) {
+            let base = k * 3 * oplane;
+            let v = |c: usize, i: usize| (out.data()[base + c * oplane + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+            let pixels = RgbImage::from_fn(ow as u32, oh as u32, |x, y| {
+                let i = y as usize * ow + x as usize;
+                image::Rgb([v(0, i), v(1, i), v(2, i)])
+            });
+            push_blocking(recorder, Frame { pixels, ..frame })?;
+        }
+        Ok(())
+    }
 }
 
 /// Drives `identity` with every frame of `driving` through `engine`, writing the result; `progress(frames_done)`
@@ -110,10 +172,11 @@ pub fn render_clip(
     identity: &EngineIdentity,
     engine: &mut dyn LiveEngine,
     driving: &mut dyn FrameSource,
-    job: &RenderJob<'_>,
+    job: RenderJob<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<RenderSummary, RenderError> {
     let policy = CropPolicy::official();
+    let mut tsr = job.tsr.map(|engine| ChunkedTsr { engine, pending: Vec::with_capacity(TSR_CHUNK_FRAMES) });
     let size = policy.out_size;
     engine.set_identity(identity)?;
     let portrait = PreparedPortrait {
@@ -155,12 +218,16 @@ pub fn render_clip(
                 _ => without_face += 1,
             }
             engine.drive(&target3, &mut out)?;
-            push_blocking(
-                &recorder,
-                Frame { pixels: out.clone(), timestamp_us: frame.timestamp_us, index: frame.index },
-            )?;
+            let generated = Frame { pixels: out.clone(), timestamp_us: frame.timestamp_us, index: frame.index };
+            match tsr.as_mut() {
+                Some(tsr) => tsr.push(generated, &recorder)?,
+                None => push_blocking(&recorder, generated)?,
+            }
             frames += 1;
             progress(frames);
+        }
+        if let Some(tsr) = tsr.as_mut() {
+            tsr.flush(&recorder)?;
         }
         Ok(())
     })();
