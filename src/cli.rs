@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use metaportrait::pipeline::engine::EngineIdentity;
+use metaportrait::pipeline::render::RenderJob;
 
 use metaportrait::model::burn_exec;
 use metaportrait::model::checkpoint::{self, StateDictSelect};
@@ -1091,16 +1092,9 @@ fn render(args: &RenderArgs) -> Result<()> {
         }
         _ => None,
     };
-    let summary = render_with_progress(
-        &mut mesher,
-        &identity,
-        engine.as_mut(),
-        driving.as_mut(),
-        total.unwrap_or(0),
-        motion,
-        &args.output,
-        tsr.as_mut(),
-    )?;
+    let job = RenderJob { motion, output: &args.output, recorder: Default::default(), tsr: tsr.as_mut() };
+    let summary =
+        render_with_progress(&mut mesher, &identity, engine.as_mut(), driving.as_mut(), total.unwrap_or(0), job)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "rendered {} frames ({} without a driving face) to {} in {secs:.1} s ({:.1} fps, engine {engine_name})",
@@ -1183,16 +1177,8 @@ fn demo(output: &std::path::Path) -> Result<()> {
     }
     let identity = EngineIdentity::portrait_only(prepared.crop, prepared.landmarks);
     let mut engine = metaportrait::pipeline::engine::PreviewEngine::new();
-    let summary = render_with_progress(
-        &mut mesher,
-        &identity,
-        &mut engine,
-        &mut driving,
-        DEMO_FRAMES,
-        MotionMode::Relative,
-        output,
-        None,
-    )?;
+    let job = RenderJob { motion: MotionMode::Relative, output, recorder: Default::default(), tsr: None };
+    let summary = render_with_progress(&mut mesher, &identity, &mut engine, &mut driving, DEMO_FRAMES, job)?;
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
         "demo: {} frames of the bundled portrait driven by a swaying virtual camera, engine preview, written to {} \
@@ -1266,15 +1252,12 @@ fn render_with_progress(
     engine: &mut dyn metaportrait::pipeline::engine::LiveEngine,
     driving: &mut dyn metaportrait::capture::FrameSource,
     total_frames: u64,
-    motion: metaportrait::face::motion::MotionMode,
-    output: &std::path::Path,
-    tsr: Option<&mut tsr::engine::TsrEngine>,
+    job: RenderJob<'_>,
 ) -> Result<metaportrait::pipeline::render::RenderSummary> {
-    use metaportrait::pipeline::render::{RenderJob, render_clip};
+    use metaportrait::pipeline::render::render_clip;
     let bar = ProgressBar::new(total_frames);
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed} ETA {eta}")?);
     bar.set_message(format!("render ({})", engine.name()));
-    let job = RenderJob { motion, output, recorder: metaportrait::record::RecorderConfig::default(), tsr };
     let summary = render_clip(mesher, identity, engine, driving, job, |n| bar.set_position(n))?;
     bar.finish_and_clear();
     Ok(summary)
