@@ -189,12 +189,29 @@ pub struct RenderArgs {
     /// Upsample the output 256² → 512² with the temporal SR network (chunks of 16 frames, as the official test).
     #[arg(long, requires = "tsr_weights")]
     pub tsr: bool,
+    #[command(flatten)]
+    pub tsr_model: TsrModelArgs,
+}
+
+/// The temporal SR network's files.
+#[derive(Args, Debug)]
+pub struct TsrModelArgs {
     /// Temporal SR architecture: `official`, `tiny`, or a config JSON file.
     #[arg(long, default_value = "official")]
     pub tsr_config: String,
     /// Temporal SR weights (safetensors; `import-checkpoint --model tsr` converts the official ones).
     #[arg(long)]
     pub tsr_weights: Option<PathBuf>,
+}
+
+impl TsrModelArgs {
+    /// The network, when weights were given.
+    fn load(&self) -> Result<Option<tsr::engine::TsrModel>> {
+        let Some(weights) = &self.tsr_weights else { return Ok(None) };
+        let model = tsr::engine::TsrModel::load(TsrConfig::resolve(&self.tsr_config)?, weights)
+            .with_context(|| format!("loading {}", weights.display()))?;
+        Ok(Some(model))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -227,6 +244,9 @@ pub struct LiveArgs {
     /// Adam steps of "personalize from a clip" in the panel (with `--engine neural`).
     #[arg(long, default_value_t = metaportrait::train::reptile::DEFAULT_INNER_STEPS)]
     pub personalize_steps: usize,
+    /// The panel's TSR toggle runs this network (one frame of look-ahead); without it, a bicubic upscale.
+    #[command(flatten)]
+    pub tsr_model: TsrModelArgs,
 }
 
 #[derive(Args, Debug)]
@@ -1083,10 +1103,8 @@ fn render(args: &RenderArgs) -> Result<()> {
     let (mut driving, total) =
         open_driving(&args.driving, args.fps).with_context(|| format!("opening {}", args.driving.display()))?;
     let motion = if args.relative { MotionMode::Relative } else { MotionMode::Absolute };
-    let mut tsr = match (&args.tsr, &args.tsr_weights) {
-        (true, Some(weights)) => {
-            let model = tsr::engine::TsrModel::load(TsrConfig::resolve(&args.tsr_config)?, weights)
-                .with_context(|| format!("loading {}", weights.display()))?;
+    let mut tsr = match (args.tsr, args.tsr_model.load()?) {
+        (true, Some(model)) => {
             let options = tsr::engine::TsrOptions { device: args.device, ..Default::default() };
             Some(tsr::engine::TsrEngine::new(model, options)?)
         }
@@ -1149,6 +1167,7 @@ fn live(args: &LiveArgs) -> Result<()> {
         id_model,
         recorder: Default::default(),
         personalize,
+        tsr: args.tsr_model.load()?,
     };
     let (pipeline, inputs) = start(config, engine, settings)?;
     let result = metaportrait::render::run_window(inputs);

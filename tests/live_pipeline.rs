@@ -51,6 +51,7 @@ fn config_with_home(home: &Path, input: LiveInput) -> LiveConfig {
         default_portrait: Some(repo().join("assets/portrait.png")),
         id_model: metaportrait::face::embed::default_id_model_path(),
         personalize: None,
+        tsr: None,
         recorder: RecorderConfig::default(),
     }
 }
@@ -391,5 +392,31 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     window.frames.clear();
     window.pump(Duration::from_secs(1));
     assert!(!window.frames.is_empty(), "no frames after the personalized identity was loaded");
+    window.quit(pipeline);
+}
+
+#[test]
+fn the_tsr_toggle_streams_the_network_at_512() {
+    use metaportrait::tsr::config::TsrConfig;
+    use metaportrait::tsr::engine::TsrModel;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clip = driving_clip(dir.path());
+    let mut config = config_with_home(&dir.path().join("home"), LiveInput::File { path: clip, looped: true });
+    // The tiny TSR widths at the real 256 → 512 geometry.
+    config.tsr = Some(TsrModel::random(TsrConfig { out_size: 512, ..TsrConfig::tiny() }, 5).expect("tsr"));
+    let (pipeline, inputs) = start(config, Box::new(PreviewEngine::new()), UiSettings::default()).expect("starts");
+    let mut window = FakeWindow::new(inputs);
+    window.pump(Duration::from_millis(800));
+    assert!(window.frames.iter().all(|(f, _)| f.width == 256), "TSR starts off in this test");
+    window.send(UiCommand::SetTsr(true));
+    window.frames.clear();
+    window.pump(Duration::from_secs(4));
+    let sr: Vec<&OutputFrame> = window.frames.iter().map(|(f, _)| f).filter(|f| f.width == 512).collect();
+    assert!(sr.len() >= 3, "only {} TSR frames in 4 s", sr.len());
+    assert!(sr.iter().all(|f| (f.width, f.height, f.pixels.len()) == (512, 512, 512 * 512 * 3)));
+    assert!(sr.windows(2).all(|w| w[0].timestamp_us < w[1].timestamp_us), "TSR output out of order");
+    let stats = window.stats.last().expect("stats");
+    assert!(stats.stage_latency.iter().any(|s| s.stage == "tsr"), "{:?}", stats.stage_latency);
+    assert!(stats.notice.is_none(), "{:?}", stats.notice);
     window.quit(pipeline);
 }

@@ -86,6 +86,8 @@ pub struct LiveConfig {
     pub recorder: RecorderConfig,
     /// What "personalize from a clip" fine-tunes (the neural engine's base); `None` with the preview engine.
     pub personalize: Option<super::personalizer::PersonalizeBase>,
+    /// The temporal SR network for the TSR toggle (a sliding window, one frame of look-ahead); `None`: bicubic.
+    pub tsr: Option<crate::tsr::engine::TsrModel>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,8 @@ pub enum LiveError {
     Identity(#[from] crate::personalize::store::IdentityError),
     #[error(transparent)]
     Home(#[from] crate::home::HomeError),
+    #[error(transparent)]
+    Model(#[from] crate::model::ModelError),
     #[error("cannot start the {0} thread: {1}")]
     Spawn(&'static str, std::io::Error),
 }
@@ -315,6 +319,13 @@ pub fn start(
     control.publish_identities(listing);
     let (capture, source_name) = start_capture(&config.input)?;
     control.source_name = source_name;
+    let tsr = match config.tsr {
+        Some(model) => Some(LiveTsr {
+            engine: crate::tsr::engine::TsrEngine::new(model, Default::default())?,
+            stream: crate::tsr::stream::TsrStream::new(crate::tsr::stream::DEFAULT_HISTORY),
+        }),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
 
@@ -335,6 +346,7 @@ pub fn start(
         motion_mode: settings.motion_mode,
         sink: EngineSink {
             epoch,
+            tsr,
             engine,
             output: output_tx,
             recording: Arc::clone(&control.recording),
@@ -449,6 +461,33 @@ impl FaceStage {
     }
 }
 
+/// A picture as `[3, h, w]` in [0, 1].
+fn image_to_planar(picture: &RgbImage) -> HostTensor {
+    let (w, h) = (picture.width() as usize, picture.height() as usize);
+    let plane = w * h;
+    let mut data = vec![0.0f32; 3 * plane];
+    for (i, p) in picture.pixels().enumerate() {
+        for c in 0..3 {
+            data[c * plane + i] = f32::from(p[c]) / 255.0;
+        }
+    }
+    HostTensor::new(vec![3, h, w], data).unwrap_or_else(|_| HostTensor::zeros(&[3, h, w]))
+}
+
+/// `[3, h, w]` (about [0, 1]) as a picture, clipped.
+fn planar_to_image(t: &HostTensor) -> RgbImage {
+    let (h, w) = match t.shape() {
+        &[3, h, w] => (h, w),
+        _ => (0, 0),
+    };
+    let plane = h * w;
+    let v = |c: usize, i: usize| (t.data()[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8;
+    RgbImage::from_fn(w as u32, h as u32, |x, y| {
+        let i = y as usize * w + x as usize;
+        image::Rgb([v(0, i), v(1, i), v(2, i)])
+    })
+}
+
 /// The camera frame subsampled to at most `PREVIEW_MAX_WIDTH_PX` wide, with its landmarks scaled to match.
 fn preview_of(frame: &RgbImage, landmarks: &[[f32; 3]]) -> PreviewFrame {
     let (w, h) = frame.dimensions();
@@ -479,8 +518,22 @@ struct EngineStage {
 }
 
 /// The engine and where its frames go.
+/// The TSR network streaming over the generated frames; each output is the previous frame's (tagged with its capture
+/// time), so it adds one frame of latency.
+struct LiveTsr {
+    engine: crate::tsr::engine::TsrEngine,
+    stream: crate::tsr::stream::TsrStream<Instant>,
+}
+
+impl LiveTsr {
+    fn restart(&mut self) {
+        self.stream = crate::tsr::stream::TsrStream::new(crate::tsr::stream::DEFAULT_HISTORY);
+    }
+}
+
 struct EngineSink {
     epoch: Instant,
+    tsr: Option<LiveTsr>,
     engine: Box<dyn LiveEngine>,
     output: LatestSender<OutputFrame>,
     recording: RecordingSlot,
@@ -523,7 +576,12 @@ impl EngineStage {
                             m.clear_reference();
                         }
                     }
-                    Ok(EngineControl::Tsr(on)) => upscale = on,
+                    Ok(EngineControl::Tsr(on)) => {
+                        upscale = on;
+                        if let Some(tsr) = this.tsr.as_mut() {
+                            tsr.restart();
+                        }
+                    }
                     Err(_) => break,
                 },
                 recv(poses) -> pose => {
@@ -565,29 +623,45 @@ impl EngineSink {
         let model_ms = started.elapsed().as_secs_f32() * 1e3;
         let mut stage_times = vec![StageTime { stage: "model", latency_ms: model_ms }];
         let upscale_started = Instant::now();
-        let picture = if upscale {
-            image::imageops::resize(
+        let mut captured = pose.captured;
+        let picture = match (upscale, self.tsr.as_mut()) {
+            (true, Some(tsr)) => {
+                let frame = image_to_planar(generated);
+                match tsr.stream.push(&mut tsr.engine, frame, pose.captured) {
+                    Ok(Some(out)) => {
+                        captured = out.tag;
+                        planar_to_image(&out.image)
+                    }
+                    // The window needs its next frame before the first output.
+                    Ok(None) => return Ok(()),
+                    Err(error) => {
+                        lock(&self.metrics).engine_error = Some(format!("temporal SR: {error}"));
+                        tsr.restart();
+                        return Ok(());
+                    }
+                }
+            }
+            (true, None) => image::imageops::resize(
                 generated,
                 UPSCALED_SIDE_PX,
                 UPSCALED_SIDE_PX,
                 image::imageops::FilterType::CatmullRom,
-            )
-        } else {
-            generated.clone()
+            ),
+            (false, _) => generated.clone(),
         };
         let upscale_ms = upscale.then(|| upscale_started.elapsed().as_secs_f32() * 1e3);
         if let Some(ms) = upscale_ms {
             stage_times.push(StageTime { stage: "tsr", latency_ms: ms });
         }
-        self.record(&picture, pose.captured);
+        self.record(&picture, captured);
         let (width, height) = picture.dimensions();
-        let glass_to_glass_ms = pose.captured.elapsed().as_secs_f32() * 1e3;
+        let glass_to_glass_ms = captured.elapsed().as_secs_f32() * 1e3;
         let frame = OutputFrame {
             pixels: picture.into_raw(),
             format: PixelFormat::Rgb8,
             width,
             height,
-            timestamp_us: pose.captured.saturating_duration_since(self.epoch).as_micros() as u64,
+            timestamp_us: captured.saturating_duration_since(self.epoch).as_micros() as u64,
             stage_times,
         };
         {
