@@ -76,6 +76,66 @@ pub enum Command {
     Identities(IdentitiesCommand),
     /// Fine-tune the base model on a short clip of one person and add the result as an identity.
     Personalize(PersonalizeArgs),
+    /// Build a training dataset (face crops + cached landmarks) from videos or frame folders.
+    Prepare(PrepareArgs),
+    /// Train the generator.
+    #[command(subcommand)]
+    Train(TrainCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct PrepareArgs {
+    /// Source folder: `<identity>/<clip>.mp4` or `<identity>/<clip>/` (frames), one person per identity folder.
+    #[arg(long)]
+    pub videos: PathBuf,
+    /// Dataset folder to write (`<identity>/<clip>/frame_*.png + clip.json`); prepared clips are kept and skipped.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Frames kept per clip, evenly spread.
+    #[arg(long, default_value_t = metaportrait::personalize::clip::DEFAULT_MAX_FRAMES)]
+    pub frames: usize,
+    #[arg(long)]
+    pub models: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrainCommand {
+    /// Reptile meta-training: K inner Adam steps per identity, the mean of θ − θ′ applied by the outer Adam.
+    Meta(TrainMetaArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainMetaArgs {
+    /// Dataset made by `prepare`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Generator architecture: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Initial weights (e.g. the base model); random initialisation without.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Run folder: checkpoints go here, and a run there is resumed.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Outer steps to reach.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    /// Identities per outer step.
+    #[arg(long, default_value_t = 4)]
+    pub tasks: usize,
+    /// Inner Adam steps per identity (K).
+    #[arg(long, default_value_t = metaportrait::train::reptile::DEFAULT_INNER_STEPS)]
+    pub inner_steps: usize,
+    /// Frames per support set.
+    #[arg(long, default_value_t = 8)]
+    pub support: usize,
+    #[arg(long, default_value_t = 10)]
+    pub checkpoint_every: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub perceptual: Perceptual,
 }
 
 #[derive(Args, Debug)]
@@ -467,6 +527,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::ImportCheckpoint(args) => import_checkpoint(&args),
         Command::Identities(cmd) => identities(cmd),
         Command::Personalize(args) => personalize(&args),
+        Command::Prepare(args) => prepare(&args),
+        Command::Train(TrainCommand::Meta(args)) => train_meta(&args),
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
@@ -998,7 +1060,6 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
     use metaportrait::face::embed::{IdEmbedder, default_id_model_path};
     use metaportrait::personalize::clip::prepare_clip;
     use metaportrait::personalize::job::{PersonalizeJob, personalize};
-    use metaportrait::train::vgg::Vgg19;
     if args.steps == 0 || args.frames < metaportrait::personalize::clip::MIN_FRAMES {
         bail!("--steps must be at least 1 and --frames at least {}", metaportrait::personalize::clip::MIN_FRAMES);
     }
@@ -1008,21 +1069,7 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
         GeneratorModel::load(config, &args.weights).with_context(|| format!("loading {}", args.weights.display()))?;
     let base_sha256 = metaportrait::checksum::sha256_file(&args.weights)
         .with_context(|| format!("reading {}", args.weights.display()))?;
-    let vgg = match (args.perceptual, &args.vgg) {
-        (Perceptual::Off, _) => None,
-        (Perceptual::Auto, Some(path)) => {
-            Some(Vgg19::load(path).with_context(|| format!("loading {}", path.display()))?)
-        }
-        (Perceptual::Auto, None) => {
-            let path = default_vgg_path();
-            if path.is_file() {
-                Some(Vgg19::load(&path).with_context(|| format!("loading {}", path.display()))?)
-            } else {
-                eprintln!("no VGG-19 weights at {}: training without the perceptual loss", path.display());
-                None
-            }
-        }
-    };
+    let vgg = perceptual_vgg(args.perceptual, args.vgg.as_ref())?;
     let mut embedder = IdEmbedder::new(&default_id_model_path())
         .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
     let (mut clip_source, total) = open_driving(&args.clip, metaportrait::pipeline::live::IMAGE_DIR_FPS)
@@ -1075,6 +1122,128 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
         report.losses.join(" + "),
         report.tensors_changed
     );
+    Ok(())
+}
+
+/// The VGG-19 of `--perceptual auto` (the provisioned weights, when present).
+fn perceptual_vgg(choice: Perceptual, explicit: Option<&PathBuf>) -> Result<Option<metaportrait::train::vgg::Vgg19>> {
+    use metaportrait::train::vgg::Vgg19;
+    let path = match (choice, explicit) {
+        (Perceptual::Off, _) => return Ok(None),
+        (Perceptual::Auto, Some(path)) => path.clone(),
+        (Perceptual::Auto, None) => {
+            let path = default_vgg_path();
+            if !path.is_file() {
+                eprintln!("no VGG-19 weights at {}: training without the perceptual loss", path.display());
+                return Ok(None);
+            }
+            path
+        }
+    };
+    Ok(Some(Vgg19::load(&path).with_context(|| format!("loading {}", path.display()))?))
+}
+
+fn prepare(args: &PrepareArgs) -> Result<()> {
+    use metaportrait::personalize::clip::prepare_clip;
+    use metaportrait::train::dataset::write_clip;
+    let mut sources = Vec::new();
+    for identity in std::fs::read_dir(&args.videos).with_context(|| format!("reading {}", args.videos.display()))? {
+        let identity = identity?.path();
+        if !identity.is_dir() {
+            continue;
+        }
+        for clip in std::fs::read_dir(&identity)? {
+            sources.push((identity.clone(), clip?.path()));
+        }
+    }
+    sources.sort();
+    if sources.is_empty() {
+        bail!("{} has no <identity>/<clip> entries", args.videos.display());
+    }
+    let mut mesher = face_mesher(args.models.as_ref())?;
+    let mut embedder = metaportrait::face::embed::IdEmbedder::new(&metaportrait::face::embed::default_id_model_path())
+        .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
+    let bar = ProgressBar::new(sources.len() as u64);
+    bar.set_style(ProgressStyle::with_template("prepare [{bar:30}] {pos}/{len} clips {elapsed} ETA {eta} {msg}")?);
+    let (mut written, mut kept, mut failed) = (0, 0, 0);
+    for (identity, clip_path) in &sources {
+        let id_name = identity.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let clip_name = clip_path.file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let out = args.out.join(&id_name).join(&clip_name);
+        bar.set_message(format!("{id_name}/{clip_name}"));
+        if out.join(metaportrait::train::dataset::CLIP_FILE).is_file() {
+            kept += 1;
+            bar.inc(1);
+            continue;
+        }
+        let result = (|| -> Result<()> {
+            let (mut source, total) = open_driving(clip_path, metaportrait::pipeline::live::IMAGE_DIR_FPS)?;
+            let clip = prepare_clip(&mut mesher, source.as_mut(), total, args.frames, |_| {})?;
+            let id_vector = embedder.embed(&clip.source_picture, &clip.source_picture_landmarks)?;
+            write_clip(&out, &clip, &id_vector)?;
+            Ok(())
+        })();
+        match result {
+            Ok(()) => written += 1,
+            Err(error) => {
+                failed += 1;
+                bar.suspend(|| eprintln!("skipping {}: {error:#}", clip_path.display()));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!("prepared {written} clips into {} ({kept} already there, {failed} skipped)", args.out.display());
+    if written + kept == 0 {
+        bail!("no clip could be prepared");
+    }
+    Ok(())
+}
+
+fn train_meta(args: &TrainMetaArgs) -> Result<()> {
+    use metaportrait::train::dataset::Dataset;
+    use metaportrait::train::meta::{MetaTraining, meta_train};
+    let dataset = Dataset::open(&args.data)?;
+    let config = GeneratorConfig::resolve(&args.config)?;
+    let model = match &args.weights {
+        Some(path) => GeneratorModel::load(config, path).with_context(|| format!("loading {}", path.display()))?,
+        None => GeneratorModel::random(config, metaportrait::model::engine::DEFAULT_INIT_SEED)?,
+    };
+    let vgg = perceptual_vgg(args.perceptual, None)?;
+    let weights = if vgg.is_some() {
+        metaportrait::train::loss::LossWeights::default()
+    } else {
+        metaportrait::train::loss::LossWeights { perceptual: [0.0; 5], ..Default::default() }
+    };
+    let device = metaportrait::model::burn_exec::exec_device(Device::Cpu)?;
+    let run = MetaTraining {
+        dataset: &dataset,
+        run_dir: &args.out,
+        outer_steps: args.steps,
+        tasks_per_step: args.tasks.max(1),
+        inner_steps: args.inner_steps.max(1),
+        inner_adam: Default::default(),
+        support_frames: args.support.max(1),
+        checkpoint_every: args.checkpoint_every,
+        seed: args.seed,
+        objective: metaportrait::train::step::Objective { weights: &weights, vgg: vgg.as_ref() },
+        device: &device,
+    };
+    eprintln!(
+        "meta-training on {} identities ({} clips) into {}",
+        dataset.identities.len(),
+        dataset.identities.iter().map(|(_, c)| c.len()).sum::<usize>(),
+        args.out.display()
+    );
+    let bar = ProgressBar::new(args.steps);
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} {elapsed} ETA {eta}")?);
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (_, state) = meta_train(model, &run, &cancel, |log| {
+        bar.set_position(log.step);
+        bar.set_message(format!("meta · inner loss {:.4} → {:.4}", log.inner_loss_first, log.inner_loss_last));
+    })?;
+    bar.finish_and_clear();
+    eprintln!("meta-training at step {} (checkpoints in {})", state.step, args.out.display());
     Ok(())
 }
 

@@ -1,10 +1,13 @@
-//! Training machinery shared by personalization and (meta-)training: optimizers and training steps.
+//! Training machinery shared by personalization and (meta-)training: optimizers, training steps, the dataset on
+//! disk (`dataset`) and the meta-training run with checkpoints (`meta`).
 //!
 //! Owns optimizer state. Receives parameters and their gradients by official key (host tensors, as the burn
 //! executor returns them); emits updated parameters and per-step statistics.
 
 pub mod adam;
+pub mod dataset;
 pub mod loss;
+pub mod meta;
 pub mod reptile;
 pub mod step;
 pub mod vgg;

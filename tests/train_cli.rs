@@ -1,0 +1,127 @@
+//! `metaportrait prepare` and `metaportrait train meta` end to end: real frames of three people (the fixture
+//! faces) become a dataset; two Reptile outer steps write checkpoints; a resumed run continues exactly where the
+//! first stopped, equal to an uninterrupted run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use metaportrait::model::weights::WeightStore;
+
+/// Copies fixture frames whose names start with `prefix` into `dir`.
+fn frames(prefix: &str, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for entry in std::fs::read_dir(common::fixtures_dir().join("faces/images")).expect("faces") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if name.starts_with(prefix) {
+            std::fs::copy(&path, dir.join(&name)).expect("copy");
+        }
+    }
+}
+
+fn run(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let out = Command::new(common::bin()).args(args).output().expect("run");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn latest(run_dir: &Path) -> (serde_json::Value, WeightStore) {
+    let name = std::fs::read_to_string(run_dir.join("latest")).expect("latest");
+    let dir = run_dir.join(name.trim());
+    let state = serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state")).expect("json");
+    (state, WeightStore::load_safetensors(&dir.join("weights.safetensors")).expect("weights"))
+}
+
+fn max_diff(a: &WeightStore, b: &WeightStore) -> f32 {
+    a.iter().map(|(k, t)| t.max_abs_diff(b.get(k).expect("same keys")).unwrap_or(f32::INFINITY)).fold(0.0, f32::max)
+}
+
+#[test]
+fn prepare_then_meta_train_with_checkpoints_and_exact_resume() {
+    let dir = common::tempdir("train-cli");
+    let src = dir.join("videos");
+    frames("imgs_0_", &src.join("person_a/clip1"));
+    frames("final_0_", &src.join("person_a/clip2"));
+    frames("imgs_train_0_", &src.join("person_b/clip1"));
+    let blank = src.join("person_c/blank");
+    std::fs::create_dir_all(&blank).expect("mkdir");
+    for i in 0..4 {
+        image::RgbImage::from_pixel(96, 96, image::Rgb([80, 80, 80]))
+            .save(blank.join(format!("{i}.png")))
+            .expect("png");
+    }
+    let data = dir.join("data");
+    let prepare = |extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> =
+            vec!["prepare".as_ref(), "--videos".as_ref(), src.as_os_str(), "--out".as_ref(), data.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        run(&args)
+    };
+    let (ok, stderr) = prepare(&["--frames", "6"]);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("prepared 3 clips") && stderr.contains("1 skipped"), "{stderr}");
+    assert!(stderr.contains("blank"), "the faceless clip is named: {stderr}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join("person_a/clip1/clip.json")).expect("clip.json"))
+            .expect("json");
+    // 10 frames, at most 6 evenly spread: every second one.
+    assert_eq!(manifest["frames"].as_array().map(Vec::len), Some(5));
+    assert_eq!(manifest["id_vector"].as_array().map(Vec::len), Some(128));
+    assert!(!data.join("person_c").join("blank").exists(), "nothing half-written for a failed clip");
+    let (ok, stderr) = prepare(&["--frames", "6"]);
+    assert!(ok && stderr.contains("prepared 0 clips") && stderr.contains("3 already there"), "{stderr}");
+
+    let (config, weights) = common::tiny_id128(&dir);
+    let meta = |out: &PathBuf, steps: &str| {
+        run(&[
+            "train".as_ref(),
+            "meta".as_ref(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--weights".as_ref(),
+            weights.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--steps".as_ref(),
+            steps.as_ref(),
+            "--tasks".as_ref(),
+            "2".as_ref(),
+            "--inner-steps".as_ref(),
+            "2".as_ref(),
+            "--support".as_ref(),
+            "3".as_ref(),
+            "--checkpoint-every".as_ref(),
+            "1".as_ref(),
+            "--perceptual".as_ref(),
+            "off".as_ref(),
+        ])
+    };
+    let interrupted = dir.join("run");
+    let (ok, stderr) = meta(&interrupted, "2");
+    assert!(ok, "{stderr}");
+    let (state, after_two) = latest(&interrupted);
+    assert_eq!(state["step"], 2);
+    assert_eq!(state["log"].as_array().map(Vec::len), Some(2));
+    assert!(state["log"][0]["inner_loss_last"].as_f64() < state["log"][0]["inner_loss_first"].as_f64());
+    let init = WeightStore::load_safetensors(&weights).expect("init");
+    assert!(max_diff(&after_two, &init) > 0.0, "meta-training changed nothing");
+    // Resume to 3 steps, and compare with a run that goes to 3 in one go.
+    let (ok, stderr) = meta(&interrupted, "3");
+    assert!(ok, "{stderr}");
+    let (resumed_state, resumed) = latest(&interrupted);
+    assert_eq!(resumed_state["step"], 3);
+    let history = |s: &serde_json::Value| s["log"].as_array().map(|l| l[..2].to_vec()).unwrap_or_default();
+    assert_eq!(history(&resumed_state), history(&state), "the resumed run keeps its history");
+    let straight = dir.join("straight");
+    let (ok, stderr) = meta(&straight, "3");
+    assert!(ok, "{stderr}");
+    let (_, uninterrupted) = latest(&straight);
+    let diff = max_diff(&resumed, &uninterrupted);
+    assert!(diff <= 1e-5, "resumed and uninterrupted runs differ by {diff}");
+    let kept = std::fs::read_dir(&straight).expect("run dir").filter_map(Result::ok).count();
+    assert_eq!(kept, 3, "latest + the last two checkpoints");
+    std::fs::remove_dir_all(&dir).ok();
+}
