@@ -100,24 +100,25 @@ pub struct PrepareArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum TrainCommand {
+    /// Warping pre-training: the warping network alone, perceptual loss on the warped source.
+    Warp(TrainWarpArgs),
     /// Reptile meta-training: K inner Adam steps per identity, the mean of θ − θ′ applied by the outer Adam.
     Meta(TrainMetaArgs),
 }
 
 #[derive(Args, Debug)]
+pub struct TrainWarpArgs {
+    #[command(flatten)]
+    pub common: TrainCommonArgs,
+    /// Steps to reach.
+    #[arg(long, default_value_t = 10_000)]
+    pub steps: u64,
+}
+
+#[derive(Args, Debug)]
 pub struct TrainMetaArgs {
-    /// Dataset made by `prepare`.
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Generator architecture: `official`, `tiny`, or a config JSON file.
-    #[arg(long, default_value = "official")]
-    pub config: String,
-    /// Initial weights (e.g. the base model); random initialisation without.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-    /// Run folder: checkpoints go here, and a run there is resumed.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[command(flatten)]
+    pub common: TrainCommonArgs,
     /// Outer steps to reach.
     #[arg(long, default_value_t = 1000)]
     pub steps: u64,
@@ -130,6 +131,23 @@ pub struct TrainMetaArgs {
     /// Frames per support set.
     #[arg(long, default_value_t = 8)]
     pub support: usize,
+}
+
+/// What every training stage takes.
+#[derive(Args, Debug)]
+pub struct TrainCommonArgs {
+    /// Dataset made by `prepare`.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Generator architecture: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Initial weights (e.g. the base model); random initialisation without.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Run folder: checkpoints go here, and a run there is resumed.
+    #[arg(long)]
+    pub out: PathBuf,
     #[arg(long, default_value_t = 10)]
     pub checkpoint_every: u64,
     #[arg(long, default_value_t = 0)]
@@ -529,6 +547,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Personalize(args) => personalize(&args),
         Command::Prepare(args) => prepare(&args),
         Command::Train(TrainCommand::Meta(args)) => train_meta(&args),
+        Command::Train(TrainCommand::Warp(args)) => train_warp(&args),
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
@@ -1200,50 +1219,102 @@ fn prepare(args: &PrepareArgs) -> Result<()> {
     Ok(())
 }
 
-fn train_meta(args: &TrainMetaArgs) -> Result<()> {
-    use metaportrait::train::dataset::Dataset;
-    use metaportrait::train::meta::{MetaTraining, meta_train};
-    let dataset = Dataset::open(&args.data)?;
-    let config = GeneratorConfig::resolve(&args.config)?;
-    let model = match &args.weights {
-        Some(path) => GeneratorModel::load(config, path).with_context(|| format!("loading {}", path.display()))?,
-        None => GeneratorModel::random(config, metaportrait::model::engine::DEFAULT_INIT_SEED)?,
+/// The dataset, initial model, VGG-19 and loss weights every stage starts from.
+struct TrainSetup {
+    dataset: metaportrait::train::dataset::Dataset,
+    model: GeneratorModel,
+    vgg: Option<metaportrait::train::vgg::Vgg19>,
+    device: burn::tensor::Device,
+}
+
+impl TrainSetup {
+    fn new(args: &TrainCommonArgs) -> Result<Self> {
+        let dataset = metaportrait::train::dataset::Dataset::open(&args.data)?;
+        let config = GeneratorConfig::resolve(&args.config)?;
+        let model = match &args.weights {
+            Some(path) => GeneratorModel::load(config, path).with_context(|| format!("loading {}", path.display()))?,
+            None => GeneratorModel::random(config, metaportrait::model::engine::DEFAULT_INIT_SEED)?,
+        };
+        let vgg = perceptual_vgg(args.perceptual, None)?;
+        let device = metaportrait::model::burn_exec::exec_device(Device::Cpu)?;
+        eprintln!(
+            "training on {} identities ({} clips) into {}",
+            dataset.identities.len(),
+            dataset.identities.iter().map(|(_, c)| c.len()).sum::<usize>(),
+            args.out.display()
+        );
+        Ok(Self { dataset, model, vgg, device })
+    }
+
+    fn bar(steps: u64) -> Result<ProgressBar> {
+        let bar = ProgressBar::new(steps);
+        bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} {elapsed} ETA {eta}")?);
+        Ok(bar)
+    }
+}
+
+fn train_warp(args: &TrainWarpArgs) -> Result<()> {
+    use metaportrait::train::loss::LossWeights;
+    use metaportrait::train::supervised::{SupervisedTraining, train_warp};
+    let setup = TrainSetup::new(&args.common)?;
+    // The official warping stage: perceptual loss only (L1 stands in without VGG weights).
+    let weights = if setup.vgg.is_some() {
+        LossWeights { l1: 0.0, eye: 0.0, mouth: 0.0, ..LossWeights::default() }
+    } else {
+        LossWeights { l1: 1.0, eye: 0.0, mouth: 0.0, perceptual: [0.0; 5] }
     };
-    let vgg = perceptual_vgg(args.perceptual, None)?;
-    let weights = if vgg.is_some() {
+    let run = SupervisedTraining {
+        dataset: &setup.dataset,
+        run_dir: &args.common.out,
+        steps: args.steps,
+        adam: Default::default(),
+        checkpoint_every: args.common.checkpoint_every,
+        seed: args.common.seed,
+        objective: metaportrait::train::step::Objective { weights: &weights, vgg: setup.vgg.as_ref() },
+        device: &setup.device,
+    };
+    let bar = TrainSetup::bar(args.steps)?;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (_, state) = train_warp(setup.model.clone(), &run, &cancel, |log| {
+        bar.set_position(log.step);
+        bar.set_message(format!("warp · loss {:.4}", log.loss));
+    })?;
+    bar.finish_and_clear();
+    eprintln!("warp training at step {} (checkpoints in {})", state.step, args.common.out.display());
+    Ok(())
+}
+
+fn train_meta(args: &TrainMetaArgs) -> Result<()> {
+    use metaportrait::train::meta::{MetaTraining, meta_train};
+    let setup = TrainSetup::new(&args.common)?;
+    let weights = if setup.vgg.is_some() {
         metaportrait::train::loss::LossWeights::default()
     } else {
         metaportrait::train::loss::LossWeights { perceptual: [0.0; 5], ..Default::default() }
     };
-    let device = metaportrait::model::burn_exec::exec_device(Device::Cpu)?;
     let run = MetaTraining {
-        dataset: &dataset,
-        run_dir: &args.out,
+        dataset: &setup.dataset,
+        run_dir: &args.common.out,
         outer_steps: args.steps,
         tasks_per_step: args.tasks.max(1),
         inner_steps: args.inner_steps.max(1),
         inner_adam: Default::default(),
         support_frames: args.support.max(1),
-        checkpoint_every: args.checkpoint_every,
-        seed: args.seed,
-        objective: metaportrait::train::step::Objective { weights: &weights, vgg: vgg.as_ref() },
-        device: &device,
+        checkpoint_every: args.common.checkpoint_every,
+        seed: args.common.seed,
+        objective: metaportrait::train::step::Objective { weights: &weights, vgg: setup.vgg.as_ref() },
+        device: &setup.device,
     };
-    eprintln!(
-        "meta-training on {} identities ({} clips) into {}",
-        dataset.identities.len(),
-        dataset.identities.iter().map(|(_, c)| c.len()).sum::<usize>(),
-        args.out.display()
-    );
-    let bar = ProgressBar::new(args.steps);
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} {elapsed} ETA {eta}")?);
+    let bar = TrainSetup::bar(args.steps)?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let (_, state) = meta_train(model, &run, &cancel, |log| {
+    let (_, state) = meta_train(setup.model.clone(), &run, &cancel, |log| {
         bar.set_position(log.step);
-        bar.set_message(format!("meta · inner loss {:.4} → {:.4}", log.inner_loss_first, log.inner_loss_last));
+        if let Some(meta) = &log.meta {
+            bar.set_message(format!("meta · inner loss {:.4} → {:.4}", meta.inner_loss_first, meta.inner_loss_last));
+        }
     })?;
     bar.finish_and_clear();
-    eprintln!("meta-training at step {} (checkpoints in {})", state.step, args.out.display());
+    eprintln!("meta-training at step {} (checkpoints in {})", state.step, args.common.out.display());
     Ok(())
 }
 

@@ -105,7 +105,8 @@ fn prepare_then_meta_train_with_checkpoints_and_exact_resume() {
     let (state, after_two) = latest(&interrupted);
     assert_eq!(state["step"], 2);
     assert_eq!(state["log"].as_array().map(Vec::len), Some(2));
-    assert!(state["log"][0]["inner_loss_last"].as_f64() < state["log"][0]["inner_loss_first"].as_f64());
+    let first_step = &state["log"][0]["meta"];
+    assert!(first_step["inner_loss_last"].as_f64() < first_step["inner_loss_first"].as_f64(), "{first_step}");
     let init = WeightStore::load_safetensors(&weights).expect("init");
     assert!(max_diff(&after_two, &init) > 0.0, "meta-training changed nothing");
     // Resume to 3 steps, and compare with a run that goes to 3 in one go.
@@ -123,5 +124,45 @@ fn prepare_then_meta_train_with_checkpoints_and_exact_resume() {
     assert!(diff <= 1e-5, "resumed and uninterrupted runs differ by {diff}");
     let kept = std::fs::read_dir(&straight).expect("run dir").filter_map(Result::ok).count();
     assert_eq!(kept, 3, "latest + the last two checkpoints");
+
+    // Warping pre-training: only the warping network moves.
+    let warp_run = dir.join("warp");
+    let (ok, stderr) = run(&[
+        "train".as_ref(),
+        "warp".as_ref(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--config".as_ref(),
+        config.as_os_str(),
+        "--weights".as_ref(),
+        weights.as_os_str(),
+        "--out".as_ref(),
+        warp_run.as_os_str(),
+        "--steps".as_ref(),
+        "2".as_ref(),
+        "--perceptual".as_ref(),
+        "off".as_ref(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (warp_state, warped) = latest(&warp_run);
+    assert_eq!(warp_state["stage"], "warp");
+    assert_eq!(warp_state["step"], 2);
+    assert!(
+        warp_state["log"].as_array().is_some_and(|l| l.iter().all(|e| e["loss"].as_f64().is_some_and(f64::is_finite)))
+    );
+    let is_warp = |k: &str| k.starts_with("ladder_network.") || k.starts_with("dense_motion_network.");
+    let (mut warp_moved, mut other_moved) = (0, 0);
+    for (key, t) in warped.iter() {
+        let moved = t.data() != init.get(key).expect("same keys").data();
+        if moved && is_warp(key) {
+            warp_moved += 1;
+        } else if moved {
+            other_moved += 1;
+        }
+    }
+    assert!(warp_moved > 0 && other_moved == 0, "warp tensors moved: {warp_moved}, others: {other_moved}");
+    // A run folder of another stage is not resumed by mistake.
+    let (ok, stderr) = meta(&warp_run, "3");
+    assert!(!ok && stderr.contains("another architecture or stage"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }

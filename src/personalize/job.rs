@@ -83,23 +83,28 @@ pub fn samples(
     indices: &[usize],
     id_vector: &[f32],
 ) -> Result<Vec<TrainSample>, PersonalizeError> {
-    let source = &clip.frames[clip.source];
+    indices.iter().map(|&i| pair_sample(builder, clip, clip.source, i, id_vector)).collect()
+}
+
+/// One training sample: frame `source` of the clip posed as frame `driving`, with `driving` as the target.
+pub fn pair_sample(
+    builder: &mut InputBuilder,
+    clip: &ClipFrames,
+    source: usize,
+    driving: usize,
+    id_vector: &[f32],
+) -> Result<TrainSample, PersonalizeError> {
+    let (source, frame) = (&clip.frames[source], &clip.frames[driving]);
     let side = source.crop.width() as f32;
-    indices
-        .iter()
-        .map(|&i| {
-            let frame = &clip.frames[i];
-            let inputs = builder.frame(&source.crop, &source.landmarks, &frame.landmarks, id_vector, side)?;
-            let kp = keypoints_of(&inputs.driving_ldmk);
-            let size = builder.size();
-            Ok(TrainSample {
-                target: builder.image(&frame.crop),
-                eye_mask: eye_mask(&kp, size),
-                mouth_mask: mouth_mask(&kp, size),
-                inputs,
-            })
-        })
-        .collect()
+    let inputs = builder.frame(&source.crop, &source.landmarks, &frame.landmarks, id_vector, side)?;
+    let kp = keypoints_of(&inputs.driving_ldmk);
+    let size = builder.size();
+    Ok(TrainSample {
+        target: builder.image(&frame.crop),
+        eye_mask: eye_mask(&kp, size),
+        mouth_mask: mouth_mask(&kp, size),
+        inputs,
+    })
 }
 
 /// Fine-tunes `base` on the clip and returns the identity to store and the report. `progress` sees every step.

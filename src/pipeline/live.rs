@@ -320,10 +320,16 @@ pub fn start(
     let (capture, source_name) = start_capture(&config.input)?;
     control.source_name = source_name;
     let tsr = match config.tsr {
-        Some(model) => Some(LiveTsr {
-            engine: crate::tsr::engine::TsrEngine::new(model, Default::default())?,
-            stream: crate::tsr::stream::TsrStream::new(crate::tsr::stream::DEFAULT_HISTORY),
-        }),
+        Some(model) => {
+            let mut engine = crate::tsr::engine::TsrEngine::new(model, Default::default())?;
+            let stream = crate::tsr::stream::TsrStream::new(crate::tsr::stream::DEFAULT_HISTORY);
+            // Build the sessions of the window's two geometries now (a clip's start, then the steady state), so the
+            // toggle does not stall the first frames.
+            for frames in [stream.window_frames() - 1, stream.window_frames()] {
+                engine.prepare(frames, ENGINE_SIDE_PX as usize)?;
+            }
+            Some(LiveTsr { engine, stream })
+        }
         None => None,
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -2,9 +2,9 @@
 //!
 //! Owns the outer loop: per outer step, draw `tasks_per_step` identities (one clip each, a support set of its frames),
 //! run `reptile::reptile_step` (K inner Adam steps per task from a copy of θ; outer Adam lr 2e-5, betas (0.5, 0.999),
-//! clip 0.3 on the mean of θ − θ′; non-finite tasks skipped), log, and checkpoint. Receives the initial model, a
-//! `Dataset` and a run folder; emits checkpoints there — `ckpt-<step>/{weights,optimizer}.safetensors + state.json`,
-//! each staged and renamed, then `latest` rewritten atomically — so a killed run resumes from its last checkpoint.
+//! clip 0.3 on the mean of θ − θ′; non-finite tasks skipped), log, and checkpoint (`checkpoint`: staged, renamed,
+//! `latest` rewritten atomically). Receives the initial model, a `Dataset` and a run folder; emits checkpoints, so
+//! a killed run resumes from its last checkpoint.
 //! The draw of step s depends only on (seed, s), so a resumed run continues exactly as the uninterrupted one would.
 
 use std::collections::BTreeMap;
@@ -20,18 +20,10 @@ use super::step::{Objective, TrainSample};
 use crate::model::ModelError;
 use crate::model::engine::GeneratorModel;
 use crate::model::inputs::InputBuilder;
-use crate::model::weights::{WeightStore, write_atomic};
 use crate::personalize::clip::ClipFrames;
 use crate::personalize::job::{PersonalizeError, samples};
 use crate::rng::SplitMix64;
 
-const LATEST_FILE: &str = "latest";
-const STATE_FILE: &str = "state.json";
-const WEIGHTS_FILE: &str = "weights.safetensors";
-const OPTIMIZER_FILE: &str = "optimizer.safetensors";
-const CHECKPOINT_PREFIX: &str = "ckpt-";
-/// Checkpoints kept besides the latest.
-const KEEP_PREVIOUS: usize = 1;
 const STEP_SEED_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,16 +36,25 @@ pub enum TrainError {
     Loop(#[from] LoopError),
     #[error(transparent)]
     Samples(#[from] PersonalizeError),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("checkpoint {path}: {reason}")]
-    Checkpoint { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Checkpoint(#[from] super::checkpoint::CheckpointError),
+    #[error("{path}: {reason}")]
+    Run { path: PathBuf, reason: String },
 }
 
-/// One outer step as logged.
+/// One training step as logged (`state.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
     pub step: u64,
+    /// The step's loss (meta: the mean last inner-step loss).
+    pub loss: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta: Option<MetaLog>,
+}
+
+/// What a Reptile outer step did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetaLog {
     pub tasks_used: usize,
     pub tasks_skipped: usize,
     pub inner_loss_first: f64,
@@ -88,65 +89,23 @@ pub struct MetaTraining<'a> {
     pub device: &'a burn::tensor::Device,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
-}
-
-/// The latest checkpoint of a run folder, if any: its state, weights and optimizer.
-pub fn load_latest(run_dir: &Path) -> Result<Option<(RunState, WeightStore, WeightStore)>, TrainError> {
-    let latest = run_dir.join(LATEST_FILE);
-    let name = match std::fs::read_to_string(&latest) {
-        Ok(name) => name.trim().to_owned(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(TrainError::Io { path: latest, source: e }),
-    };
-    let dir = run_dir.join(&name);
-    let bad = |reason: String| TrainError::Checkpoint { path: dir.clone(), reason };
-    let text = std::fs::read_to_string(dir.join(STATE_FILE)).map_err(|e| bad(e.to_string()))?;
-    let state: RunState = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let weights = WeightStore::load_safetensors(&dir.join(WEIGHTS_FILE))?;
-    let optimizer = WeightStore::load_safetensors(&dir.join(OPTIMIZER_FILE))?;
-    Ok(Some((state, weights, optimizer)))
-}
-
-fn save_checkpoint(
+/// Refuses to resume a run folder made by another stage or architecture.
+pub fn check_resumable(
     run_dir: &Path,
     state: &RunState,
-    model: &GeneratorModel,
-    outer: &Adam,
-) -> Result<PathBuf, TrainError> {
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
-    let name = format!("{CHECKPOINT_PREFIX}{:08}", state.step);
-    let dir = run_dir.join(&name);
-    let staging = run_dir.join(format!(".staging-{name}"));
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
+    stage: &str,
+    config: &serde_json::Value,
+) -> Result<(), TrainError> {
+    if state.stage != stage || &state.config != config {
+        return Err(TrainError::Run {
+            path: run_dir.into(),
+            reason: format!(
+                "the run folder holds a `{}` run of another architecture or stage; use a new --out",
+                state.stage
+            ),
+        });
     }
-    std::fs::create_dir_all(&staging).map_err(io(&staging))?;
-    model.weights.save_safetensors(&staging.join(WEIGHTS_FILE))?;
-    outer.state().1.save_safetensors(&staging.join(OPTIMIZER_FILE))?;
-    let text = serde_json::to_string_pretty(state)
-        .map_err(|e| TrainError::Checkpoint { path: staging.clone(), reason: e.to_string() })?;
-    write_atomic(&staging.join(STATE_FILE), text.as_bytes()).map_err(io(&staging))?;
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(io(&dir))?;
-    }
-    std::fs::rename(&staging, &dir).map_err(io(&dir))?;
-    let latest = run_dir.join(LATEST_FILE);
-    write_atomic(&latest, name.as_bytes()).map_err(io(&latest))?;
-    // Older checkpoints beyond the kept ones go (the latest is already committed).
-    let mut old: Vec<PathBuf> = std::fs::read_dir(run_dir)
-        .map_err(io(run_dir))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(CHECKPOINT_PREFIX)) && *p != dir)
-        .collect();
-    old.sort();
-    let excess = old.len().saturating_sub(KEEP_PREVIOUS);
-    for path in old.into_iter().take(excess) {
-        let _ = std::fs::remove_dir_all(path);
-    }
-    Ok(dir)
+    Ok(())
 }
 
 /// The clips drawn for outer step `step` (depends only on the seed and the step).
@@ -168,18 +127,14 @@ pub fn meta_train(
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(GeneratorModel, RunState), TrainError> {
     let config_json = serde_json::to_value(&model.config)
-        .map_err(|e| TrainError::Checkpoint { path: run.run_dir.into(), reason: e.to_string() })?;
-    let (mut state, mut outer) = match load_latest(run.run_dir)? {
-        Some((state, weights, optimizer)) => {
-            if state.stage != "meta" || state.config != config_json {
-                return Err(TrainError::Checkpoint {
-                    path: run.run_dir.into(),
-                    reason: "the run folder holds another stage or architecture; use a new --out".into(),
-                });
-            }
-            model = GeneratorModel::new(model.config.clone(), weights)?;
-            let outer = Adam::from_state(outer_adam_config(), state.step, &optimizer)
-                .map_err(|reason| TrainError::Checkpoint { path: run.run_dir.into(), reason })?;
+        .map_err(|e| TrainError::Run { path: run.run_dir.into(), reason: e.to_string() })?;
+    let (mut state, mut outer) = match super::checkpoint::load_latest::<RunState>(run.run_dir)? {
+        Some(checkpoint) => {
+            let state = checkpoint.state;
+            check_resumable(run.run_dir, &state, "meta", &config_json)?;
+            model = GeneratorModel::new(model.config.clone(), checkpoint.weights)?;
+            let outer = Adam::from_state(outer_adam_config(), state.step, &checkpoint.optimizer)
+                .map_err(|reason| TrainError::Run { path: run.run_dir.into(), reason })?;
             tracing::info!(step = state.step, "meta-training: resuming");
             (state, outer)
         }
@@ -218,16 +173,19 @@ pub fn meta_train(
         state.step = step;
         let log = StepLog {
             step,
-            tasks_used: report.tasks_used,
-            tasks_skipped: report.tasks_skipped,
-            inner_loss_first: report.inner_loss_first,
-            inner_loss_last: report.inner_loss_last,
+            loss: report.inner_loss_last,
+            meta: Some(MetaLog {
+                tasks_used: report.tasks_used,
+                tasks_skipped: report.tasks_skipped,
+                inner_loss_first: report.inner_loss_first,
+                inner_loss_last: report.inner_loss_last,
+            }),
         };
         tracing::info!(?log, "meta-training step");
         progress(&log);
         state.log.push(log);
         if step % run.checkpoint_every.max(1) == 0 || step == run.outer_steps {
-            save_checkpoint(run.run_dir, &state, &model, &outer)?;
+            super::checkpoint::save(run.run_dir, step, &state, &model.weights, &outer.state().1)?;
         }
     }
     Ok((model, state))

@@ -5,9 +5,11 @@
 //! executor returns them); emits updated parameters and per-step statistics.
 
 pub mod adam;
+pub mod checkpoint;
 pub mod dataset;
 pub mod loss;
 pub mod meta;
 pub mod reptile;
 pub mod step;
+pub mod supervised;
 pub mod vgg;

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 
 use crate::model::ModelError;
 use crate::model::burn_exec::BurnExec;
-use crate::model::engine::GeneratorModel;
+use crate::model::engine::{GeneratorModel, Stage};
 use crate::model::net::{self, GeneratorInputs};
 use crate::tensor::HostTensor;
 
@@ -54,17 +54,23 @@ fn first(t: &HostTensor) -> f32 {
     t.data().first().copied().unwrap_or(f32::NAN)
 }
 
+/// The loss of `sample` on the stage's output: the refined prediction (`Full`) or the warped source (`Warp`, the
+/// official warping pre-training, which runs only the warping network).
 fn forward_loss(
     exec: &mut BurnExec<'_>,
     model: &GeneratorModel,
     sample: &TrainSample,
     objective: Objective<'_>,
+    stage: Stage,
 ) -> Result<(crate::model::burn_exec::BurnValue, LossReport), ModelError> {
     let ins = sample.inputs.map(|t| exec.input(t));
     let target = exec.input(&sample.target);
     let (eye, mouth) = (exec.input(&sample.eye_mask), exec.input(&sample.mouth_mask));
-    let out = net::generator_forward(exec, &model.config, &ins)?;
-    let terms = loss::generator_loss(exec, objective.weights, objective.vgg, &out.prediction, &target, &eye, &mouth)?;
+    let output = match stage {
+        Stage::Full => net::generator_forward(exec, &model.config, &ins)?.prediction,
+        Stage::Warp => net::warp::warp_forward(exec, &model.config, &ins)?.deformed,
+    };
+    let terms = loss::generator_loss(exec, objective.weights, objective.vgg, &output, &target, &eye, &mouth)?;
     let report = LossReport {
         total: first(&exec.to_host(&terms.total)),
         terms: terms.terms.iter().map(|(n, t)| (*n, first(&exec.to_host(t)))).collect(),
@@ -80,9 +86,21 @@ pub fn loss_step(
     sample: &TrainSample,
     objective: Objective<'_>,
 ) -> Result<StepReport, ModelError> {
+    loss_step_on(model, adam, device, sample, objective, Stage::Full)
+}
+
+/// `loss_step` on a stage's output (`Warp`: only the warping network gets gradients and moves).
+pub fn loss_step_on(
+    model: &mut GeneratorModel,
+    adam: &mut Adam,
+    device: &Device,
+    sample: &TrainSample,
+    objective: Objective<'_>,
+    stage: Stage,
+) -> Result<StepReport, ModelError> {
     let (grads, loss) = {
         let mut exec = BurnExec::new(&model.weights, device, true);
-        let (total, report) = forward_loss(&mut exec, model, sample, objective)?;
+        let (total, report) = forward_loss(&mut exec, model, sample, objective, stage)?;
         (exec.backward(&total)?, report)
     };
     let stats = adam.step(model.weights.tensors_mut(), &grads);
@@ -97,7 +115,7 @@ pub fn evaluate(
     objective: Objective<'_>,
 ) -> Result<LossReport, ModelError> {
     let mut exec = BurnExec::new(&model.weights, device, false);
-    Ok(forward_loss(&mut exec, model, sample, objective)?.1)
+    Ok(forward_loss(&mut exec, model, sample, objective, Stage::Full)?.1)
 }
 
 /// Mean loss over samples (the held-out measure of personalization).
