@@ -81,6 +81,24 @@ impl CropBox {
         [(p[0] - self.x as f32) * s, (p[1] - self.y as f32) * s]
     }
 
+    /// Landmarks in frame pixels (z scaled like x) mapped into the crop of side `out`, written into `dst` (cleared
+    /// first; its capacity is reused).
+    pub fn landmarks_into_crop(&self, points: &[[f32; 3]], out: u32, dst: &mut Vec<[f32; 3]>) {
+        let z_scale = out as f32 / self.side as f32;
+        dst.clear();
+        dst.extend(points.iter().map(|p| {
+            let q = self.to_crop([p[0], p[1]], out);
+            [q[0], q[1], p[2] * z_scale]
+        }));
+    }
+
+    /// `landmarks_into_crop` into a new vector.
+    pub fn landmarks_to_crop(&self, points: &[[f32; 3]], out: u32) -> Vec<[f32; 3]> {
+        let mut dst = Vec::with_capacity(points.len());
+        self.landmarks_into_crop(points, out, &mut dst);
+        dst
+    }
+
     /// Crop pixel → frame pixel.
     pub fn to_frame(&self, p: [f32; 2], out: u32) -> [f32; 2] {
         let s = self.side as f32 / out as f32;
@@ -154,6 +172,16 @@ mod tests {
         // A face larger than the frame: capped at the shorter side.
         let b = CropBox::official(FaceBox { x: 0.0, y: 0.0, w: 600.0, h: 600.0 }, 640, 480, &p);
         assert_eq!(b.side, 480);
+    }
+
+    #[test]
+    fn landmarks_map_into_the_crop_with_z_scaled_like_x() {
+        let b = CropBox { x: 100, y: 50, side: 128 };
+        let mapped = b.landmarks_to_crop(&[[100.0, 50.0, 4.0], [164.0, 114.0, -2.0]], 256);
+        assert_eq!(mapped, vec![[0.0, 0.0, 8.0], [128.0, 128.0, -4.0]]);
+        let mut reused = Vec::with_capacity(8);
+        b.landmarks_into_crop(&[[228.0, 178.0, 1.0]], 256, &mut reused);
+        assert_eq!(reused, vec![[256.0, 256.0, 2.0]]);
     }
 
     #[test]

@@ -123,16 +123,7 @@ pub fn prepare_clip(
         let crop_box = *crop_box.get_or_insert_with(|| CropBox::official(face_box, w, h, &policy));
         let mut crop = RgbImage::new(policy.out_size, policy.out_size);
         crop_box.crop_into(&frame.pixels, &mut crop);
-        let z_scale = policy.out_size as f32 / crop_box.side as f32;
-        let landmarks = face
-            .landmarks
-            .points
-            .iter()
-            .map(|p| {
-                let q = crop_box.to_crop([p[0], p[1]], policy.out_size);
-                [q[0], q[1], p[2] * z_scale]
-            })
-            .collect();
+        let landmarks = crop_box.landmarks_to_crop(&face.landmarks.points, policy.out_size);
         frames.push(CropFrame { crop, landmarks, index: frame.index });
         pictures.push((frame.pixels, face.landmarks.points));
     }

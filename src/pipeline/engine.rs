@@ -68,6 +68,17 @@ pub trait LiveEngine: Send {
 pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): convert the official \
      checkpoint with `metaportrait import-checkpoint` to use the MetaPortrait generator";
 
+/// The landmarks without z (the mesh is 2-D).
+fn flat(points: &[[f32; 3]]) -> Vec<[f32; 2]> {
+    points.iter().map(|p| [p[0], p[1]]).collect()
+}
+
+/// Writes the 2-D part of `target` into the reused `dst`.
+fn flatten_into(target: &[[f32; 3]], dst: &mut Vec<[f32; 2]>) {
+    dst.clear();
+    dst.extend(target.iter().map(|p| [p[0], p[1]]));
+}
+
 /// The zero-weights engine: a triangulated mesh warp of the portrait.
 #[derive(Default)]
 pub struct PreviewEngine {
@@ -92,15 +103,13 @@ impl LiveEngine for PreviewEngine {
     }
 
     fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
-        let flat: Vec<[f32; 2]> = identity.landmarks.iter().map(|p| [p[0], p[1]]).collect();
-        self.warp = Some(MeshWarp::new(identity.portrait.clone(), &flat)?);
+        self.warp = Some(MeshWarp::new(identity.portrait.clone(), &flat(&identity.landmarks))?);
         Ok(())
     }
 
     fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
         let warp = self.warp.as_mut().ok_or(EngineError::NoIdentity)?;
-        self.target_2d.clear();
-        self.target_2d.extend(target.iter().map(|p| [p[0], p[1]]));
+        flatten_into(target, &mut self.target_2d);
         warp.render(&self.target_2d, out)?;
         Ok(())
     }
@@ -129,15 +138,14 @@ impl LiveEngine for GpuPreviewEngine {
     }
 
     fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
-        let flat: Vec<[f32; 2]> = identity.landmarks.iter().map(|p| [p[0], p[1]]).collect();
-        self.warp = Some(GpuMeshWarp::new(&self.gpu, MeshWarp::new(identity.portrait.clone(), &flat)?));
+        let mesh = MeshWarp::new(identity.portrait.clone(), &flat(&identity.landmarks))?;
+        self.warp = Some(GpuMeshWarp::new(&self.gpu, mesh));
         Ok(())
     }
 
     fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
         let warp = self.warp.as_mut().ok_or(EngineError::NoIdentity)?;
-        self.target_2d.clear();
-        self.target_2d.extend(target.iter().map(|p| [p[0], p[1]]));
+        flatten_into(target, &mut self.target_2d);
         warp.render(&self.target_2d, out)?;
         Ok(())
     }

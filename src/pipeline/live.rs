@@ -448,16 +448,7 @@ impl FaceStage {
             let Some(face_box) = FaceBox::of_points(&flat) else { continue };
             let (w, h) = frame.pixels.dimensions();
             let crop = *crop_box.get_or_insert_with(|| CropBox::official(face_box, w, h, &policy));
-            let z_scale = policy.out_size as f32 / crop.side as f32;
-            let landmarks = face
-                .landmarks
-                .points
-                .iter()
-                .map(|p| {
-                    let q = crop.to_crop([p[0], p[1]], policy.out_size);
-                    [q[0], q[1], p[2] * z_scale]
-                })
-                .collect();
+            let landmarks = crop.landmarks_to_crop(&face.landmarks.points, policy.out_size);
             if self.poses.send(DrivingPose { landmarks, captured }).is_err() {
                 break;
             }

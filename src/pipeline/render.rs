@@ -84,18 +84,9 @@ pub fn prepare_portrait(
     let mut crop = RgbImage::new(policy.out_size, policy.out_size);
     crop_box.crop_into(portrait, &mut crop);
     // Landmarks of the crop itself (the network saw them at this scale), falling back to the mapped ones.
-    let scale = policy.out_size as f32 / crop_box.side as f32;
     let landmarks = match mesher.detect_landmarks(&crop, true)?.first() {
         Some(f) => f.landmarks.points.clone(),
-        None => face
-            .landmarks
-            .points
-            .iter()
-            .map(|p| {
-                let q = crop_box.to_crop([p[0], p[1]], policy.out_size);
-                [q[0], q[1], p[2] * scale]
-            })
-            .collect(),
+        None => crop_box.landmarks_to_crop(&face.landmarks.points, policy.out_size),
     };
     Ok(PreparedPortrait { crop, landmarks, frame_landmarks: face.landmarks.points.clone() })
 }
@@ -207,11 +198,7 @@ pub fn render_clip(
                         let b = FaceBox::of_points(&pts).unwrap_or(FaceBox { x: 0.0, y: 0.0, w: 1.0, h: 1.0 });
                         CropBox::official(b, frame.pixels.width(), frame.pixels.height(), &policy)
                     });
-                    let z_scale = size as f32 / crop_box.side as f32;
-                    for ((d, p), raw) in driving_crop_pts.iter_mut().zip(&pts).zip(&face.landmarks.points) {
-                        let q = crop_box.to_crop(*p, size);
-                        *d = [q[0], q[1], raw[2] * z_scale];
-                    }
+                    crop_box.landmarks_into_crop(&face.landmarks.points, size, &mut driving_crop_pts);
                     motion.transfer(&driving_crop_pts, &mut target3).map_err(motion_err)?;
                     any_face = true;
                 }
