@@ -89,23 +89,32 @@ pub struct MetaTraining<'a> {
     pub device: &'a burn::tensor::Device,
 }
 
-/// Refuses to resume a run folder made by another stage or architecture.
-pub fn check_resumable(
+/// The run's state and optimizer from the latest checkpoint in `run_dir` (loading its weights into `model`), or a
+/// fresh start. A folder made by another stage or architecture is refused rather than resumed by mistake.
+pub fn resume_or_start(
     run_dir: &Path,
-    state: &RunState,
     stage: &str,
-    config: &serde_json::Value,
-) -> Result<(), TrainError> {
-    if state.stage != stage || &state.config != config {
-        return Err(TrainError::Run {
-            path: run_dir.into(),
-            reason: format!(
-                "the run folder holds a `{}` run of another architecture or stage; use a new --out",
-                state.stage
-            ),
-        });
+    model: &mut GeneratorModel,
+    adam: AdamConfig,
+    seed: u64,
+) -> Result<(RunState, Adam), TrainError> {
+    let run_err = |reason: String| TrainError::Run { path: run_dir.into(), reason };
+    let config = serde_json::to_value(&model.config).map_err(|e| run_err(e.to_string()))?;
+    let Some(checkpoint) = super::checkpoint::load_latest::<RunState>(run_dir)? else {
+        let state = RunState { stage: stage.into(), step: 0, seed, config, log: Vec::new() };
+        return Ok((state, Adam::new(adam)));
+    };
+    let state = checkpoint.state;
+    if state.stage != stage || state.config != config {
+        return Err(run_err(format!(
+            "the run folder holds a `{}` run of another architecture or stage; use a new --out",
+            state.stage
+        )));
     }
-    Ok(())
+    *model = GeneratorModel::new(model.config.clone(), checkpoint.weights)?;
+    let adam = Adam::from_state(adam, state.step, &checkpoint.optimizer).map_err(run_err)?;
+    tracing::info!(stage, step = state.step, "training: resuming");
+    Ok((state, adam))
 }
 
 /// The clips drawn for outer step `step` (depends only on the seed and the step).
@@ -126,23 +135,7 @@ pub fn meta_train(
     cancel: &AtomicBool,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(GeneratorModel, RunState), TrainError> {
-    let config_json = serde_json::to_value(&model.config)
-        .map_err(|e| TrainError::Run { path: run.run_dir.into(), reason: e.to_string() })?;
-    let (mut state, mut outer) = match super::checkpoint::load_latest::<RunState>(run.run_dir)? {
-        Some(checkpoint) => {
-            let state = checkpoint.state;
-            check_resumable(run.run_dir, &state, "meta", &config_json)?;
-            model = GeneratorModel::new(model.config.clone(), checkpoint.weights)?;
-            let outer = Adam::from_state(outer_adam_config(), state.step, &checkpoint.optimizer)
-                .map_err(|reason| TrainError::Run { path: run.run_dir.into(), reason })?;
-            tracing::info!(step = state.step, "meta-training: resuming");
-            (state, outer)
-        }
-        None => (
-            RunState { stage: "meta".into(), step: 0, seed: run.seed, config: config_json, log: Vec::new() },
-            Adam::new(outer_adam_config()),
-        ),
-    };
+    let (mut state, mut outer) = resume_or_start(run.run_dir, "meta", &mut model, outer_adam_config(), run.seed)?;
     let mut builder = InputBuilder::new(&model.config).map_err(PersonalizeError::from)?;
     let mut cache: BTreeMap<PathBuf, (ClipFrames, Vec<f32>)> = BTreeMap::new();
     let inner =

@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::adam::{Adam, AdamConfig};
+use super::adam::AdamConfig;
 use super::dataset::Dataset;
-use super::meta::{RunState, StepLog, TrainError, check_resumable};
+use super::meta::{RunState, StepLog, TrainError, resume_or_start};
 use super::step::{Objective, loss_step_on};
 use crate::model::engine::{GeneratorModel, Stage};
 use crate::model::inputs::InputBuilder;
@@ -43,23 +43,7 @@ pub fn train_warp(
     cancel: &AtomicBool,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(GeneratorModel, RunState), TrainError> {
-    let config_json = serde_json::to_value(&model.config)
-        .map_err(|e| TrainError::Run { path: run.run_dir.into(), reason: e.to_string() })?;
-    let (mut state, mut adam) = match super::checkpoint::load_latest::<RunState>(run.run_dir)? {
-        Some(checkpoint) => {
-            let state = checkpoint.state;
-            check_resumable(run.run_dir, &state, STAGE_WARP, &config_json)?;
-            model = GeneratorModel::new(model.config.clone(), checkpoint.weights)?;
-            let adam = Adam::from_state(run.adam.clone(), state.step, &checkpoint.optimizer)
-                .map_err(|reason| TrainError::Run { path: run.run_dir.into(), reason })?;
-            tracing::info!(step = state.step, "warp training: resuming");
-            (state, adam)
-        }
-        None => (
-            RunState { stage: STAGE_WARP.into(), step: 0, seed: run.seed, config: config_json, log: Vec::new() },
-            Adam::new(run.adam.clone()),
-        ),
-    };
+    let (mut state, mut adam) = resume_or_start(run.run_dir, STAGE_WARP, &mut model, run.adam.clone(), run.seed)?;
     let mut builder = InputBuilder::new(&model.config).map_err(PersonalizeError::from)?;
     let mut cache: BTreeMap<PathBuf, (ClipFrames, Vec<f32>)> = BTreeMap::new();
     while state.step < run.steps {
