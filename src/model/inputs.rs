@@ -67,15 +67,9 @@ impl InputBuilder {
             resized = image::imageops::resize(picture, side, side, image::imageops::FilterType::Triangle);
             &resized
         };
-        let plane = self.size * self.size;
-        let mut data = vec![0.0f32; IMAGE_CHANNELS * plane];
-        for (i, p) in picture.pixels().enumerate() {
-            for c in 0..IMAGE_CHANNELS {
-                data[c * plane + i] = f32::from(p[c]) / 255.0;
-            }
-        }
-        HostTensor::new(vec![1, IMAGE_CHANNELS, self.size, self.size], data)
-            .unwrap_or_else(|_| HostTensor::zeros(&[1, IMAGE_CHANNELS, self.size, self.size]))
+        let mut out = HostTensor::zeros(&[1, IMAGE_CHANNELS, self.size, self.size]);
+        write_planar_unit(picture, out.data_mut());
+        out
     }
 
     /// `[1, id_dim]` with unit L2 norm.
@@ -134,19 +128,35 @@ impl InputBuilder {
     }
 }
 
-/// `refine.prediction` (`[1, 3, S, S]`) as an 8-bit picture, `clip(v, 0, 1) · 255`, written into `out` (resized
+/// Writes `picture` into `dst` as planar RGB in [0, 1] (`/255`), the layout of every network input; `dst` holds
+/// `3 · width · height` values.
+pub fn write_planar_unit(picture: &RgbImage, dst: &mut [f32]) {
+    let plane = (picture.width() * picture.height()) as usize;
+    for (i, p) in picture.pixels().enumerate() {
+        for c in 0..IMAGE_CHANNELS {
+            dst[c * plane + i] = f32::from(p[c]) / 255.0;
+        }
+    }
+}
+
+/// Planar RGB of a `width × height` picture (about [0, 1]) as 8 bits: `clip(v, 0, 1) · 255`, as the official code
+/// saves network outputs.
+pub fn planar_unit_to_image(data: &[f32], width: usize, height: usize) -> RgbImage {
+    let plane = width * height;
+    let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    RgbImage::from_fn(width as u32, height as u32, |x, y| {
+        let i = y as usize * width + x as usize;
+        image::Rgb([to_u8(data[i]), to_u8(data[plane + i]), to_u8(data[2 * plane + i])])
+    })
+}
+
+/// `refine.prediction` (`[1, 3, S, S]`) as an 8-bit picture (`planar_unit_to_image`), written into `out` (resized
 /// when its size differs from S).
 pub fn prediction_to_image(prediction: &HostTensor, out: &mut RgbImage) -> Result<(), InputError> {
     let &[1, 3, h, w] = prediction.shape() else {
         return Err(InputError::PredictionShape(prediction.shape().to_vec()));
     };
-    let plane = h * w;
-    let data = prediction.data();
-    let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-    let picture = RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        let i = y as usize * w + x as usize;
-        image::Rgb([to_u8(data[i]), to_u8(data[plane + i]), to_u8(data[2 * plane + i])])
-    });
+    let picture = planar_unit_to_image(prediction.data(), w, h);
     if picture.dimensions() == out.dimensions() {
         out.copy_from_slice(&picture);
     } else {

@@ -28,6 +28,7 @@ use crate::face::facecrop::{CropBox, CropPolicy, FaceBox};
 use crate::face::filter::OneEuroParams;
 use crate::face::motion::{MotionMode, MotionTransfer};
 use crate::face::{FaceError, FaceMesher, FaceTracker, TrackerOptions};
+use crate::model::inputs::{planar_unit_to_image, write_planar_unit};
 use crate::personalize::store::{IdentityStore, NewIdentity};
 use crate::record::{PushOutcome, Recorder, RecorderConfig, RecorderState};
 use crate::render::{
@@ -458,33 +459,6 @@ impl FaceStage {
     }
 }
 
-/// A picture as `[3, h, w]` in [0, 1].
-fn image_to_planar(picture: &RgbImage) -> HostTensor {
-    let (w, h) = (picture.width() as usize, picture.height() as usize);
-    let plane = w * h;
-    let mut data = vec![0.0f32; 3 * plane];
-    for (i, p) in picture.pixels().enumerate() {
-        for c in 0..3 {
-            data[c * plane + i] = f32::from(p[c]) / 255.0;
-        }
-    }
-    HostTensor::new(vec![3, h, w], data).unwrap_or_else(|_| HostTensor::zeros(&[3, h, w]))
-}
-
-/// `[3, h, w]` (about [0, 1]) as a picture, clipped.
-fn planar_to_image(t: &HostTensor) -> RgbImage {
-    let (h, w) = match t.shape() {
-        &[3, h, w] => (h, w),
-        _ => (0, 0),
-    };
-    let plane = h * w;
-    let v = |c: usize, i: usize| (t.data()[c * plane + i].clamp(0.0, 1.0) * 255.0).round() as u8;
-    RgbImage::from_fn(w as u32, h as u32, |x, y| {
-        let i = y as usize * w + x as usize;
-        image::Rgb([v(0, i), v(1, i), v(2, i)])
-    })
-}
-
 /// The camera frame subsampled to at most `PREVIEW_MAX_WIDTH_PX` wide, with its landmarks scaled to match.
 fn preview_of(frame: &RgbImage, landmarks: &[[f32; 3]]) -> PreviewFrame {
     let (w, h) = frame.dimensions();
@@ -623,11 +597,14 @@ impl EngineSink {
         let mut captured = pose.captured;
         let picture = match (upscale, self.tsr.as_mut()) {
             (true, Some(tsr)) => {
-                let frame = image_to_planar(generated);
+                let (w, h) = (generated.width() as usize, generated.height() as usize);
+                let mut frame = HostTensor::zeros(&[3, h, w]);
+                write_planar_unit(generated, frame.data_mut());
                 match tsr.stream.push(&mut tsr.engine, frame, pose.captured) {
                     Ok(Some(out)) => {
                         captured = out.tag;
-                        planar_to_image(&out.image)
+                        let (h, w) = (out.image.shape()[1], out.image.shape()[2]);
+                        planar_unit_to_image(out.image.data(), w, h)
                     }
                     // The window needs its next frame before the first output.
                     Ok(None) => return Ok(()),

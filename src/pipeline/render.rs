@@ -14,6 +14,7 @@ use crate::capture::{Frame, FrameSource};
 use crate::face::facecrop::{CropBox, CropPolicy, FaceBox};
 use crate::face::motion::{MotionMode, MotionTransfer};
 use crate::face::{FaceError, FaceMesher, FaceTracker, TrackerOptions};
+use crate::model::inputs::{planar_unit_to_image, write_planar_unit};
 use crate::model::preview::PreviewError;
 use crate::pipeline::engine::{EngineError, EngineIdentity, LiveEngine};
 use crate::record::{PushOutcome, RecordError, Recorder, RecorderConfig, RecordingSummary};
@@ -122,15 +123,9 @@ impl ChunkedTsr<'_> {
         }
         let (w, h) = self.pending[0].pixels.dimensions();
         let plane = (w * h) as usize;
-        let mut data = Vec::with_capacity(self.pending.len() * 3 * plane);
-        for frame in &self.pending {
-            let start = data.len();
-            data.resize(start + 3 * plane, 0.0);
-            for (i, p) in frame.pixels.pixels().enumerate() {
-                for c in 0..3 {
-                    data[start + c * plane + i] = f32::from(p[c]) / 255.0;
-                }
-            }
+        let mut data = vec![0.0f32; self.pending.len() * 3 * plane];
+        for (frame, dst) in self.pending.iter().zip(data.chunks_exact_mut(3 * plane)) {
+            write_planar_unit(&frame.pixels, dst);
         }
         let batch = crate::tensor::HostTensor::new(vec![self.pending.len(), 3, h as usize, w as usize], data)
             .map_err(|e| RenderError::Tsr(e.to_string()))?;
@@ -142,15 +137,8 @@ impl ChunkedTsr<'_> {
         let &[n, 3, oh, ow] = out.shape() else {
             return Err(RenderError::Tsr(format!("unexpected output shape {:?}", out.shape())));
         };
-        let oplane = oh * ow;
-        for (k, frame) in self.pending.drain(..).enumerate().take(n) {
-            let base = k * 3 * oplane;
-            let v = |c: usize, i: usize| (out.data()[base + c * oplane + i].clamp(0.0, 1.0) * 255.0).round() as u8;
-            let pixels = RgbImage::from_fn(ow as u32, oh as u32, |x, y| {
-                let i = y as usize * ow + x as usize;
-                image::Rgb([v(0, i), v(1, i), v(2, i)])
-            });
-            push_blocking(recorder, Frame { pixels, ..frame })?;
+        for (frame, data) in self.pending.drain(..).zip(out.data().chunks_exact(3 * oh * ow)).take(n) {
+            push_blocking(recorder, Frame { pixels: planar_unit_to_image(data, ow, oh), ..frame })?;
         }
         Ok(())
     }
