@@ -245,17 +245,8 @@ pub struct RenderArgs {
     /// Output MP4 (H.264); written as `*.partial.mp4` and renamed when complete.
     #[arg(long)]
     pub output: PathBuf,
-    #[arg(long, value_enum, default_value = "preview")]
-    pub engine: EngineChoice,
-    /// Generator weights (safetensors) for `--engine neural`.
-    #[arg(long, required_if_eq("engine", "neural"))]
-    pub weights: Option<PathBuf>,
-    /// Generator architecture for `--engine neural`: `official`, `tiny`, or a config JSON file.
-    #[arg(long, default_value = "official")]
-    pub config: String,
-    /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
-    #[arg(long, default_value = "auto")]
-    pub device: Device,
+    #[command(flatten)]
+    pub neural: NeuralArgs,
     /// Transfer the driver's motion relative to its first frame (keeps the portrait's face shape).
     #[arg(long)]
     pub relative: bool,
@@ -269,6 +260,41 @@ pub struct RenderArgs {
     pub tsr: bool,
     #[command(flatten)]
     pub tsr_model: TsrModelArgs,
+}
+
+/// The engine choice and, for `neural`, the generator's files and device.
+#[derive(Args, Debug)]
+pub struct NeuralArgs {
+    #[arg(long, value_enum, default_value = "preview")]
+    pub engine: EngineChoice,
+    /// Generator weights (safetensors) for `--engine neural`.
+    #[arg(long, required_if_eq("engine", "neural"))]
+    pub weights: Option<PathBuf>,
+    /// Generator architecture for `--engine neural`: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
+}
+
+impl NeuralArgs {
+    /// The generator and its weights file, with `--engine neural`.
+    fn model(&self) -> Result<Option<(GeneratorModel, &std::path::Path)>> {
+        if self.engine != EngineChoice::Neural {
+            return Ok(None);
+        }
+        let weights = self.weights.as_deref().context("--engine neural needs --weights W.safetensors")?;
+        let model = GeneratorModel::load(GeneratorConfig::resolve(&self.config)?, weights)
+            .with_context(|| format!("loading {}", weights.display()))?;
+        Ok(Some((model, weights)))
+    }
+
+    /// The MetaPortrait generator on ONNX Runtime on `--device`.
+    fn engine(&self, model: GeneratorModel) -> Result<metaportrait::pipeline::engine::NeuralEngine> {
+        let options = EngineOptions { device: self.device, ..EngineOptions::default() };
+        Ok(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?)
+    }
 }
 
 /// The temporal SR network's files.
@@ -306,17 +332,8 @@ pub struct LiveArgs {
     /// Where the preview engine draws: `auto` uses wgpu when an adapter exists, else the CPU.
     #[arg(long, value_enum, default_value = "auto")]
     pub preview_device: metaportrait::pipeline::engine::PreviewDevice,
-    #[arg(long, value_enum, default_value = "preview")]
-    pub engine: EngineChoice,
-    /// Generator weights (safetensors) for `--engine neural`.
-    #[arg(long, required_if_eq("engine", "neural"))]
-    pub weights: Option<PathBuf>,
-    /// Generator architecture for `--engine neural`: `official`, `tiny`, or a config JSON file.
-    #[arg(long, default_value = "official")]
-    pub config: String,
-    /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
-    #[arg(long, default_value = "auto")]
-    pub device: Device,
+    #[command(flatten)]
+    pub neural: NeuralArgs,
     #[arg(long)]
     pub models: Option<PathBuf>,
     /// Adam steps of "personalize from a clip" in the panel (with `--engine neural`).
@@ -1058,18 +1075,6 @@ fn render_identity(
     Ok(EngineIdentity { id_vector, ..EngineIdentity::portrait_only(prepared.crop, prepared.landmarks) })
 }
 
-/// The MetaPortrait generator on ONNX Runtime, from a config and safetensors weights.
-fn neural_engine(
-    config: &str,
-    weights: &std::path::Path,
-    device: Device,
-) -> Result<Box<dyn metaportrait::pipeline::engine::LiveEngine>> {
-    let model = GeneratorModel::load(GeneratorConfig::resolve(config)?, weights)
-        .with_context(|| format!("loading {}", weights.display()))?;
-    let options = EngineOptions { device, ..EngineOptions::default() };
-    Ok(Box::new(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?))
-}
-
 /// Where `scripts/provision-id-model.sh` puts the VGG-19 weights.
 fn default_vgg_path() -> PathBuf {
     metaportrait::face::embed::default_id_model_path().with_file_name("vgg19_features_torchvision_norm.safetensors")
@@ -1323,12 +1328,11 @@ fn render(args: &RenderArgs) -> Result<()> {
     use metaportrait::pipeline::engine::{LiveEngine, PreviewEngine};
     let started = Instant::now();
     let mut mesher = face_mesher(args.models.as_ref())?;
-    let neural = args.engine == EngineChoice::Neural;
+    let neural = args.neural.engine == EngineChoice::Neural;
     let identity = render_identity(&mut mesher, args.source.as_deref(), args.identity.as_deref(), neural)?;
-    let mut engine: Box<dyn LiveEngine> = match args.engine {
-        EngineChoice::Preview => Box::new(PreviewEngine::new()),
-        EngineChoice::Neural => {
-            let weights = args.weights.as_ref().context("--engine neural needs --weights W.safetensors")?;
+    let mut engine: Box<dyn LiveEngine> = match args.neural.model()? {
+        None => Box::new(PreviewEngine::new()),
+        Some((model, _)) => {
             if identity.id_vector.is_none() {
                 bail!(
                     "--engine neural needs an identity embedding and this library identity has none (it was added \
@@ -1336,7 +1340,7 @@ fn render(args: &RenderArgs) -> Result<()> {
                      --engine preview"
                 );
             }
-            neural_engine(&args.config, weights, args.device)?
+            Box::new(args.neural.engine(model)?)
         }
     };
     let engine_name = engine.name();
@@ -1345,7 +1349,7 @@ fn render(args: &RenderArgs) -> Result<()> {
     let motion = if args.relative { MotionMode::Relative } else { MotionMode::Absolute };
     let mut tsr = match (args.tsr, args.tsr_model.load()?) {
         (true, Some(model)) => {
-            let options = tsr::engine::TsrOptions { device: args.device, ..Default::default() };
+            let options = tsr::engine::TsrOptions { device: args.neural.device, ..Default::default() };
             Some(tsr::engine::TsrEngine::new(model, options)?)
         }
         _ => None,
@@ -1376,29 +1380,25 @@ fn live(args: &LiveArgs) -> Result<()> {
     };
     let models_dir = args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir);
     let id_model = metaportrait::face::embed::default_id_model_path();
-    let (engine, personalize): (Box<dyn metaportrait::pipeline::engine::LiveEngine>, _) =
-        match (&args.engine, &args.weights) {
-            (EngineChoice::Neural, Some(weights)) => {
-                let model = GeneratorModel::load(GeneratorConfig::resolve(&args.config)?, weights)
-                    .with_context(|| format!("loading {}", weights.display()))?;
-                let vgg = Some(default_vgg_path()).filter(|p| p.is_file());
-                let base = metaportrait::pipeline::personalizer::PersonalizeBase {
-                    model: std::sync::Arc::new(model.clone()),
-                    weights_sha256: metaportrait::checksum::sha256_file(weights)
-                        .with_context(|| format!("reading {}", weights.display()))?,
-                    models_dir: models_dir.clone(),
-                    id_model: id_model.clone(),
-                    vgg,
-                    steps: args.personalize_steps.max(1),
-                };
-                let options = EngineOptions { device: args.device, ..EngineOptions::default() };
-                (Box::new(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?), Some(base))
-            }
-            _ => {
-                tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
-                (metaportrait::pipeline::engine::preview_engine(args.preview_device)?, None)
-            }
-        };
+    let (engine, personalize): (Box<dyn metaportrait::pipeline::engine::LiveEngine>, _) = match args.neural.model()? {
+        Some((model, weights)) => {
+            let vgg = Some(default_vgg_path()).filter(|p| p.is_file());
+            let base = metaportrait::pipeline::personalizer::PersonalizeBase {
+                model: std::sync::Arc::new(model.clone()),
+                weights_sha256: metaportrait::checksum::sha256_file(weights)
+                    .with_context(|| format!("reading {}", weights.display()))?,
+                models_dir: models_dir.clone(),
+                id_model: id_model.clone(),
+                vgg,
+                steps: args.personalize_steps.max(1),
+            };
+            (Box::new(args.neural.engine(model)?), Some(base))
+        }
+        None => {
+            tracing::info!("{}", metaportrait::pipeline::engine::NEURAL_WEIGHTS_HINT);
+            (metaportrait::pipeline::engine::preview_engine(args.preview_device)?, None)
+        }
+    };
     let config = LiveConfig {
         input,
         models_dir,
