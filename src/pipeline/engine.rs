@@ -1,10 +1,10 @@
 //! The live pipeline's inference engines behind one trait.
 //!
-//! Owns `LiveEngine` and its zero-weights implementations (the portrait's landmark mesh warped onto the target
-//! landmarks): `PreviewEngine` on the CPU and `GpuPreviewEngine` drawing the mesh with wgpu; `preview_engine` picks
-//! one for a `PreviewDevice`. Receives the identity (its 256² crop and landmarks in crop pixels) and, per
-//! frame, the target landmarks after motion transfer; emits the generated 256² picture into a buffer the caller
-//! reuses. The neural MetaPortrait generator plugs in here once an identity carries an embedding.
+//! Owns `LiveEngine` and its two implementations: `PreviewEngine`, zero weights — the portrait's landmark mesh
+//! warped onto the target landmarks, drawn on the CPU or with wgpu (`preview_engine` picks for a `PreviewDevice`) —
+//! and `NeuralEngine`, the MetaPortrait generator. Receives the identity (its 256² crop, landmarks in crop pixels,
+//! embedding and weight delta) and, per frame, the target landmarks after motion transfer; emits the generated 256²
+//! picture into a buffer the caller reuses.
 
 use image::RgbImage;
 
@@ -68,28 +68,31 @@ pub trait LiveEngine: Send {
 pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): convert the official \
      checkpoint with `metaportrait import-checkpoint` to use the MetaPortrait generator";
 
-/// The landmarks without z (the mesh is 2-D).
-fn flat(points: &[[f32; 3]]) -> Vec<[f32; 2]> {
-    points.iter().map(|p| [p[0], p[1]]).collect()
+/// The portrait's mesh on the device that draws it.
+enum Warp {
+    Cpu(MeshWarp),
+    Gpu(Box<GpuMeshWarp>),
 }
 
-/// Writes the 2-D part of `target` into the reused `dst`.
-fn flatten_into(target: &[[f32; 3]], dst: &mut Vec<[f32; 2]>) {
-    dst.clear();
-    dst.extend(target.iter().map(|p| [p[0], p[1]]));
-}
-
-/// The zero-weights engine: a triangulated mesh warp of the portrait.
+/// The zero-weights engine: a triangulated mesh warp of the portrait, drawn on the CPU or with wgpu.
 #[derive(Default)]
 pub struct PreviewEngine {
-    warp: Option<MeshWarp>,
+    /// `Some`: draw with wgpu on this device.
+    gpu: Option<GpuContext>,
+    warp: Option<Warp>,
     /// `target` without z, reused every frame.
     target_2d: Vec<[f32; 2]>,
 }
 
 impl PreviewEngine {
+    /// The CPU path.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The wgpu path on `gpu`.
+    pub fn on_gpu(gpu: GpuContext) -> Self {
+        Self { gpu: Some(gpu), ..Self::default() }
     }
 }
 
@@ -99,54 +102,27 @@ impl LiveEngine for PreviewEngine {
     }
 
     fn device(&self) -> String {
-        "cpu".into()
+        self.gpu.as_ref().map_or_else(|| "cpu".into(), |gpu| format!("gpu: {}", gpu.adapter_name))
     }
 
     fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
-        self.warp = Some(MeshWarp::new(identity.portrait.clone(), &flat(&identity.landmarks))?);
+        let flat: Vec<[f32; 2]> = identity.landmarks.iter().map(|p| [p[0], p[1]]).collect();
+        let mesh = MeshWarp::new(identity.portrait.clone(), &flat)?;
+        self.warp = Some(match &self.gpu {
+            Some(gpu) => Warp::Gpu(Box::new(GpuMeshWarp::new(gpu, mesh))),
+            None => Warp::Cpu(mesh),
+        });
         Ok(())
     }
 
     fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
         let warp = self.warp.as_mut().ok_or(EngineError::NoIdentity)?;
-        flatten_into(target, &mut self.target_2d);
-        warp.render(&self.target_2d, out)?;
-        Ok(())
-    }
-}
-
-/// The GPU path of the preview engine.
-pub struct GpuPreviewEngine {
-    gpu: GpuContext,
-    warp: Option<GpuMeshWarp>,
-    target_2d: Vec<[f32; 2]>,
-}
-
-impl GpuPreviewEngine {
-    pub fn new(gpu: GpuContext) -> Self {
-        Self { gpu, warp: None, target_2d: Vec::new() }
-    }
-}
-
-impl LiveEngine for GpuPreviewEngine {
-    fn name(&self) -> String {
-        "preview (mesh warp)".into()
-    }
-
-    fn device(&self) -> String {
-        format!("gpu: {}", self.gpu.adapter_name)
-    }
-
-    fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
-        let mesh = MeshWarp::new(identity.portrait.clone(), &flat(&identity.landmarks))?;
-        self.warp = Some(GpuMeshWarp::new(&self.gpu, mesh));
-        Ok(())
-    }
-
-    fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
-        let warp = self.warp.as_mut().ok_or(EngineError::NoIdentity)?;
-        flatten_into(target, &mut self.target_2d);
-        warp.render(&self.target_2d, out)?;
+        self.target_2d.clear();
+        self.target_2d.extend(target.iter().map(|p| [p[0], p[1]]));
+        match warp {
+            Warp::Cpu(mesh) => mesh.render(&self.target_2d, out)?,
+            Warp::Gpu(mesh) => mesh.render(&self.target_2d, out)?,
+        }
         Ok(())
     }
 }
@@ -251,9 +227,9 @@ pub enum PreviewDevice {
 pub fn preview_engine(device: PreviewDevice) -> Result<Box<dyn LiveEngine>, EngineError> {
     match device {
         PreviewDevice::Cpu => Ok(Box::new(PreviewEngine::new())),
-        PreviewDevice::Gpu => Ok(Box::new(GpuPreviewEngine::new(GpuContext::headless()?))),
+        PreviewDevice::Gpu => Ok(Box::new(PreviewEngine::on_gpu(GpuContext::headless()?))),
         PreviewDevice::Auto => match GpuContext::headless() {
-            Ok(gpu) => Ok(Box::new(GpuPreviewEngine::new(gpu))),
+            Ok(gpu) => Ok(Box::new(PreviewEngine::on_gpu(gpu))),
             Err(reason) => {
                 tracing::info!(%reason, "preview engine on the CPU");
                 Ok(Box::new(PreviewEngine::new()))
