@@ -73,32 +73,18 @@ fn prepare_then_meta_train_with_checkpoints_and_exact_resume() {
     assert!(ok && stderr.contains("prepared 0 clips") && stderr.contains("3 already there"), "{stderr}");
 
     let (config, weights) = common::tiny_id128(&dir);
-    let meta = |out: &PathBuf, steps: &str| {
-        run(&[
-            "train".as_ref(),
-            "meta".as_ref(),
-            "--data".as_ref(),
-            data.as_os_str(),
-            "--config".as_ref(),
-            config.as_os_str(),
-            "--weights".as_ref(),
-            weights.as_os_str(),
-            "--out".as_ref(),
-            out.as_os_str(),
-            "--steps".as_ref(),
-            steps.as_ref(),
-            "--tasks".as_ref(),
-            "2".as_ref(),
-            "--inner-steps".as_ref(),
-            "2".as_ref(),
-            "--support".as_ref(),
-            "3".as_ref(),
-            "--checkpoint-every".as_ref(),
-            "1".as_ref(),
-            "--perceptual".as_ref(),
-            "off".as_ref(),
-        ])
+    // `train STAGE` on the dataset and model above, into `out`, up to `steps`, without VGG.
+    let train = |stage: &str, out: &PathBuf, steps: &str, extra: &[&str]| {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["train".as_ref(), stage.as_ref()];
+        for (flag, value) in [("--data", &data), ("--config", &config), ("--weights", &weights), ("--out", out)] {
+            args.extend([flag.as_ref(), value.as_os_str()]);
+        }
+        args.extend(["--steps", steps, "--perceptual", "off"].map(std::ffi::OsStr::new));
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        run(&args)
     };
+    let meta_args = ["--tasks", "2", "--inner-steps", "2", "--support", "3", "--checkpoint-every", "1"];
+    let meta = |out: &PathBuf, steps: &str| train("meta", out, steps, &meta_args);
     let interrupted = dir.join("run");
     let (ok, stderr) = meta(&interrupted, "2");
     assert!(ok, "{stderr}");
@@ -127,22 +113,7 @@ fn prepare_then_meta_train_with_checkpoints_and_exact_resume() {
 
     // Warping pre-training: only the warping network moves.
     let warp_run = dir.join("warp");
-    let (ok, stderr) = run(&[
-        "train".as_ref(),
-        "warp".as_ref(),
-        "--data".as_ref(),
-        data.as_os_str(),
-        "--config".as_ref(),
-        config.as_os_str(),
-        "--weights".as_ref(),
-        weights.as_os_str(),
-        "--out".as_ref(),
-        warp_run.as_os_str(),
-        "--steps".as_ref(),
-        "2".as_ref(),
-        "--perceptual".as_ref(),
-        "off".as_ref(),
-    ]);
+    let (ok, stderr) = train("warp", &warp_run, "2", &[]);
     assert!(ok, "{stderr}");
     let (warp_state, warped) = latest(&warp_run);
     assert_eq!(warp_state["stage"], "warp");
