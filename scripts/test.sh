@@ -9,6 +9,8 @@ bash scripts/provision-ort.sh
 bash scripts/provision-id-model.sh
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
+# The Vulkan training backend builds offline; lint it too (CI has no GPU to run it: scripts/gpu-check.sh does).
+cargo clippy --all-targets --locked --features vulkan -- -D warnings
 # The wgpu readback tests must not skip here: lavapipe is installed above.
 METAPORTRAIT_REQUIRE_WGPU=1 cargo test --all-targets --locked
 cargo build --locked --example window_demo

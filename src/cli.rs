@@ -104,6 +104,25 @@ pub enum TrainCommand {
     Warp(TrainWarpArgs),
     /// Reptile meta-training: K inner Adam steps per identity, the mean of θ − θ′ applied by the outer Adam.
     Meta(TrainMetaArgs),
+    /// Joint training of the whole generator against the patch discriminator (LSGAN, feature matching 10,
+    /// perceptual on prediction and warped source, eye/mouth 50).
+    Full(TrainFullArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainFullArgs {
+    #[command(flatten)]
+    pub common: TrainCommonArgs,
+    /// Steps to reach.
+    #[arg(long, default_value_t = 10_000)]
+    pub steps: u64,
+    /// Discriminator widths: `official` (one scale, 32 → 512 channels, 4 blocks) or `tiny`.
+    #[arg(long, default_value = "official")]
+    pub discriminator: String,
+    /// Initial discriminator weights (safetensors with the official `discs.…` keys); the official random
+    /// initialisation without.
+    #[arg(long)]
+    pub discriminator_weights: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -154,6 +173,9 @@ pub struct TrainCommonArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "auto")]
     pub perceptual: Perceptual,
+    /// Where burn trains: `cpu`, `cuda`, `cuda:N` (builds with `--features cuda`) or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
 }
 
 #[derive(Args, Debug)]
@@ -187,6 +209,9 @@ pub struct PersonalizeArgs {
     pub report: Option<PathBuf>,
     #[arg(long)]
     pub models: Option<PathBuf>,
+    /// Where burn trains: `cpu`, `cuda`, `cuda:N` (builds with `--features cuda`) or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -529,6 +554,9 @@ pub struct BenchStepArgs {
     /// Timed steps (the first is reported separately as it includes allocation).
     #[arg(long, default_value_t = 2)]
     pub iters: usize,
+    /// Where burn trains: `cpu`, `cuda`, `cuda:N` (builds with `--features cuda`) or `auto`.
+    #[arg(long, default_value = "auto")]
+    pub device: Device,
 }
 
 #[derive(Args, Debug)]
@@ -565,6 +593,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Prepare(args) => prepare(&args),
         Command::Train(TrainCommand::Meta(args)) => train_meta(&args),
         Command::Train(TrainCommand::Warp(args)) => train_warp(&args),
+        Command::Train(TrainCommand::Full(args)) => train_full(&args),
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
@@ -715,8 +744,14 @@ fn bench_generator(args: &BenchGeneratorArgs) -> Result<()> {
         }
         bar.finish_and_clear();
         let med = median(samples);
-        eprintln!("{key}: median {med:.1} ms over {} runs (engine setup {setup_s:.2} s)", args.iters);
+        eprintln!(
+            "{key}: median {med:.1} ms over {} runs on {}{} (engine setup {setup_s:.2} s)",
+            args.iters,
+            engine.device(),
+            if engine.uses_device_buffers() { " with CUDA device buffers" } else { "" }
+        );
         result.insert(key.to_owned(), serde_json::json!(med));
+        result.insert("device".into(), serde_json::json!(engine.device().to_string()));
     }
     result.insert("config".into(), serde_json::json!(cfg.name));
     result.insert("executor".into(), serde_json::json!(args.exec.executor.name()));
@@ -737,7 +772,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         host.get(n).cloned().ok_or_else(|| metaportrait::model::ModelError::MissingInput(n.to_owned()))
     })?;
     let target = host["input.source"].clone();
-    let device = burn_exec::exec_device(Device::Cpu)?;
+    let device = burn_exec::exec_device(args.device)?;
     let mut adam = Adam::new(AdamConfig::default());
     let bar = ProgressBar::new((args.iters + 1) as u64);
     bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")?);
@@ -756,7 +791,8 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
     let med = median(samples);
     eprintln!("step: first {first:.2} s, median {med:.2} s; losses {losses:?}");
     let result = serde_json::json!({
-        "config": cfg.name, "executor": "burn", "first_step_s": first, "step_s": med, "iters": args.iters,
+        "config": cfg.name, "executor": "burn", "device": args.device.to_string(), "first_step_s": first,
+        "step_s": med, "iters": args.iters,
     });
     println!("{result}");
     Ok(())
@@ -1113,7 +1149,7 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
         clip.frames[clip.source].index,
         clip.holdout.len()
     );
-    let device = metaportrait::model::burn_exec::exec_device(Device::Cpu)?;
+    let device = metaportrait::model::burn_exec::exec_device(args.device)?;
     let job = PersonalizeJob {
         name: args.name.clone(),
         steps: args.steps,
@@ -1241,7 +1277,7 @@ impl TrainSetup {
             None => GeneratorModel::random(config, metaportrait::model::engine::DEFAULT_INIT_SEED)?,
         };
         let vgg = perceptual_vgg(args.perceptual, None)?;
-        let device = metaportrait::model::burn_exec::exec_device(Device::Cpu)?;
+        let device = metaportrait::model::burn_exec::exec_device(args.device)?;
         eprintln!(
             "training on {} identities ({} clips) into {}",
             dataset.identities.len(),
@@ -1286,6 +1322,66 @@ fn train_warp(args: &TrainWarpArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     eprintln!("warp training at step {} (checkpoints in {})", state.step, args.common.out.display());
+    Ok(())
+}
+
+fn train_full(args: &TrainFullArgs) -> Result<()> {
+    use metaportrait::train::discriminator::{self, DiscriminatorConfig};
+    use metaportrait::train::supervised::{
+        Discriminator, FullTraining, SupervisedTraining, discriminator_adam_config, train_full,
+    };
+    let setup = TrainSetup::new(&args.common)?;
+    let config = match args.discriminator.as_str() {
+        "official" => DiscriminatorConfig::official(),
+        "tiny" => DiscriminatorConfig::tiny(),
+        other => bail!("unknown discriminator `{other}` (expected `official` or `tiny`)"),
+    };
+    let image_size = setup.model.config.image_size;
+    let weights = match &args.discriminator_weights {
+        Some(path) => {
+            let store = WeightStore::load_safetensors(path).with_context(|| format!("loading {}", path.display()))?;
+            store.validate(&discriminator::expected_entries(&config, image_size)?).with_context(|| {
+                format!("{} does not fit the `{}` discriminator", path.display(), args.discriminator)
+            })?;
+            store
+        }
+        None => discriminator::random_weights(&config, image_size, args.common.seed)?,
+    };
+    let loss_weights = if setup.vgg.is_some() {
+        metaportrait::train::loss::LossWeights::default()
+    } else {
+        metaportrait::train::loss::LossWeights { perceptual: [0.0; 5], ..Default::default() }
+    };
+    let run = FullTraining {
+        common: SupervisedTraining {
+            dataset: &setup.dataset,
+            run_dir: &args.common.out,
+            steps: args.steps,
+            adam: Default::default(),
+            checkpoint_every: args.common.checkpoint_every,
+            seed: args.common.seed,
+            objective: metaportrait::train::step::Objective { weights: &loss_weights, vgg: setup.vgg.as_ref() },
+            device: &setup.device,
+        },
+        adversarial: Default::default(),
+        warp_perceptual: metaportrait::train::loss::LossWeights::default().perceptual,
+        discriminator_adam: discriminator_adam_config(),
+        reduce: &metaportrait::train::reduce::SingleReplica,
+    };
+    let bar = TrainSetup::bar(args.steps)?;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let disc = Discriminator { config, weights };
+    let (_, _, state) = train_full(setup.model.clone(), disc, &run, &cancel, |log| {
+        bar.set_position(log.step);
+        if let Some(adv) = &log.adversarial {
+            bar.set_message(format!(
+                "full · G {:.4} (gan {:.3}, fm {:.3}) · D {:.3}",
+                log.loss, adv.generator_gan, adv.feature_matching, adv.discriminator
+            ));
+        }
+    })?;
+    bar.finish_and_clear();
+    eprintln!("joint training at step {} (checkpoints in {})", state.step, args.common.out.display());
     Ok(())
 }
 

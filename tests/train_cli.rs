@@ -1,6 +1,7 @@
-//! `metaportrait prepare` and `metaportrait train meta` end to end: real frames of three people (the fixture
-//! faces) become a dataset; two Reptile outer steps write checkpoints; a resumed run continues exactly where the
-//! first stopped, equal to an uninterrupted run.
+//! `metaportrait prepare` and `metaportrait train meta|warp|full` end to end: real frames of three people (the
+//! fixture faces) become a dataset; two Reptile outer steps write checkpoints; a resumed run continues exactly where
+//! the first stopped, equal to an uninterrupted run; the warping stage moves only the warping network; the joint
+//! stage trains generator and discriminator together and resumes exactly too.
 
 mod common;
 
@@ -135,5 +136,36 @@ fn prepare_then_meta_train_with_checkpoints_and_exact_resume() {
     // A run folder of another stage is not resumed by mistake.
     let (ok, stderr) = meta(&warp_run, "3");
     assert!(!ok && stderr.contains("another architecture or stage"), "{stderr}");
+
+    // Joint training with the patch discriminator: both networks move, checkpoints carry both, resume is exact.
+    let full =
+        |out: &PathBuf, steps: &str| train("full", out, steps, &["--discriminator", "tiny", "--checkpoint-every", "1"]);
+    let full_run = dir.join("full");
+    let (ok, stderr) = full(&full_run, "2");
+    assert!(ok, "{stderr}");
+    let (full_state, joint) = latest(&full_run);
+    assert_eq!(full_state["stage"], "full");
+    for entry in full_state["log"].as_array().expect("log") {
+        let adv = &entry["adversarial"];
+        for term in ["generator_gan", "feature_matching", "discriminator"] {
+            assert!(adv[term].as_f64().is_some_and(|v| v.is_finite() && v > 0.0), "{term}: {entry}");
+        }
+    }
+    let disc_keys: Vec<&String> = joint.iter().map(|(k, _)| k).filter(|k| k.starts_with("discs.")).collect();
+    assert!(
+        disc_keys.iter().any(|k| k.starts_with("discs.1.")) && disc_keys.iter().any(|k| k.starts_with("discs.0-5."))
+    );
+    let generator_moved = init.iter().any(|(k, t)| joint.get(k).is_some_and(|j| j.data() != t.data()));
+    assert!(generator_moved, "the generator did not move");
+    let (ok, stderr) = full(&full_run, "3");
+    assert!(ok, "{stderr}");
+    let (_, full_resumed) = latest(&full_run);
+    let full_straight = dir.join("full-straight");
+    let (ok, stderr) = full(&full_straight, "3");
+    assert!(ok, "{stderr}");
+    let (_, full_uninterrupted) = latest(&full_straight);
+    let diff = max_diff(&full_resumed, &full_uninterrupted);
+    assert!(diff <= 1e-5, "resumed and uninterrupted joint runs differ by {diff}");
+    assert!(max_diff(&full_resumed, &joint) > 0.0, "the third step changed nothing");
     std::fs::remove_dir_all(&dir).ok();
 }

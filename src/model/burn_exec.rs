@@ -62,31 +62,104 @@ fn pad4(shape: &[usize]) -> Option<([usize; MAX_RANK], usize)> {
     Some((dims, rank))
 }
 
-/// Resolves an executor device spec. Only the pure-Rust CPU backend is compiled in.
+/// Resolves an executor device spec: `cuda[:N]` needs the `cuda` build feature and a working driver; `auto` takes
+/// GPU 0 when both are there and says in one line why not otherwise.
 pub fn exec_device(device: crate::runtime::Device) -> Result<Device, ModelError> {
+    resolve_device(device).map(|(d, _)| d)
+}
+
+/// `exec_device` and the device it settled on (`auto` resolved).
+pub fn resolve_device(device: crate::runtime::Device) -> Result<(Device, crate::runtime::Device), ModelError> {
     use crate::runtime::Device as Requested;
     match device {
-        Requested::Cpu => Ok(Device::flex()),
-        Requested::Auto => {
-            tracing::info!("burn executor: CUDA backend not built in; running on the CPU (flex)");
-            Ok(Device::flex())
-        }
-        Requested::Cuda(_) => Err(ModelError::Executor {
-            executor: EXECUTOR,
-            reason: format!(
-                "device `{device}`: burn is built without CUDA (its `cuda` feature, i.e. cubecl's CUDA runtime, is \
-                 not enabled in this build); use `cpu`, or the ONNX executor for GPU inference"
-            ),
-        }),
+        Requested::Cpu => Ok((Device::flex(), Requested::Cpu)),
+        Requested::Auto => match cuda_device(0) {
+            Ok(gpu) => {
+                tracing::info!("burn executor: running on CUDA GPU 0");
+                Ok((gpu, Requested::Cuda(0)))
+            }
+            Err(why) => {
+                tracing::info!("burn executor: running on the CPU (flex): {why}");
+                Ok((Device::flex(), Requested::Cpu))
+            }
+        },
+        Requested::Cuda(n) => cuda_device(n)
+            .map(|gpu| (gpu, device))
+            .map_err(|why| ModelError::Executor { executor: EXECUTOR, reason: format!("device `{device}`: {why}") }),
+        Requested::Vulkan => vulkan_device()
+            .map(|gpu| (gpu, device))
+            .map_err(|why| ModelError::Executor { executor: EXECUTOR, reason: format!("device `{device}`: {why}") }),
     }
+}
+
+#[cfg(feature = "vulkan")]
+fn vulkan_device() -> Result<Device, String> {
+    // cubecl panics when no adapter comes up: ask wgpu first, on Vulkan only, as cubecl will.
+    use eframe::wgpu;
+    let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+    descriptor.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(descriptor);
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
+        power_preference: wgpu::PowerPreference::HighPerformance,
+        ..Default::default()
+    }))
+    .map_err(|e| format!("no Vulkan adapter: {e}"))?;
+    let info = adapter.get_info();
+    tracing::info!("burn executor on Vulkan: {} ({:?})", info.name, info.device_type);
+    Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice))
+}
+
+#[cfg(not(feature = "vulkan"))]
+fn vulkan_device() -> Result<Device, String> {
+    Err("this build has no Vulkan backend for burn (rebuild with `--features vulkan`)".into())
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_device(ordinal: usize) -> Result<Device, String> {
+    // cubecl's CUDA runtime loads the driver through cudarc, which panics without one: probe first.
+    crate::runtime::probe_cuda(ordinal)?;
+    Ok(Device::cuda(ordinal))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_device(_ordinal: usize) -> Result<Device, String> {
+    Err("this build has no CUDA backend for burn (rebuild with `--features cuda`: cubecl's CUDA runtime, loaded at \
+         run time, no CUDA toolkit needed to build); use `cpu`, or the ONNX executor for GPU inference"
+        .into())
+}
+
+/// PyTorch's bilinear resampling (align_corners = false, no antialias) from `input` to `output` samples as a dense
+/// `[output, input]` matrix (`transposed`: `[input, output]`), row-major. Each row holds the two taps of one output
+/// sample: source `(i + ½)·input/output − ½`, clamped at 0, neighbours clamped at the last sample.
+pub fn bilinear_matrix(input: usize, output: usize, transposed: bool) -> Vec<f32> {
+    let mut m = vec![0.0f32; input * output];
+    let scale = input as f64 / output.max(1) as f64;
+    for i in 0..output {
+        let src = ((i as f64 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (src.floor() as usize).min(input - 1);
+        let i1 = (i0 + 1).min(input - 1);
+        let frac = (src - i0 as f64) as f32;
+        for (j, weight) in [(i0, 1.0 - frac), (i1, frac)] {
+            let at = if transposed { j * output + i } else { i * input + j };
+            m[at] += weight;
+        }
+    }
+    m
 }
 
 /// `Ops` on burn tensors. With `trainable`, parameters are autodiff leaves and `backward` returns their gradients.
 pub struct BurnExec<'s> {
     /// Borrowed, not copied: only the entries a forward asks for are ever read (and uploaded).
     store: &'s WeightStore,
+    /// A second network's weights in the same graph (the discriminator behind the generator while training), looked
+    /// up when `store` lacks a key. The key sets are disjoint.
+    extra: Option<&'s WeightStore>,
     device: Device,
     trainable: bool,
+    /// Bilinear resizes as two matrix products (`R_h · x · R_wᵀ`) instead of burn's interpolate: cubecl's kernels (the
+    /// Vulkan and CUDA backends) have no bilinear backward, matrix products differentiate everywhere. On by default
+    /// off the CPU backend.
+    separable_resize: bool,
     /// Leaves by official key (for SN/EqualLR modules: `prefix.weight_orig`).
     params: BTreeMap<String, BurnValue>,
     /// Effective SN weights by prefix, only when nothing is trainable: while training, backward consumes the graph
@@ -100,16 +173,31 @@ pub struct BurnExec<'s> {
 impl<'s> BurnExec<'s> {
     /// `trainable` puts the parameters on `device.autodiff()` and marks them as requiring gradients.
     pub fn new(store: &'s WeightStore, device: &Device, trainable: bool) -> Self {
+        let separable_resize = *device != Device::flex();
         let device = if trainable { device.clone().autodiff() } else { device.clone() };
         Self {
             store,
+            extra: None,
             device,
             trainable,
+            separable_resize,
             params: BTreeMap::new(),
             effective: BTreeMap::new(),
             sn_uv: BTreeMap::new(),
             taps: None,
         }
+    }
+
+    /// An executor over two networks' weights at once, e.g. a generator whose output a discriminator judges: one
+    /// graph, so gradients flow from the second network's loss back into the first.
+    pub fn joint(store: &'s WeightStore, extra: &'s WeightStore, device: &Device, trainable: bool) -> Self {
+        Self { extra: Some(extra), ..Self::new(store, device, trainable) }
+    }
+
+    /// Forces the matrix-product form of bilinear resizing on or off (see `separable_resize`).
+    pub fn with_separable_resize(mut self, enabled: bool) -> Self {
+        self.separable_resize = enabled;
+        self
     }
 
     /// Enables recording of `tap`ped intermediates as host copies.
@@ -221,7 +309,11 @@ impl<'s> BurnExec<'s> {
         if let Some(p) = self.params.get(key) {
             return if p.shape() == shape { Ok(p.clone()) } else { Err(mismatch(&p.shape())) };
         }
-        let host = self.store.require(key)?;
+        let host = match (self.store.get(key), self.extra) {
+            (Some(host), _) => host,
+            (None, Some(extra)) => extra.require(key)?,
+            (None, None) => self.store.require(key)?,
+        };
         if host.shape() != stored || host.len() != shape.iter().product::<usize>() {
             return Err(mismatch(host.shape()));
         }
@@ -429,11 +521,46 @@ impl Ops for BurnExec<'_> {
     }
 
     fn resize_bilinear(&mut self, x: &BurnValue, height: usize, width: usize) -> BurnValue {
+        if self.separable_resize {
+            // Full-size operands: cubecl's matrix product mis-reads broadcast (stride-0) batch dimensions.
+            let [n, c, h, w] = x.t.dims();
+            let batch = |m: Vec<f32>| m.repeat(n * c);
+            let rows = Tensor::<MAX_RANK>::from_data(
+                TensorData::new(batch(bilinear_matrix(h, height, false)), [n, c, height, h]),
+                &self.device,
+            );
+            let cols_t = Tensor::<MAX_RANK>::from_data(
+                TensorData::new(batch(bilinear_matrix(w, width, true)), [n, c, w, width]),
+                &self.device,
+            );
+            return BurnValue::new(rows.matmul(x.t.clone()).matmul(cols_t), x.rank);
+        }
         // `InterpolateOptions::new` defaults to align_corners = true; PyTorch's default is false.
         let options = InterpolateOptions::new(InterpolateMode::Bilinear)
             .with_align_corners(false)
             .with_output_size([height, width]);
         BurnValue::new(interpolate(x.t.clone(), options), x.rank)
+    }
+
+    fn resize_bilinear_nhwc(&mut self, x: &BurnValue, height: usize, width: usize) -> BurnValue {
+        if !self.separable_resize {
+            let nchw = self.permute(x, &[0, 3, 1, 2]);
+            let resized = self.resize_bilinear(&nchw, height, width);
+            return self.permute(&resized, &[0, 2, 3, 1]);
+        }
+        // Channels last, both products run on contiguous operands (cubecl's matrix product misreads permuted ones):
+        // rows over `[n, 1, h, w·c]`, then columns over `[n, H, w, c]`.
+        let [n, h, w, c] = x.t.dims();
+        let rows = Tensor::<MAX_RANK>::from_data(
+            TensorData::new(bilinear_matrix(h, height, false).repeat(n), [n, 1, height, h]),
+            &self.device,
+        );
+        let cols = Tensor::<MAX_RANK>::from_data(
+            TensorData::new(bilinear_matrix(w, width, false).repeat(n * height), [n, height, width, w]),
+            &self.device,
+        );
+        let by_rows = rows.matmul(x.t.clone().reshape([n, 1, h, w * c])).reshape([n, height, w, c]);
+        BurnValue::new(cols.matmul(by_rows), x.rank)
     }
 
     fn grid_sample_reflect(&mut self, x: &BurnValue, grid: &BurnValue) -> BurnValue {
@@ -654,12 +781,33 @@ mod tests {
         {
             let x = rand(&mut rng, &shape, -1.0, 1.0);
             let want = ref_resize(&f64s(&x), shape, oh, ow);
-            for mut exec in both(&WeightStore::new()) {
+            let store = WeightStore::new();
+            let separable = BurnExec::new(&store, &Device::flex(), true).with_separable_resize(true);
+            for mut exec in both(&store).into_iter().chain([separable]) {
                 let xv = exec.input(&x);
                 let y = exec.resize_bilinear(&xv, oh, ow);
                 assert_close("resize", &exec.to_host(&y), &[shape[0], shape[1], oh, ow], &want, FWD_TOL);
             }
         }
+    }
+
+    #[test]
+    fn channels_last_resize_equals_permute_resize_permute() {
+        let mut rng = SplitMix64::new(11);
+        let x = rand(&mut rng, &[1, 5, 4, 2], -1.0, 1.0);
+        let r = rand(&mut rng, &[1, 9, 7, 2], -1.0, 1.0);
+        let store = store_of(&[("x", &x)]);
+        let run = |separable: bool| {
+            let mut exec = BurnExec::new(&store, &Device::flex(), true).with_separable_resize(separable);
+            let xv = exec.param("x", &[1, 5, 4, 2]).unwrap();
+            let y = exec.resize_bilinear_nhwc(&xv, 9, 7);
+            let loss = weighted_sum(&mut exec, &y, &r);
+            (exec.to_host(&y), exec.backward(&loss).unwrap().remove("x").unwrap())
+        };
+        let ((y0, g0), (y1, g1)) = (run(false), run(true));
+        assert_eq!(y1.shape(), [1, 9, 7, 2]);
+        assert_close("nhwc resize", &y1, &[1, 9, 7, 2], &f64s(&y0), FWD_TOL);
+        assert_close("nhwc resize d/dx", &g1, &[1, 5, 4, 2], &f64s(&g0), FWD_TOL);
     }
 
     #[test]
@@ -792,12 +940,14 @@ mod tests {
 
         for (oh, ow) in [(3, 2), (9, 11)] {
             let r = rand(&mut rng, &[1, 2, oh, ow], -1.0, 1.0);
-            let mut exec = BurnExec::new(&store, &Device::flex(), true);
-            let xv = exec.param("x", &xs).unwrap();
-            let y = exec.resize_bilinear(&xv, oh, ow);
-            let loss = weighted_sum(&mut exec, &y, &r);
-            let g = exec.backward(&loss).unwrap();
-            check_grad("resize d/dx", &g["x"], &xd, |p| dot(&ref_resize(p, xs, oh, ow), &r));
+            for separable in [false, true] {
+                let mut exec = BurnExec::new(&store, &Device::flex(), true).with_separable_resize(separable);
+                let xv = exec.param("x", &xs).unwrap();
+                let y = exec.resize_bilinear(&xv, oh, ow);
+                let loss = weighted_sum(&mut exec, &y, &r);
+                let g = exec.backward(&loss).unwrap();
+                check_grad("resize d/dx", &g["x"], &xd, |p| dot(&ref_resize(p, xs, oh, ow), &r));
+            }
         }
 
         let r = rand(&mut rng, &xs, -1.0, 1.0);
@@ -957,7 +1107,13 @@ mod tests {
     fn device_specs() {
         assert!(exec_device(crate::runtime::Device::Cpu).is_ok());
         assert!(exec_device(crate::runtime::Device::Auto).is_ok());
-        let msg = exec_device(crate::runtime::Device::Cuda(0)).unwrap_err().to_string();
-        assert!(msg.contains("CUDA"), "{msg}");
+        if crate::runtime::probe_cuda(0).is_err() || !cfg!(feature = "cuda") {
+            let msg = exec_device(crate::runtime::Device::Cuda(0)).unwrap_err().to_string();
+            assert!(msg.contains("CUDA") && msg.contains("cuda:0"), "{msg}");
+        }
+        if !cfg!(feature = "vulkan") {
+            let msg = exec_device(crate::runtime::Device::Vulkan).unwrap_err().to_string();
+            assert!(msg.contains("--features vulkan"), "{msg}");
+        }
     }
 }

@@ -126,7 +126,7 @@ pub struct GeneratorEngine {
 
 enum Backend {
     Ort { session: OrtSession },
-    Burn { model: GeneratorModel, device: burn::tensor::Device, stage: Stage, taps: bool },
+    Burn { model: GeneratorModel, device: burn::tensor::Device, runs_on: Device, stage: Stage, taps: bool },
 }
 
 impl GeneratorEngine {
@@ -137,12 +137,10 @@ impl GeneratorEngine {
                 let session_opts = SessionOptions { threads: opts.threads, device: opts.device };
                 Backend::Ort { session: OrtSession::from_bytes(&graph, &session_opts)? }
             }
-            ExecutorKind::Burn => Backend::Burn {
-                model: model.clone(),
-                device: burn_exec::exec_device(opts.device)?,
-                stage: opts.stage,
-                taps: opts.taps,
-            },
+            ExecutorKind::Burn => {
+                let (device, runs_on) = burn_exec::resolve_device(opts.device)?;
+                Backend::Burn { model: model.clone(), device, runs_on, stage: opts.stage, taps: opts.taps }
+            }
         };
         Ok(Self { input_shapes: net::input_shapes(&model.config), backend })
     }
@@ -152,6 +150,19 @@ impl GeneratorEngine {
             Backend::Ort { .. } => ExecutorKind::Ort,
             Backend::Burn { .. } => ExecutorKind::Burn,
         }
+    }
+
+    /// Where the frames actually run (`auto` resolved, CUDA requests that fell back to the CPU shown as `cpu`).
+    pub fn device(&self) -> Device {
+        match &self.backend {
+            Backend::Ort { session } => session.device(),
+            Backend::Burn { runs_on, .. } => *runs_on,
+        }
+    }
+
+    /// Whether the ONNX session reads and writes CUDA device buffers (IoBinding); known after the first run.
+    pub fn uses_device_buffers(&self) -> bool {
+        matches!(&self.backend, Backend::Ort { session } if session.uses_device_buffers())
     }
 
     /// Runs one frame. `inputs` must hold every name in `INPUT_NAMES` with its shape (extra entries are ignored).
@@ -172,7 +183,7 @@ impl GeneratorEngine {
                 let named = INPUT_NAMES.iter().map(|n| Ok((*n, get(n)?))).collect::<Result<Vec<_>, ModelError>>()?;
                 session.run(&named)
             }
-            Backend::Burn { model, device, stage, taps } => {
+            Backend::Burn { model, device, stage, taps, .. } => {
                 let mut exec = BurnExec::new(&model.weights, device, false).with_taps(*taps);
                 let ins = GeneratorInputs::try_from_fn(|n| Ok(exec.input(get(n)?)))?;
                 let mut out = BTreeMap::new();

@@ -104,6 +104,12 @@ pub trait Ops {
     fn depth_to_space2(&mut self, x: &Self::T) -> Self::T;
     /// Bilinear resize of an NCHW tensor, `align_corners = False`, no antialiasing (PyTorch's `F.interpolate`).
     fn resize_bilinear(&mut self, x: &Self::T, height: usize, width: usize) -> Self::T;
+    /// `resize_bilinear` of a channels-last `[N, H, W, C]` tensor (a sampling grid), as permute → resize → permute.
+    fn resize_bilinear_nhwc(&mut self, x: &Self::T, height: usize, width: usize) -> Self::T {
+        let nchw = self.permute(x, &[0, 3, 1, 2]);
+        let resized = self.resize_bilinear(&nchw, height, width);
+        self.permute(&resized, &[0, 2, 3, 1])
+    }
     /// `F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)`.
     fn grid_sample_reflect(&mut self, x: &Self::T, grid: &Self::T) -> Self::T;
 

@@ -118,7 +118,7 @@ fn run(
         Some(path) => Some(Vgg19::load(path).map_err(|e| fail("VGG-19", &e))?),
         None => None,
     };
-    let device = crate::model::burn_exec::exec_device(crate::runtime::Device::Cpu).map_err(|e| fail("device", &e))?;
+    let device = crate::model::burn_exec::exec_device(crate::runtime::Device::Auto).map_err(|e| fail("device", &e))?;
     let job = PersonalizeJob {
         name,
         steps: base.steps,

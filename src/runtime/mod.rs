@@ -4,6 +4,7 @@
 //! panic-free probe of the CUDA driver, and ONNX Runtime (`ort`): locating its shared library, the process-wide
 //! environment, and sessions that run serialised ONNX models on `HostTensor`s.
 
+pub mod cuda_io;
 pub mod ort;
 
 use std::fmt;
@@ -16,6 +17,9 @@ pub enum Device {
     Cpu,
     /// A CUDA GPU by ordinal.
     Cuda(usize),
+    /// The default Vulkan adapter (burn's wgpu backend, SPIR-V kernels; builds with `--features vulkan`). ONNX
+    /// Runtime has no Vulkan provider and runs such requests on the CPU.
+    Vulkan,
     /// CUDA GPU 0 when usable, the CPU otherwise.
     Auto,
 }
@@ -28,11 +32,12 @@ impl FromStr for Device {
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda(0)),
             "auto" => Ok(Self::Auto),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| format!("unknown device `{s}` (expected `cpu`, `cuda`, `cuda:N` or `auto`)")),
+            "vulkan" => Ok(Self::Vulkan),
+            other => {
+                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(|| {
+                    format!("unknown device `{s}` (expected `cpu`, `cuda`, `cuda:N`, `vulkan` or `auto`)")
+                })
+            }
         }
     }
 }
@@ -43,6 +48,7 @@ impl fmt::Display for Device {
             Self::Cpu => f.write_str("cpu"),
             Self::Cuda(n) => write!(f, "cuda:{n}"),
             Self::Auto => f.write_str("auto"),
+            Self::Vulkan => f.write_str("vulkan"),
         }
     }
 }
@@ -69,9 +75,13 @@ mod tests {
 
     #[test]
     fn devices_parse_and_print() {
-        for (text, device) in
-            [("cpu", Device::Cpu), ("cuda", Device::Cuda(0)), ("CUDA:3", Device::Cuda(3)), ("auto", Device::Auto)]
-        {
+        for (text, device) in [
+            ("cpu", Device::Cpu),
+            ("cuda", Device::Cuda(0)),
+            ("CUDA:3", Device::Cuda(3)),
+            ("auto", Device::Auto),
+            ("vulkan", Device::Vulkan),
+        ] {
             assert_eq!(text.parse::<Device>(), Ok(device));
         }
         assert_eq!(Device::Cuda(2).to_string().parse::<Device>(), Ok(Device::Cuda(2)));

@@ -20,6 +20,7 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
+use super::cuda_io::CudaIo;
 use super::{Device, probe_cuda};
 use crate::model::ModelError;
 use crate::tensor::HostTensor;
@@ -39,6 +40,11 @@ const WHEEL_CAPI: &str = "onnxruntime/capi";
 const PYTHON_LOCATE: &str = "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))";
 /// CUDA provider option selecting the GPU.
 const CUDA_DEVICE_ID: &str = "device_id";
+/// CUDA provider option allowing TF32 tensor-core math in convolutions and matrix products.
+const CUDA_USE_TF32: &str = "use_tf32";
+/// `1` lets CUDA sessions use TF32 (faster on Ampere and later, ~1e-3 relative error, PyTorch's default for cuDNN
+/// convolutions); anything else keeps full fp32, which the parity fixtures need.
+pub const CUDA_TF32_ENV: &str = "METAPORTRAIT_CUDA_TF32";
 
 fn ort_error(context: &str, e: impl Display) -> ModelError {
     ModelError::Executor { executor: EXECUTOR, reason: format!("{context}: {e}") }
@@ -155,6 +161,16 @@ pub struct SessionOptions {
 pub struct OrtSession {
     session: Session,
     device: Device,
+    /// CUDA sessions: the device buffers bound to every input and output, made on the first run (their shapes come
+    /// from it). `Failed` after a binding could not be made: runs then go through ONNX Runtime's own copies.
+    cuda_io: CudaBinding,
+}
+
+enum CudaBinding {
+    NotOnCuda,
+    Pending(usize),
+    Bound(Box<CudaIo>),
+    Failed,
 }
 
 impl OrtSession {
@@ -164,6 +180,10 @@ impl OrtSession {
         let env = environment()?;
         let ordinal = match opts.device {
             Device::Cpu => None,
+            Device::Vulkan => {
+                report_cpu_fallback(opts.device, "ONNX Runtime has no Vulkan execution provider");
+                None
+            }
             Device::Cuda(n) => Some(n),
             Device::Auto => Some(0),
         };
@@ -174,14 +194,16 @@ impl OrtSession {
                 builder.commit_from_memory(model).map_err(|e| e.to_string())
             });
             match attempt {
-                Ok(session) => return Ok(Self { session, device: Device::Cuda(n) }),
+                Ok(session) => {
+                    return Ok(Self { session, device: Device::Cuda(n), cuda_io: CudaBinding::Pending(n) });
+                }
                 Err(why) => report_cpu_fallback(opts.device, &why),
             }
         }
         let session = base_builder(&env, opts.threads)?
             .commit_from_memory(model)
             .map_err(|e| ort_error("cannot create the session", e))?;
-        Ok(Self { session, device: Device::Cpu })
+        Ok(Self { session, device: Device::Cpu, cuda_io: CudaBinding::NotOnCuda })
     }
 
     /// The device the session actually runs on.
@@ -197,8 +219,29 @@ impl OrtSession {
         self.session.outputs().iter().map(|o| o.name().to_owned()).collect()
     }
 
-    /// Runs the model on named float inputs (viewed in place, not copied) and returns every output.
+    /// Whether runs go through CUDA device buffers bound to the session (known after the first run).
+    pub fn uses_device_buffers(&self) -> bool {
+        matches!(self.cuda_io, CudaBinding::Bound(_))
+    }
+
+    /// Runs the model on named float inputs and returns every output. On the CPU the inputs are viewed in place; on
+    /// CUDA they are copied into device buffers bound once to the session.
     pub fn run(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<BTreeMap<String, HostTensor>, ModelError> {
+        if let CudaBinding::Pending(ordinal) = self.cuda_io {
+            self.cuda_io = match CudaIo::new(&self.session, ordinal, inputs) {
+                Ok(io) => {
+                    tracing::debug!("ONNX Runtime inputs and outputs bound to CUDA device buffers");
+                    CudaBinding::Bound(Box::new(io))
+                }
+                Err(why) => {
+                    tracing::warn!("CUDA IoBinding unavailable, ONNX Runtime copies the tensors itself: {why}");
+                    CudaBinding::Failed
+                }
+            };
+        }
+        if let CudaBinding::Bound(io) = &mut self.cuda_io {
+            return io.run(&mut self.session, inputs).map_err(|why| ort_error("CUDA run", why));
+        }
         let values = inputs
             .iter()
             .map(|(name, t)| {
@@ -259,29 +302,39 @@ fn report_cpu_fallback(device: Device, why: &str) {
 /// Environment variable: file prefix for ONNX Runtime's per-node profile (unset: no profiling).
 pub const PROFILE_ENV: &str = "METAPORTRAIT_ORT_PROFILE";
 
+/// An `OrtStatus` from a raw C API call as a result, releasing it.
+pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status is a valid OrtStatus whose message lives until it is released.
+    let msg = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned() };
+    // SAFETY: released exactly once, after its message was copied.
+    unsafe { (api.ReleaseStatus)(status.0) };
+    Err(msg)
+}
+
 /// Appends the CUDA execution provider through the C API, because `ort`'s typed `ep::CUDA` exists only with its `cuda`
 /// Cargo feature. Fails when the loaded build has no CUDA provider (the CPU wheel) or the provider cannot load.
 fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Result<(), String> {
     let api = ort::api();
-    let check = |status: ort::sys::OrtStatusPtr| -> Result<(), String> {
-        if status.0.is_null() {
-            return Ok(());
-        }
-        // SAFETY: a non-null status is a valid OrtStatus whose message lives until it is released.
-        let msg = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned() };
-        // SAFETY: released exactly once, after its message was copied.
-        unsafe { (api.ReleaseStatus)(status.0) };
-        Err(format!("CUDA execution provider unavailable: {msg}"))
-    };
+    let check = |status| status_result(status).map_err(|msg| format!("CUDA execution provider unavailable: {msg}"));
     let mut options = std::ptr::null_mut();
     // SAFETY: `options` is an out-pointer; on success it owns an OrtCUDAProviderOptionsV2 released below.
     check(unsafe { (api.CreateCUDAProviderOptions)(&mut options) })?;
-    let key = CString::new(CUDA_DEVICE_ID).map_err(|e| e.to_string())?;
-    let value = CString::new(ordinal.to_string()).map_err(|e| e.to_string())?;
-    let (keys, values) = ([key.as_ptr()], [value.as_ptr()]);
-    // SAFETY: `options` is live; the key/value arrays hold one NUL-terminated string each and outlive the call;
-    // the session options pointer comes from a live builder.
-    let result = check(unsafe { (api.UpdateCUDAProviderOptions)(options, keys.as_ptr(), values.as_ptr(), 1) })
+    let tf32 = std::env::var(CUDA_TF32_ENV).is_ok_and(|v| v == "1");
+    let pairs = [(CUDA_DEVICE_ID, ordinal.to_string()), (CUDA_USE_TF32, u8::from(tf32).to_string())];
+    let owned = pairs
+        .iter()
+        .map(|(k, v)| Ok((CString::new(*k)?, CString::new(v.as_str())?)))
+        .collect::<Result<Vec<_>, std::ffi::NulError>>()
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<_> = owned.iter().map(|(k, _)| k.as_ptr()).collect();
+    let values: Vec<_> = owned.iter().map(|(_, v)| v.as_ptr()).collect();
+    // SAFETY: `options` is live; the key/value arrays hold `keys.len()` NUL-terminated strings each and outlive the
+    // call; the session options pointer comes from a live builder.
+    let result = check(unsafe { (api.UpdateCUDAProviderOptions)(options, keys.as_ptr(), values.as_ptr(), keys.len()) })
         .and_then(|()| {
             check(unsafe { (api.SessionOptionsAppendExecutionProvider_CUDA_V2)(builder.ptr_mut(), options) })
         });

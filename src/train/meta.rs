@@ -50,6 +50,18 @@ pub struct StepLog {
     pub loss: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<MetaLog>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversarial: Option<AdversarialLog>,
+}
+
+/// The adversarial terms of a joint (`full`) step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdversarialLog {
+    /// The generator's LSGAN term.
+    pub generator_gan: f64,
+    pub feature_matching: f64,
+    /// The discriminator's LSGAN loss before its update.
+    pub discriminator: f64,
 }
 
 /// What a Reptile outer step did.
@@ -173,6 +185,7 @@ pub fn meta_train(
                 inner_loss_first: report.inner_loss_first,
                 inner_loss_last: report.inner_loss_last,
             }),
+            adversarial: None,
         };
         tracing::info!(?log, "meta-training step");
         progress(&log);

@@ -7,8 +7,10 @@
 pub mod adam;
 pub mod checkpoint;
 pub mod dataset;
+pub mod discriminator;
 pub mod loss;
 pub mod meta;
+pub mod reduce;
 pub mod reptile;
 pub mod step;
 pub mod supervised;

@@ -1,26 +1,44 @@
-//! Supervised pre-training stages on the dataset, with checkpoints and resume: `train warp`.
+//! Supervised pre-training stages on the dataset, with checkpoints and resume: `train warp` and `train full`.
 //!
 //! Owns the per-step draw (an identity, one of its clips, a source and a different driving frame — depending only
-//! on the seed and the step, so a resumed run continues exactly), the Adam update and checkpointing. Stage `warp`
+//! on the seed and the step, so a resumed run continues exactly), the Adam updates and checkpointing. Stage `warp`
 //! is the official warping pre-training: only the warping network runs and learns, on the VGG-19 pyramid perceptual
 //! loss of the warped source against the driving frame (10 per layer; L1 instead when no VGG weights are given).
-//! Receives the initial model, a `Dataset` and a run folder; emits checkpoints (`checkpoint`) and per-step logs.
+//! Stage `full` is the official joint stage: the whole generator on its loss (perceptual on the prediction and on
+//! the warped source, eye and mouth boxes 50, L1) plus the patch discriminator's LSGAN and feature-matching terms,
+//! then one discriminator step on the detached prediction (`discriminator`); both Adam lr 2e-4, betas (0.5, 0.999),
+//! clip 0.3. As in the official loop, the generator step's clip norm also counts the discriminator's gradients of
+//! that step, which are then not applied. Receives the initial model, a `Dataset` and a run folder; emits
+//! checkpoints (`checkpoint`; the discriminator's weights and moments ride along under its `discs.` keys) and
+//! per-step logs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::adam::AdamConfig;
+use super::adam::{Adam, AdamConfig};
 use super::dataset::Dataset;
-use super::meta::{RunState, StepLog, TrainError, resume_or_start};
-use super::step::{Objective, loss_step_on};
+use super::discriminator::{
+    AdversarialWeights, DiscriminatorConfig, discriminator_forward, discriminator_loss, generator_adversarial,
+};
+use super::loss::{self, LossWeights};
+use super::meta::{AdversarialLog, RunState, StepLog, TrainError, resume_or_start};
+use super::reduce::GradientReduce;
+use super::step::{Objective, TrainSample, loss_step_on};
+use crate::model::burn_exec::BurnExec;
 use crate::model::engine::{GeneratorModel, Stage};
 use crate::model::inputs::InputBuilder;
+use crate::model::net;
+use crate::model::ops::Ops;
+use crate::model::weights::WeightStore;
 use crate::personalize::clip::ClipFrames;
 use crate::personalize::job::{PersonalizeError, pair_sample};
 use crate::rng::SplitMix64;
 
 const STAGE_WARP: &str = "warp";
+const STAGE_FULL: &str = "full";
+/// Key prefix of the discriminator's entries in a `full` checkpoint (its official module name).
+pub const DISCRIMINATOR_PREFIX: &str = "discs.";
 const STEP_SEED_MIX: u64 = 0xD1B5_4A32_D192_ED03;
 
 /// Settings of a supervised run.
@@ -44,28 +62,16 @@ pub fn train_warp(
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(GeneratorModel, RunState), TrainError> {
     let (mut state, mut adam) = resume_or_start(run.run_dir, STAGE_WARP, &mut model, run.adam.clone(), run.seed)?;
-    let mut builder = InputBuilder::new(&model.config).map_err(PersonalizeError::from)?;
-    let mut cache: BTreeMap<PathBuf, (ClipFrames, Vec<f32>)> = BTreeMap::new();
+    let mut draw = PairDraw::new(&model, run.dataset)?;
     while state.step < run.steps {
         if cancel.load(Ordering::Relaxed) {
             break;
         }
         let step = state.step + 1;
-        let mut rng = SplitMix64::new(state.seed ^ step.wrapping_mul(STEP_SEED_MIX));
-        let (_, clips) = &run.dataset.identities[(rng.next_u64() % run.dataset.identities.len() as u64) as usize];
-        let clip_ref = &clips[(rng.next_u64() % clips.len() as u64) as usize];
-        if !cache.contains_key(&clip_ref.dir) {
-            cache.insert(clip_ref.dir.clone(), Dataset::load_clip(clip_ref)?);
-        }
-        let Some((clip, id_vector)) = cache.get(&clip_ref.dir) else { continue };
-        let n = clip.frames.len() as u64;
-        let source = (rng.next_u64() % n) as usize;
-        // A different driving frame when the clip has one.
-        let driving = if n > 1 { ((source as u64 + 1 + rng.next_u64() % (n - 1)) % n) as usize } else { source };
-        let sample = pair_sample(&mut builder, clip, source, driving, id_vector)?;
+        let sample = draw.sample(state.seed, step)?;
         let report = loss_step_on(&mut model, &mut adam, run.device, &sample, run.objective, Stage::Warp)?;
         state.step = step;
-        let log = StepLog { step, loss: f64::from(report.loss.total), meta: None };
+        let log = StepLog { step, loss: f64::from(report.loss.total), meta: None, adversarial: None };
         progress(&log);
         state.log.push(log);
         if step % run.checkpoint_every.max(1) == 0 || step == run.steps {
@@ -73,4 +79,209 @@ pub fn train_warp(
         }
     }
     Ok((model, state))
+}
+
+/// The draw of a step: an identity, one of its clips, a source and a different driving frame, depending only on the
+/// seed and the step. Clips are loaded once and kept.
+struct PairDraw<'d> {
+    dataset: &'d Dataset,
+    builder: InputBuilder,
+    cache: BTreeMap<PathBuf, (ClipFrames, Vec<f32>)>,
+}
+
+impl<'d> PairDraw<'d> {
+    fn new(model: &GeneratorModel, dataset: &'d Dataset) -> Result<Self, TrainError> {
+        let builder = InputBuilder::new(&model.config).map_err(PersonalizeError::from)?;
+        Ok(Self { dataset, builder, cache: BTreeMap::new() })
+    }
+
+    fn sample(&mut self, seed: u64, step: u64) -> Result<TrainSample, TrainError> {
+        let mut rng = SplitMix64::new(seed ^ step.wrapping_mul(STEP_SEED_MIX));
+        let ids = &self.dataset.identities;
+        let (_, clips) = &ids[(rng.next_u64() % ids.len() as u64) as usize];
+        let clip_ref = &clips[(rng.next_u64() % clips.len() as u64) as usize];
+        if !self.cache.contains_key(&clip_ref.dir) {
+            self.cache.insert(clip_ref.dir.clone(), Dataset::load_clip(clip_ref)?);
+        }
+        let (clip, id_vector) = self.cache.get(&clip_ref.dir).ok_or_else(|| TrainError::Run {
+            path: clip_ref.dir.clone(),
+            reason: "clip vanished from the cache".into(),
+        })?;
+        let n = clip.frames.len() as u64;
+        let source = (rng.next_u64() % n) as usize;
+        // A different driving frame when the clip has one.
+        let driving = if n > 1 { ((source as u64 + 1 + rng.next_u64() % (n - 1)) % n) as usize } else { source };
+        Ok(pair_sample(&mut self.builder, clip, source, driving, id_vector)?)
+    }
+}
+
+/// The discriminator of a `full` run.
+#[derive(Clone, Debug)]
+pub struct Discriminator {
+    pub config: DiscriminatorConfig,
+    pub weights: WeightStore,
+}
+
+/// Settings of the joint stage besides the common ones.
+pub struct FullTraining<'a> {
+    pub common: SupervisedTraining<'a>,
+    pub adversarial: AdversarialWeights,
+    /// Perceptual weight per VGG layer on the warped source (`warp_perceptual`; ignored without VGG weights).
+    pub warp_perceptual: [f32; 5],
+    pub discriminator_adam: AdamConfig,
+    pub reduce: &'a dyn GradientReduce,
+}
+
+/// The discriminator optimizer of the official code: Adam lr 2e-4, betas (0.5, 0.999), clip 0.3, no per-module
+/// multipliers.
+pub fn discriminator_adam_config() -> AdamConfig {
+    AdamConfig { lr_multipliers: Vec::new(), ..AdamConfig::default() }
+}
+
+/// Splits a `full` checkpoint store into the generator's and the discriminator's entries.
+pub fn split_joint(mut store: WeightStore) -> (WeightStore, WeightStore) {
+    let (mut generator, mut discriminator) = (WeightStore::new(), WeightStore::new());
+    for (key, t) in std::mem::take(store.tensors_mut()) {
+        let bare = key.strip_prefix("m.").or_else(|| key.strip_prefix("v.")).unwrap_or(&key);
+        if bare.starts_with(DISCRIMINATOR_PREFIX) {
+            discriminator.insert(key, t);
+        } else {
+            generator.insert(key, t);
+        }
+    }
+    (generator, discriminator)
+}
+
+fn join(a: &WeightStore, b: &WeightStore) -> WeightStore {
+    let mut joint = a.clone();
+    for (key, t) in b.iter() {
+        joint.insert(key.clone(), t.clone());
+    }
+    joint
+}
+
+/// One joint step: the generator's update (its loss plus the adversarial terms), then the discriminator's on the
+/// detached prediction. Returns the generator's loss terms and the adversarial log.
+pub fn full_step(
+    model: &mut GeneratorModel,
+    disc: &mut Discriminator,
+    optimizers: (&mut Adam, &mut Adam),
+    device: &burn::tensor::Device,
+    sample: &TrainSample,
+    run: &FullTraining<'_>,
+) -> Result<(f32, AdversarialLog), TrainError> {
+    let (adam_g, adam_d) = optimizers;
+    let objective = run.common.objective;
+    let first = |t: &crate::tensor::HostTensor| f64::from(t.data().first().copied().unwrap_or(f32::NAN));
+    let (mut grads, generator_total, prediction, gan, fm) = {
+        let mut exec = BurnExec::joint(&model.weights, &disc.weights, device, true);
+        let ins = sample.inputs.map(|t| exec.input(t));
+        let target = exec.input(&sample.target);
+        let (eye, mouth) = (exec.input(&sample.eye_mask), exec.input(&sample.mouth_mask));
+        let outs = net::generator_forward(&mut exec, &model.config, &ins)?;
+        let terms =
+            loss::generator_loss(&mut exec, objective.weights, objective.vgg, &outs.prediction, &target, &eye, &mouth)?;
+        let mut total = terms.total;
+        if let Some(vgg) = objective.vgg {
+            let warp_weights = LossWeights { l1: 0.0, eye: 0.0, mouth: 0.0, perceptual: run.warp_perceptual };
+            let warp =
+                loss::generator_loss(&mut exec, &warp_weights, Some(vgg), &outs.warp.deformed, &target, &eye, &mouth)?;
+            total = exec.add(&total, &warp.total);
+        }
+        let real = discriminator_forward(&mut exec, &disc.config, &target)?;
+        let fake = discriminator_forward(&mut exec, &disc.config, &outs.prediction)?;
+        let adv = generator_adversarial(&mut exec, &run.adversarial, &real, &fake);
+        total = exec.add(&total, &adv.gan);
+        total = exec.add(&total, &adv.feature_matching);
+        let grads = exec.backward(&total)?;
+        let value = first(&exec.to_host(&total));
+        (
+            grads,
+            value,
+            exec.to_host(&outs.prediction),
+            first(&exec.to_host(&adv.gan)),
+            first(&exec.to_host(&adv.feature_matching)),
+        )
+    };
+    run.reduce.all_reduce(&mut grads);
+    adam_g.step(model.weights.tensors_mut(), &grads);
+    let (mut d_grads, d_loss) = {
+        let mut exec = BurnExec::new(&disc.weights, device, true);
+        let real_image = exec.input(&sample.target);
+        let fake_image = exec.input(&prediction);
+        let real = discriminator_forward(&mut exec, &disc.config, &real_image)?;
+        let fake = discriminator_forward(&mut exec, &disc.config, &fake_image)?;
+        let loss = discriminator_loss(&mut exec, &run.adversarial, &real, &fake);
+        (exec.backward(&loss)?, first(&exec.to_host(&loss)))
+    };
+    run.reduce.all_reduce(&mut d_grads);
+    adam_d.step(disc.weights.tensors_mut(), &d_grads);
+    let log = AdversarialLog { generator_gan: gan, feature_matching: fm, discriminator: d_loss };
+    Ok((generator_total as f32, log))
+}
+
+/// Runs (or resumes) the joint stage until `steps`; `progress` sees every step.
+pub fn train_full(
+    mut model: GeneratorModel,
+    mut disc: Discriminator,
+    run: &FullTraining<'_>,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(&StepLog),
+) -> Result<(GeneratorModel, Discriminator, RunState), TrainError> {
+    let common = &run.common;
+    let (mut state, mut adam_g, mut adam_d) =
+        resume_full(common, &mut model, &mut disc, run.discriminator_adam.clone())?;
+    let mut draw = PairDraw::new(&model, common.dataset)?;
+    while state.step < common.steps {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let step = state.step + 1;
+        let sample = draw.sample(state.seed, step)?;
+        let (loss, adversarial) =
+            full_step(&mut model, &mut disc, (&mut adam_g, &mut adam_d), common.device, &sample, run)?;
+        state.step = step;
+        let log = StepLog { step, loss: f64::from(loss), meta: None, adversarial: Some(adversarial) };
+        tracing::info!(?log, "full training step");
+        progress(&log);
+        state.log.push(log);
+        if step % common.checkpoint_every.max(1) == 0 || step == common.steps {
+            let weights = join(&model.weights, &disc.weights);
+            let moments = join(&adam_g.state().1, &adam_d.state().1);
+            super::checkpoint::save(common.run_dir, step, &state, &weights, &moments)?;
+        }
+    }
+    Ok((model, disc, state))
+}
+
+/// `resume_or_start` for the joint stage: the checkpoint holds both networks and both optimizers.
+fn resume_full(
+    run: &SupervisedTraining<'_>,
+    model: &mut GeneratorModel,
+    disc: &mut Discriminator,
+    d_adam: AdamConfig,
+) -> Result<(RunState, Adam, Adam), TrainError> {
+    let run_err = |reason: String| TrainError::Run { path: run.run_dir.into(), reason };
+    let Some(checkpoint) = super::checkpoint::load_latest::<RunState>(run.run_dir)? else {
+        let (state, adam_g) = resume_or_start(run.run_dir, STAGE_FULL, model, run.adam.clone(), run.seed)?;
+        return Ok((state, adam_g, Adam::new(d_adam)));
+    };
+    let config = serde_json::to_value(&model.config).map_err(|e| run_err(e.to_string()))?;
+    if checkpoint.state.stage != STAGE_FULL || checkpoint.state.config != config {
+        return Err(run_err(format!(
+            "the run folder holds a `{}` run of another architecture or stage; use a new --out",
+            checkpoint.state.stage
+        )));
+    }
+    let (g_weights, d_weights) = split_joint(checkpoint.weights);
+    let (g_moments, d_moments) = split_joint(checkpoint.optimizer);
+    let expected = super::discriminator::expected_entries(&disc.config, model.config.image_size)?;
+    d_weights.validate(&expected)?;
+    *model = GeneratorModel::new(model.config.clone(), g_weights)?;
+    disc.weights = d_weights;
+    let step = checkpoint.state.step;
+    let adam_g = Adam::from_state(run.adam.clone(), step, &g_moments).map_err(run_err)?;
+    let adam_d = Adam::from_state(d_adam, step, &d_moments).map_err(run_err)?;
+    tracing::info!(step, "training: resuming the joint stage");
+    Ok((checkpoint.state, adam_g, adam_d))
 }

@@ -154,9 +154,7 @@ pub fn deform<O: Ops>(ops: &mut O, x: &O::T, deformation: &O::T) -> O::T {
     let grid = if ds[1] == xs[2] && ds[2] == xs[3] {
         deformation.clone()
     } else {
-        let nchw = ops.permute(deformation, &[0, 3, 1, 2]);
-        let resized = ops.resize_bilinear(&nchw, xs[2], xs[3]);
-        ops.permute(&resized, &[0, 2, 3, 1])
+        ops.resize_bilinear_nhwc(deformation, xs[2], xs[3])
     };
     ops.grid_sample_reflect(x, &grid)
 }

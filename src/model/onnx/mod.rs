@@ -396,6 +396,25 @@ mod tests {
     }
 
     #[test]
+    fn requests_no_provider_can_serve_run_on_the_cpu() {
+        let store = WeightStore::new();
+        let mut b = OnnxBuilder::new(&store);
+        let x = b.input("x", &[1, 3]);
+        let y = b.relu(&x);
+        b.output("y", &y);
+        let bytes = b.finish().unwrap();
+        let x = random(&[1, 3], -1.0, 1.0, 26);
+        let want = session(&bytes, Device::Cpu).run(&[("x", &x)]).unwrap();
+        // No Vulkan provider exists; no machine here has 64 GPUs.
+        for device in [Device::Vulkan, Device::Cuda(63)] {
+            let mut s = session(&bytes, device);
+            assert_eq!(s.device(), Device::Cpu, "{device}");
+            assert_eq!(s.run(&[("x", &x)]).unwrap()["y"], want["y"], "{device}");
+            assert!(!s.uses_device_buffers());
+        }
+    }
+
+    #[test]
     fn build_errors_surface_in_finish() {
         let mut store = WeightStore::new();
         store.insert("w", HostTensor::zeros(&[2, 3]));
