@@ -94,6 +94,9 @@ pub struct PrepareArgs {
     /// Frames kept per clip, evenly spread.
     #[arg(long, default_value_t = metaportrait::personalize::clip::DEFAULT_MAX_FRAMES)]
     pub frames: usize,
+    /// Side of the face crops: 256 for the generator stages, the TSR output size (512) for `train tsr`.
+    #[arg(long, default_value_t = 256)]
+    pub crop_size: u32,
     #[arg(long)]
     pub models: Option<PathBuf>,
 }
@@ -107,6 +110,27 @@ pub enum TrainCommand {
     /// Joint training of the whole generator against the patch discriminator (LSGAN, feature matching 10,
     /// perceptual on prediction and warped source, eye/mouth 50).
     Full(TrainFullArgs),
+    /// Temporal-SR training (official recipe: 0.1·L1 + VGG perceptual + style 50, Adam 1e-4, frozen decoder, EMA) on
+    /// a dataset prepared with `--crop-size` = the network's output size. `--config`/`--weights` name the TSR network.
+    Tsr(TrainTsrArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TrainTsrArgs {
+    #[command(flatten)]
+    pub common: TrainCommonArgs,
+    /// Steps to reach.
+    #[arg(long, default_value_t = 10_000)]
+    pub steps: u64,
+    /// Consecutive dataset frames per training clip (the official 6).
+    #[arg(long, default_value_t = metaportrait::train::tsr::DEFAULT_FRAMES)]
+    pub frames: usize,
+    /// Clips per step; their gradients are averaged.
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Steps of the cosine learning-rate decay (1e-4 → 1e-7).
+    #[arg(long, default_value_t = metaportrait::train::tsr::LR_PERIOD)]
+    pub lr_period: u64,
 }
 
 #[derive(Args, Debug)]
@@ -594,6 +618,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(TrainCommand::Meta(args)) => train_meta(&args),
         Command::Train(TrainCommand::Warp(args)) => train_warp(&args),
         Command::Train(TrainCommand::Full(args)) => train_full(&args),
+        Command::Train(TrainCommand::Tsr(args)) => train_tsr(&args),
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
@@ -1204,7 +1229,7 @@ fn perceptual_vgg(choice: Perceptual, explicit: Option<&PathBuf>) -> Result<Opti
 }
 
 fn prepare(args: &PrepareArgs) -> Result<()> {
-    use metaportrait::personalize::clip::prepare_clip;
+    use metaportrait::personalize::clip::prepare_clip_at;
     use metaportrait::train::dataset::write_clip;
     let mut sources = Vec::new();
     for identity in std::fs::read_dir(&args.videos).with_context(|| format!("reading {}", args.videos.display()))? {
@@ -1238,7 +1263,7 @@ fn prepare(args: &PrepareArgs) -> Result<()> {
         }
         let result = (|| -> Result<()> {
             let (mut source, total) = open_driving(clip_path, metaportrait::pipeline::live::IMAGE_DIR_FPS)?;
-            let clip = prepare_clip(&mut mesher, source.as_mut(), total, args.frames, |_| {})?;
+            let clip = prepare_clip_at(&mut mesher, source.as_mut(), total, args.frames, args.crop_size, |_| {})?;
             let id_vector = embedder.embed(&clip.source_picture, &clip.source_picture_landmarks)?;
             write_clip(&out, &clip, &id_vector)?;
             Ok(())
@@ -1382,6 +1407,56 @@ fn train_full(args: &TrainFullArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     eprintln!("joint training at step {} (checkpoints in {})", state.step, args.common.out.display());
+    Ok(())
+}
+
+fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
+    use metaportrait::train::tsr::{TsrTraining, train_tsr};
+    let common = &args.common;
+    let dataset = metaportrait::train::dataset::Dataset::open(&common.data)?;
+    let config = TsrConfig::resolve(&common.config)?;
+    let model = match &common.weights {
+        Some(path) => TsrModel::load(config, path).with_context(|| format!("loading {}", path.display()))?,
+        None => TsrModel::random(config, metaportrait::tsr::engine::DEFAULT_INIT_SEED)?,
+    };
+    let vgg = perceptual_vgg(common.perceptual, None)?;
+    let device = burn_exec::exec_device(common.device)?;
+    if args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
+    eprintln!(
+        "TSR training on {} clips into {} ({})",
+        dataset.identities.iter().map(|(_, c)| c.len()).sum::<usize>(),
+        common.out.display(),
+        if vgg.is_some() { "L1 + perceptual + style" } else { "L1 only: no VGG-19 weights" }
+    );
+    let run = TsrTraining {
+        dataset: &dataset,
+        run_dir: &common.out,
+        steps: args.steps,
+        frames: args.frames,
+        batch: args.batch.max(1),
+        lr_period: args.lr_period,
+        checkpoint_every: common.checkpoint_every,
+        seed: common.seed,
+        vgg: vgg.as_ref(),
+        device: &device,
+    };
+    let bar = TrainSetup::bar(args.steps)?;
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (_, ema, state) = train_tsr(model, &run, &cancel, |log| {
+        bar.set_position(log.step);
+        bar.set_message(format!("tsr · loss {:.4}", log.loss));
+    })?;
+    bar.finish_and_clear();
+    let ema_path = common.out.join("ema.safetensors");
+    ema.save_safetensors(&ema_path).with_context(|| format!("writing {}", ema_path.display()))?;
+    eprintln!(
+        "TSR training at step {} (checkpoints in {}; EMA weights for --tsr-weights: {})",
+        state.step,
+        common.out.display(),
+        ema_path.display()
+    );
     Ok(())
 }
 

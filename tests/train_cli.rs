@@ -10,18 +10,6 @@ use std::process::Command;
 
 use metaportrait::model::weights::WeightStore;
 
-/// Copies fixture frames whose names start with `prefix` into `dir`.
-fn frames(prefix: &str, dir: &Path) {
-    std::fs::create_dir_all(dir).expect("mkdir");
-    for entry in std::fs::read_dir(common::fixtures_dir().join("faces/images")).expect("faces") {
-        let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
-        if name.starts_with(prefix) {
-            std::fs::copy(&path, dir.join(&name)).expect("copy");
-        }
-    }
-}
-
 fn run(args: &[&std::ffi::OsStr]) -> (bool, String) {
     let out = Command::new(common::bin()).args(args).output().expect("run");
     (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
@@ -42,9 +30,9 @@ fn max_diff(a: &WeightStore, b: &WeightStore) -> f32 {
 fn prepare_then_meta_train_with_checkpoints_and_exact_resume() {
     let dir = common::tempdir("train-cli");
     let src = dir.join("videos");
-    frames("imgs_0_", &src.join("person_a/clip1"));
-    frames("final_0_", &src.join("person_a/clip2"));
-    frames("imgs_train_0_", &src.join("person_b/clip1"));
+    common::fixture_frames("imgs_0_", &src.join("person_a/clip1"));
+    common::fixture_frames("final_0_", &src.join("person_a/clip2"));
+    common::fixture_frames("imgs_train_0_", &src.join("person_b/clip1"));
     let blank = src.join("person_c/blank");
     std::fs::create_dir_all(&blank).expect("mkdir");
     for i in 0..4 {

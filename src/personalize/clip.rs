@@ -92,9 +92,23 @@ pub fn prepare_clip(
     source: &mut dyn FrameSource,
     total_frames: Option<u64>,
     max_frames: usize,
+    progress: impl FnMut(usize),
+) -> Result<ClipFrames, ClipError> {
+    let size = CropPolicy::official().out_size;
+    prepare_clip_at(mesher, source, total_frames, max_frames, size, progress)
+}
+
+/// `prepare_clip` with crops of `crop_size`² (the official crop box, resampled to another size: 512² ground truth
+/// for temporal SR).
+pub fn prepare_clip_at(
+    mesher: &mut FaceMesher,
+    source: &mut dyn FrameSource,
+    total_frames: Option<u64>,
+    max_frames: usize,
+    crop_size: u32,
     mut progress: impl FnMut(usize),
 ) -> Result<ClipFrames, ClipError> {
-    let policy = CropPolicy::official();
+    let policy = CropPolicy { out_size: crop_size, ..CropPolicy::official() };
     let stride = total_frames.map_or(1, |n| (n as usize).div_ceil(max_frames.max(1)).max(1));
     let mut crop_box: Option<CropBox> = None;
     let (mut frames, mut pictures) = (Vec::new(), Vec::new());

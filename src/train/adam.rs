@@ -75,6 +75,11 @@ impl Adam {
         Self { config, step: 0, moments: BTreeMap::new() }
     }
 
+    /// Sets the base learning rate (schedules); per-module multipliers still apply.
+    pub fn set_lr(&mut self, lr: f32) {
+        self.config.lr = lr;
+    }
+
     pub fn steps_taken(&self) -> u64 {
         self.step
     }

@@ -14,4 +14,5 @@ pub mod reduce;
 pub mod reptile;
 pub mod step;
 pub mod supervised;
+pub mod tsr;
 pub mod vgg;

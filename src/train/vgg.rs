@@ -57,6 +57,17 @@ const LAYERS: [Layer; 18] = [
 const LAYERS_TAIL: [Layer; 4] =
     [Conv { index: 25, cin: 512, cout: 512 }, Pool, Conv { index: 28, cin: 512, cout: 512 }, Tap];
 
+/// conv5_2 … conv5_4, past the generator loss's relu5_1: the TSR loss reads conv5_4.
+const LAYERS_CONV5: [Layer; 3] = [
+    Conv { index: 30, cin: 512, cout: 512 },
+    Conv { index: 32, cin: 512, cout: 512 },
+    Conv { index: 34, cin: 512, cout: 512 },
+];
+
+/// The TSR loss's layers (BasicSR `PerceptualLoss`, official `train_sr_hdtf.yml`): the outputs of conv1_2, conv2_2,
+/// conv3_4, conv4_4 and conv5_4 before their ReLU, by torchvision index, with their weights.
+pub const TSR_LAYERS: [(usize, f32); 5] = [(2, 0.1), (7, 0.1), (16, 1.0), (25, 1.0), (34, 1.0)];
+
 /// Number of feature maps the loss compares.
 pub const VGG_FEATURES: usize = 5;
 
@@ -133,6 +144,44 @@ impl Vgg19 {
                 Pool => h = ops.max_pool2(&h),
                 Tap => out.push(h.clone()),
             }
+        }
+        Ok(out)
+    }
+}
+
+impl Vgg19 {
+    /// Pre-ReLU outputs of the convolutions at torchvision indices `taps` (ascending), for `x` in [0, 1] normalised
+    /// with the ImageNet statistics. Runs only as deep as the last tap; weights past relu5_1 must be in the file.
+    pub fn conv_features<O: Ops>(&self, ops: &mut O, x: &O::T, taps: &[usize]) -> Result<Vec<O::T>, ModelError> {
+        let mean = ops.constant(channel_map(IMAGENET_MEAN)?);
+        let std = ops.constant(channel_map(IMAGENET_STD)?);
+        let h = ops.sub(x, &mean);
+        let mut h = ops.div(&h, &std);
+        let mut out = Vec::with_capacity(taps.len());
+        let last = taps.iter().copied().max().unwrap_or(0);
+        for layer in layers().chain(LAYERS_CONV5) {
+            match layer {
+                Conv { index, .. } => {
+                    let w = self.constant(ops, &format!("features.{index}.weight"))?;
+                    let b = self.constant(ops, &format!("features.{index}.bias"))?;
+                    let y = ops.conv2d(&h, &w, Some(&b), 1, 1);
+                    if taps.contains(&index) {
+                        out.push(y.clone());
+                    }
+                    if index >= last {
+                        break;
+                    }
+                    h = ops.relu(&y);
+                }
+                Pool => h = ops.max_pool2(&h),
+                Tap => {}
+            }
+        }
+        if out.len() != taps.len() {
+            return Err(ModelError::Config {
+                origin: "vgg".into(),
+                reason: format!("taps {taps:?} are not all VGG-19 convolution indices"),
+            });
         }
         Ok(out)
     }

@@ -102,3 +102,16 @@ pub fn example_clip(dir: &std::path::Path) -> PathBuf {
     }
     clip
 }
+
+/// Copies the fixture face images whose names start with `prefix` (frames of one person) into `dir`.
+#[allow(dead_code)]
+pub fn fixture_frames(prefix: &str, dir: &std::path::Path) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    for entry in std::fs::read_dir(fixtures_dir().join("faces/images")).expect("faces") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if name.starts_with(prefix) {
+            std::fs::copy(&path, dir.join(&name)).expect("copy");
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! Temporal-SR training (`train tsr`): the official recipe (`sr_model/options/train/train_sr_hdtf.yml`) on the
+//! dataset layout.
+//!
+//! Owns the draw of a training clip, the TSR loss, the optimizer with its schedule, the weight EMA and the run's
+//! checkpoints. Receives a `TsrModel`, a `Dataset` prepared with crops of the network's output size (`prepare
+//! --crop-size 512` for the official configuration) and a run folder; emits checkpoints (weights, Adam moments and the
+//! EMA under `ema.` keys, `state.json`) that resume exactly, and per-step logs.
+//!
+//! - Clip: a random clip of the dataset and `frames` consecutive frames of it from a random start, all flipped
+//!   horizontally or none (the official augmentation). Ground truth: the crops. Input: the crops averaged 2×2 (the
+//!   official code reads the base model's 256² outputs as input instead; a dataset of real frames has none).
+//! - Loss: 0.1·L1 + perceptual 1·Σ w_l·L1 + style 50·Σ w_l·L1(Gram) on VGG-19 conv1_2, conv2_2, conv3_4, conv4_4 and
+//!   conv5_4 before their ReLU (w = 0.1, 0.1, 1, 1, 1; Gram `F·Fᵀ/(c·h·w)` per frame), with BasicSR's `range_norm`
+//!   applied to images already in [0, 1] (so VGG sees [0.5, 1]), as the official run did. L1 alone without VGG.
+//! - Adam lr 1e-4, betas (0.9, 0.99), no clipping, cosine decay to 1e-7 over `lr_period` steps; the StyleGAN2
+//!   decoder stays frozen (`fix_decoder`, `opt_rm_param`); the EMA (0.999) is what the official code ships.
+//! - `batch` clips per step: their gradients are averaged through `GradientReduce` before the update.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::adam::{Adam, AdamConfig};
+use super::checkpoint;
+use super::dataset::Dataset;
+use super::loss::{LossTerms, l1, mean_all};
+use super::meta::{RunState, StepLog, TrainError};
+use super::reduce::{GradientReduce, LocalReplicas};
+use super::vgg::{TSR_LAYERS, Vgg19};
+use crate::model::ModelError;
+use crate::model::burn_exec::BurnExec;
+use crate::model::inputs::write_planar_unit;
+use crate::model::ops::Ops;
+use crate::model::weights::WeightStore;
+use crate::personalize::clip::ClipFrames;
+use crate::rng::SplitMix64;
+use crate::tensor::HostTensor;
+use crate::tsr::engine::TsrModel;
+use crate::tsr::net::{RGB, tsr_forward};
+
+const STAGE_TSR: &str = "tsr";
+const STEP_SEED_MIX: u64 = 0xA24B_AED4_963E_E407;
+/// Parameters the official run leaves out of the optimizer.
+pub const FROZEN_PREFIX: &str = "stylegan_decoder.";
+pub const EMA_DECAY: f32 = 0.999;
+/// Key prefix of the EMA in the optimizer store of a checkpoint.
+pub const EMA_PREFIX: &str = "ema.";
+pub const LR: f32 = 1e-4;
+pub const LR_MIN: f32 = 1e-7;
+/// `CosineAnnealingRestartLR` period of the official run (= its total iterations).
+pub const LR_PERIOD: u64 = 300_000;
+pub const PIXEL_WEIGHT: f32 = 0.1;
+pub const PERCEPTUAL_WEIGHT: f32 = 1.0;
+pub const STYLE_WEIGHT: f32 = 50.0;
+/// Frames per training clip in the official run.
+pub const DEFAULT_FRAMES: usize = 6;
+
+pub const TERM_PIXEL: &str = "pixel";
+pub const TERM_PERCEPTUAL: &str = "perceptual";
+pub const TERM_STYLE: &str = "style";
+
+/// The official optimizer: Adam lr 1e-4, betas (0.9, 0.99), no gradient clipping.
+pub fn tsr_adam_config() -> AdamConfig {
+    AdamConfig { lr: LR, beta1: 0.9, beta2: 0.99, eps: 1e-8, clip_grad_norm: None, lr_multipliers: Vec::new() }
+}
+
+/// Learning rate at `step` (1-based) of a cosine decay from `LR` to `LR_MIN` over `period` steps.
+pub fn cosine_lr(step: u64, period: u64) -> f32 {
+    let t = (step.saturating_sub(1) as f64 / period.max(1) as f64).min(1.0);
+    (LR_MIN as f64 + (LR - LR_MIN) as f64 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())) as f32
+}
+
+/// Settings of a `train tsr` run.
+pub struct TsrTraining<'a> {
+    pub dataset: &'a Dataset,
+    pub run_dir: &'a Path,
+    /// Steps to reach (a resumed run continues up to here).
+    pub steps: u64,
+    pub frames: usize,
+    /// Clips per step (their mean gradient is applied).
+    pub batch: usize,
+    pub lr_period: u64,
+    pub checkpoint_every: u64,
+    pub seed: u64,
+    pub vgg: Option<&'a Vgg19>,
+    pub device: &'a burn::tensor::Device,
+}
+
+/// A training clip: input frames `[n, 3, S/2, S/2]` and ground truth `[n, 3, S, S]`, in [0, 1].
+pub struct TsrClip {
+    pub lq: HostTensor,
+    pub gt: HostTensor,
+}
+
+/// `[n, 3, s, s]` → `[n, 3, s/2, s/2]` by averaging 2×2 blocks.
+pub fn downscale2(t: &HostTensor) -> Result<HostTensor, ModelError> {
+    let s = t.shape();
+    let (planes, h, w) = (s[0] * s[1], s[2], s[3]);
+    let (oh, ow) = (h / 2, w / 2);
+    let mut out = vec![0.0f32; planes * oh * ow];
+    let data = t.data();
+    for p in 0..planes {
+        for y in 0..oh {
+            for x in 0..ow {
+                let at = |dy: usize, dx: usize| data[p * h * w + (2 * y + dy) * w + 2 * x + dx];
+                out[p * oh * ow + y * ow + x] = 0.25 * (at(0, 0) + at(0, 1) + at(1, 0) + at(1, 1));
+            }
+        }
+    }
+    HostTensor::new(vec![s[0], s[1], oh, ow], out)
+        .map_err(|e| ModelError::Tensor { name: "tsr input".into(), reason: e.to_string() })
+}
+
+/// The clip of `frames` consecutive frames of `clip` starting at `start`, optionally mirrored.
+pub fn clip_tensors(clip: &ClipFrames, start: usize, frames: usize, flip: bool) -> Result<TsrClip, ModelError> {
+    let side = clip.frames.first().map_or(0, |f| f.crop.width() as usize);
+    let plane = side * side;
+    let mut gt = vec![0.0f32; frames * RGB * plane];
+    for (k, frame) in clip.frames[start..start + frames].iter().enumerate() {
+        let dst = &mut gt[k * RGB * plane..(k + 1) * RGB * plane];
+        write_planar_unit(&frame.crop, dst);
+        if flip {
+            for row in dst.chunks_mut(side) {
+                row.reverse();
+            }
+        }
+    }
+    let gt = HostTensor::new(vec![frames, RGB, side, side], gt)
+        .map_err(|e| ModelError::Tensor { name: "tsr ground truth".into(), reason: e.to_string() })?;
+    Ok(TsrClip { lq: downscale2(&gt)?, gt })
+}
+
+/// Gram matrices `F·Fᵀ/(c·h·w)` of `[n, c, h, w]` features, `[n, c, c]`.
+fn gram<O: Ops>(ops: &mut O, f: &O::T) -> O::T {
+    let s = ops.shape(f);
+    let (n, c, hw) = (s[0], s[1], s[2] * s[3]);
+    let flat = ops.reshape(f, &[n, c, hw]);
+    let flat_t = ops.permute(&flat, &[0, 2, 1]);
+    let g = ops.matmul(&flat, &flat_t);
+    ops.scale_shift(&g, 1.0 / (c * hw) as f32, 0.0)
+}
+
+/// The TSR loss of `out` against `gt` (both `[n, 3, S, S]`) and its named terms.
+pub fn tsr_loss<O: Ops>(
+    ops: &mut O,
+    vgg: Option<&Vgg19>,
+    out: &O::T,
+    gt: &O::T,
+) -> Result<LossTerms<O::T>, ModelError> {
+    let pixel = l1(ops, out, gt);
+    let pixel = ops.scale_shift(&pixel, PIXEL_WEIGHT, 0.0);
+    let mut terms = vec![(TERM_PIXEL, pixel.clone())];
+    let mut total = pixel;
+    if let Some(vgg) = vgg {
+        // BasicSR's `range_norm` maps [-1, 1] to [0, 1]; the official run fed it [0, 1].
+        let (o, g) = (ops.scale_shift(out, 0.5, 0.5), ops.scale_shift(gt, 0.5, 0.5));
+        let taps: Vec<usize> = TSR_LAYERS.iter().map(|(i, _)| *i).collect();
+        let (fo, fg) = (vgg.conv_features(ops, &o, &taps)?, vgg.conv_features(ops, &g, &taps)?);
+        let (mut perceptual, mut style): (Option<O::T>, Option<O::T>) = (None, None);
+        for ((a, b), (_, w)) in fo.iter().zip(&fg).zip(TSR_LAYERS) {
+            let p = l1(ops, a, b);
+            let p = ops.scale_shift(&p, w, 0.0);
+            perceptual = Some(match perceptual {
+                Some(acc) => ops.add(&acc, &p),
+                None => p,
+            });
+            let (ga, gb) = (gram(ops, a), gram(ops, b));
+            let d = ops.sub(&ga, &gb);
+            let d = ops.abs(&d);
+            let st = mean_all(ops, &d);
+            let st = ops.scale_shift(&st, w, 0.0);
+            style = Some(match style {
+                Some(acc) => ops.add(&acc, &st),
+                None => st,
+            });
+        }
+        if let (Some(p), Some(st)) = (perceptual, style) {
+            let p = ops.scale_shift(&p, PERCEPTUAL_WEIGHT, 0.0);
+            let st = ops.scale_shift(&st, STYLE_WEIGHT, 0.0);
+            total = ops.add(&total, &p);
+            total = ops.add(&total, &st);
+            terms.push((TERM_PERCEPTUAL, p));
+            terms.push((TERM_STYLE, st));
+        }
+    }
+    Ok(LossTerms { total, terms })
+}
+
+/// One update from `clips` (their gradients averaged through `reduce`); returns the mean loss.
+pub fn tsr_step(
+    model: &mut TsrModel,
+    adam: &mut Adam,
+    device: &burn::tensor::Device,
+    clips: &[TsrClip],
+    vgg: Option<&Vgg19>,
+    reduce: &dyn GradientReduce,
+) -> Result<f64, TrainError> {
+    let mut loss_sum = 0.0f64;
+    let mut mean_grads = BTreeMap::new();
+    for clip in clips {
+        let mut exec = BurnExec::new(&model.weights, device, true);
+        let x = exec.input(&clip.lq);
+        let out = tsr_forward(&mut exec, &model.config, &x)?;
+        let gt = exec.input(&clip.gt);
+        let total = tsr_loss(&mut exec, vgg, &out, &gt)?.total;
+        loss_sum += f64::from(exec.to_host(&total).data().first().copied().unwrap_or(f32::NAN));
+        let mut grads = exec.backward(&total)?;
+        grads.retain(|key, _| !key.starts_with(FROZEN_PREFIX));
+        reduce.all_reduce(&mut grads);
+        mean_grads = grads;
+    }
+    adam.step(model.weights.tensors_mut(), &mean_grads);
+    Ok(loss_sum / clips.len().max(1) as f64)
+}
+
+/// `ema ← d·ema + (1 − d)·θ` for every tensor.
+pub fn update_ema(ema: &mut WeightStore, weights: &WeightStore, decay: f32) {
+    for (key, t) in weights.iter() {
+        match ema.tensors_mut().get_mut(key) {
+            Some(e) if e.shape() == t.shape() => {
+                e.data_mut().iter_mut().zip(t.data()).for_each(|(e, w)| *e = decay * *e + (1.0 - decay) * w);
+            }
+            _ => ema.insert(key.clone(), t.clone()),
+        }
+    }
+}
+
+/// Draws the clips of `step` (depending only on the seed and the step).
+struct ClipDraw<'d> {
+    dataset: &'d Dataset,
+    cache: BTreeMap<PathBuf, ClipFrames>,
+    out_size: usize,
+}
+
+impl ClipDraw<'_> {
+    fn draw(&mut self, seed: u64, step: u64, batch: usize, frames: usize) -> Result<Vec<TsrClip>, TrainError> {
+        let mut rng = SplitMix64::new(seed ^ step.wrapping_mul(STEP_SEED_MIX));
+        let mut clips = Vec::with_capacity(batch);
+        for _ in 0..batch {
+            let ids = &self.dataset.identities;
+            let (_, refs) = &ids[(rng.next_u64() % ids.len() as u64) as usize];
+            let clip_ref = &refs[(rng.next_u64() % refs.len() as u64) as usize];
+            if !self.cache.contains_key(&clip_ref.dir) {
+                let (clip, _) = Dataset::load_clip(clip_ref)?;
+                let side = clip.frames.first().map_or(0, |f| f.crop.width() as usize);
+                if side != self.out_size {
+                    return Err(TrainError::Run {
+                        path: clip_ref.dir.clone(),
+                        reason: format!(
+                            "crops are {side}², the TSR network outputs {0}²: prepare the dataset with \
+                             `--crop-size {0}`",
+                            self.out_size
+                        ),
+                    });
+                }
+                if clip.frames.len() < frames {
+                    return Err(TrainError::Run {
+                        path: clip_ref.dir.clone(),
+                        reason: format!("{} frames, a training clip needs {frames}", clip.frames.len()),
+                    });
+                }
+                self.cache.insert(clip_ref.dir.clone(), clip);
+            }
+            let clip = &self.cache[&clip_ref.dir];
+            let start = (rng.next_u64() % (clip.frames.len() - frames + 1) as u64) as usize;
+            let flip = rng.next_u64() & 1 == 1;
+            clips.push(clip_tensors(clip, start, frames, flip)?);
+        }
+        Ok(clips)
+    }
+}
+
+/// Runs (or resumes) TSR training until `steps`; `progress` sees every step. Returns the model, its EMA and the
+/// run's state.
+pub fn train_tsr(
+    mut model: TsrModel,
+    run: &TsrTraining<'_>,
+    cancel: &AtomicBool,
+    mut progress: impl FnMut(&StepLog),
+) -> Result<(TsrModel, WeightStore, RunState), TrainError> {
+    let (mut state, mut adam, mut ema) = resume_or_start(run, &mut model)?;
+    let mut draw = ClipDraw { dataset: run.dataset, cache: BTreeMap::new(), out_size: model.config.out_size };
+    let reduce = LocalReplicas::new(run.batch.max(1));
+    while state.step < run.steps {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let step = state.step + 1;
+        let clips = draw.draw(state.seed, step, run.batch.max(1), run.frames)?;
+        adam.set_lr(cosine_lr(step, run.lr_period));
+        let loss = tsr_step(&mut model, &mut adam, run.device, &clips, run.vgg, &reduce)?;
+        update_ema(&mut ema, &model.weights, EMA_DECAY);
+        state.step = step;
+        let log = StepLog { step, loss, meta: None, adversarial: None };
+        tracing::info!(?log, "tsr training step");
+        progress(&log);
+        state.log.push(log);
+        if step % run.checkpoint_every.max(1) == 0 || step == run.steps {
+            let mut optimizer = adam.state().1;
+            for (key, t) in ema.iter() {
+                optimizer.insert(format!("{EMA_PREFIX}{key}"), t.clone());
+            }
+            checkpoint::save(run.run_dir, step, &state, &model.weights, &optimizer)?;
+        }
+    }
+    Ok((model, ema, state))
+}
+
+fn resume_or_start(run: &TsrTraining<'_>, model: &mut TsrModel) -> Result<(RunState, Adam, WeightStore), TrainError> {
+    let run_err = |reason: String| TrainError::Run { path: run.run_dir.into(), reason };
+    let config: serde_json::Value =
+        serde_json::from_str(&model.config.to_json()).map_err(|e| run_err(e.to_string()))?;
+    let Some(ckpt) = checkpoint::load_latest::<RunState>(run.run_dir)? else {
+        let state = RunState { stage: STAGE_TSR.into(), step: 0, seed: run.seed, config, log: Vec::new() };
+        return Ok((state, Adam::new(tsr_adam_config()), model.weights.clone()));
+    };
+    if ckpt.state.stage != STAGE_TSR || ckpt.state.config != config {
+        return Err(run_err(format!(
+            "the run folder holds a `{}` run of another architecture or stage; use a new --out",
+            ckpt.state.stage
+        )));
+    }
+    *model = TsrModel::new(model.config.clone(), ckpt.weights)?;
+    let mut ema = WeightStore::new();
+    for (key, t) in ckpt.optimizer.iter() {
+        if let Some(bare) = key.strip_prefix(EMA_PREFIX) {
+            ema.insert(bare.to_owned(), t.clone());
+        }
+    }
+    let adam = Adam::from_state(tsr_adam_config(), ckpt.state.step, &ckpt.optimizer).map_err(run_err)?;
+    tracing::info!(step = ckpt.state.step, "training: resuming TSR");
+    Ok((ckpt.state, adam, ema))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_schedule_ends_at_the_floor() {
+        assert_eq!(cosine_lr(1, 100), LR);
+        assert!((cosine_lr(51, 100) - (LR + LR_MIN) / 2.0).abs() < 1e-9);
+        assert!((cosine_lr(101, 100) - LR_MIN).abs() < 1e-12);
+        assert!((cosine_lr(5000, 100) - LR_MIN).abs() < 1e-12, "stays at the floor past the period");
+    }
+
+    #[test]
+    fn downscale_averages_blocks_and_ema_moves_towards_the_weights() {
+        let t = HostTensor::new(vec![1, 1, 2, 4], vec![0.0, 1.0, 2.0, 2.0, 1.0, 2.0, 4.0, 4.0]).unwrap();
+        assert_eq!(downscale2(&t).unwrap().data(), [1.0, 3.0]);
+        let mut ema = WeightStore::new();
+        ema.insert("w", HostTensor::new(vec![2], vec![1.0, 1.0]).unwrap());
+        let mut w = WeightStore::new();
+        w.insert("w", HostTensor::new(vec![2], vec![2.0, 0.0]).unwrap());
+        w.insert("b", HostTensor::new(vec![1], vec![5.0]).unwrap());
+        update_ema(&mut ema, &w, 0.75);
+        assert_eq!(ema.get("w").unwrap().data(), [1.25, 0.75]);
+        assert_eq!(ema.get("b").unwrap().data(), [5.0], "a new tensor starts at its value");
+    }
+}

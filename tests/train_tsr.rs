@@ -1,0 +1,115 @@
+//! `metaportrait train tsr` end to end on real frames: a dataset prepared at the tiny network's output size, two
+//! steps of two 3-frame clips each, checkpoints with the EMA, the frozen StyleGAN2 decoder untouched, exact resume,
+//! and a dataset of the wrong crop size refused with the fix.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use metaportrait::model::weights::WeightStore;
+use metaportrait::tsr::config::TsrConfig;
+use metaportrait::tsr::engine::{DEFAULT_INIT_SEED, TsrModel};
+
+fn run(args: &[&OsStr]) -> (bool, String) {
+    let out = Command::new(common::bin()).args(args).output().expect("run");
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn latest(run_dir: &Path) -> (serde_json::Value, WeightStore, WeightStore) {
+    let name = std::fs::read_to_string(run_dir.join("latest")).expect("latest");
+    let dir = run_dir.join(name.trim());
+    let state = serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state")).expect("json");
+    let weights = WeightStore::load_safetensors(&dir.join("weights.safetensors")).expect("weights");
+    let optimizer = WeightStore::load_safetensors(&dir.join("optimizer.safetensors")).expect("optimizer");
+    (state, weights, optimizer)
+}
+
+fn max_diff(a: &WeightStore, b: &WeightStore) -> f32 {
+    a.iter().map(|(k, t)| t.max_abs_diff(b.get(k).expect("same keys")).unwrap_or(f32::INFINITY)).fold(0.0, f32::max)
+}
+
+#[test]
+fn tsr_training_freezes_the_decoder_keeps_an_ema_and_resumes_exactly() {
+    let dir = common::tempdir("train-tsr");
+    let src = dir.join("videos");
+    common::fixture_frames("imgs_0_", &src.join("person_a/clip1"));
+    common::fixture_frames("final_0_", &src.join("person_a/clip2"));
+    let out_size = TsrConfig::tiny().out_size;
+    let prepare = |data: &PathBuf, size: usize| {
+        let size = size.to_string();
+        run(&[
+            "prepare".as_ref(),
+            "--videos".as_ref(),
+            src.as_os_str(),
+            "--out".as_ref(),
+            data.as_os_str(),
+            "--crop-size".as_ref(),
+            size.as_ref(),
+        ])
+    };
+    let data = dir.join("data");
+    let (ok, stderr) = prepare(&data, out_size);
+    assert!(ok, "{stderr}");
+    let crop = image::open(data.join("person_a/clip1/frame_000000.png")).expect("crop");
+    assert_eq!((crop.width() as usize, crop.height() as usize), (out_size, out_size));
+
+    let train = |data: &PathBuf, out: &PathBuf, steps: &str| {
+        let mut args: Vec<&OsStr> = vec!["train".as_ref(), "tsr".as_ref()];
+        for (flag, value) in [("--data", data.as_os_str()), ("--out", out.as_os_str())] {
+            args.extend([OsStr::new(flag), value]);
+        }
+        args.extend(
+            ["--config", "tiny", "--steps", steps, "--frames", "3", "--batch", "2", "--checkpoint-every", "1"]
+                .map(OsStr::new),
+        );
+        run(&args)
+    };
+    let interrupted = dir.join("run");
+    let (ok, stderr) = train(&data, &interrupted, "2");
+    assert!(ok, "{stderr}");
+    let vgg_present = !stderr.contains("no VGG-19 weights");
+    assert!(stderr.contains(if vgg_present { "L1 + perceptual + style" } else { "L1 only" }), "{stderr}");
+    let (state, weights, optimizer) = latest(&interrupted);
+    assert_eq!((state["stage"].as_str(), state["step"].as_u64()), (Some("tsr"), Some(2)));
+    assert!(state["log"].as_array().is_some_and(|l| l.iter().all(|e| e["loss"].as_f64().is_some_and(f64::is_finite))));
+
+    let init = TsrModel::random(TsrConfig::tiny(), DEFAULT_INIT_SEED).expect("init").weights;
+    let (mut decoder_moved, mut others_moved) = (0, 0);
+    for (key, t) in weights.iter() {
+        let moved = t.data() != init.get(key).expect("same keys").data();
+        match (moved, key.starts_with("stylegan_decoder.")) {
+            (true, true) => decoder_moved += 1,
+            (true, false) => others_moved += 1,
+            _ => {}
+        }
+    }
+    assert!(decoder_moved == 0 && others_moved > 0, "decoder moved: {decoder_moved}, others: {others_moved}");
+    // The EMA sits between the initial and the current weights: after 2 steps, 0.999² of the way back to init.
+    let ema_key =
+        weights.iter().find(|(k, t)| !k.starts_with("stylegan_decoder.") && init.get(k) != Some(t)).expect("moved");
+    let ema = optimizer.get(&format!("ema.{}", ema_key.0)).expect("ema entry");
+    let (w0, w2) = (init.get(ema_key.0).expect("init"), ema_key.1);
+    let gap_now = ema.max_abs_diff(w2).expect("shape");
+    assert!(gap_now > 0.0 && ema.max_abs_diff(w0).expect("shape") < gap_now, "the EMA stays near the start");
+    assert!(interrupted.join("ema.safetensors").is_file());
+
+    let (ok, stderr) = train(&data, &interrupted, "3");
+    assert!(ok, "{stderr}");
+    let (_, resumed, resumed_opt) = latest(&interrupted);
+    let straight = dir.join("straight");
+    let (ok, stderr) = train(&data, &straight, "3");
+    assert!(ok, "{stderr}");
+    let (_, uninterrupted, uninterrupted_opt) = latest(&straight);
+    let diff = max_diff(&resumed, &uninterrupted).max(max_diff(&resumed_opt, &uninterrupted_opt));
+    assert!(diff <= 1e-5, "resumed and uninterrupted TSR runs differ by {diff}");
+
+    // A dataset of generator-sized crops does not fit the tiny network: refused, with the flag that fixes it.
+    let wrong = dir.join("data-256");
+    let (ok, stderr) = prepare(&wrong, 256);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = train(&wrong, &dir.join("wrong"), "1");
+    assert!(!ok && stderr.contains(&format!("--crop-size {out_size}")), "{stderr}");
+    std::fs::remove_dir_all(&dir).ok();
+}
