@@ -525,10 +525,27 @@ pub enum BenchCommand {
     Step(BenchStepArgs),
     /// Time the temporal SR network per frame (offline chunk and the live 3-frame window).
     Tsr(BenchTsrArgs),
+    /// Time live frames end to end at 512²: generator then the streaming TSR, one after the other and pipelined.
+    E2e(BenchE2eArgs),
     /// Time the face stage per frame: detector, mesh, attention refinement, tracking.
     Face(BenchFaceArgs),
     /// Time the preview engine per 256² frame on the CPU and with wgpu (draw + readback).
     Preview(BenchPreviewArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BenchE2eArgs {
+    /// Generator: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub config: String,
+    /// Temporal SR: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub tsr_config: String,
+    /// Frames timed per mode (after a warm-up).
+    #[arg(long, default_value_t = 30)]
+    pub frames: usize,
+    #[command(flatten)]
+    pub exec: ExecArgs,
 }
 
 #[derive(Args, Debug)]
@@ -622,6 +639,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Generator(args)) => bench_generator(&args),
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
+        Command::Bench(BenchCommand::E2e(args)) => bench_e2e(&args),
     }
 }
 
@@ -870,6 +888,92 @@ fn bench_tsr(args: &BenchTsrArgs) -> Result<()> {
     result.insert("executor".into(), serde_json::json!(args.exec.executor.name()));
     result.insert("threads".into(), serde_json::json!(args.exec.threads));
     println!("{}", serde_json::Value::Object(result));
+    Ok(())
+}
+
+/// Live frames through generator and streaming TSR: sequentially (as one engine thread would) and pipelined (the
+/// generator's thread hands each prediction to the TSR's through a one-slot channel). Random weights, one fixed set
+/// of inputs; speed does not depend on values.
+fn bench_e2e(args: &BenchE2eArgs) -> Result<()> {
+    const WARM_UP_FRAMES: usize = 3;
+    if args.frames == 0 {
+        bail!("--frames must be at least 1");
+    }
+    let cfg = GeneratorConfig::resolve(&args.config)?;
+    let tsr_cfg = TsrConfig::resolve(&args.tsr_config)?;
+    if tsr_cfg.out_size != 2 * cfg.image_size {
+        bail!(
+            "the TSR network outputs {0}², twice the generator's {1}² would be {2}²",
+            tsr_cfg.out_size,
+            cfg.image_size,
+            2 * cfg.image_size
+        );
+    }
+    let model = GeneratorModel::random(cfg.clone(), DEFAULT_INIT_SEED)?;
+    let mut generator = GeneratorEngine::new(&model, &engine_options(&args.exec, Stage::Full))?;
+    let mut upscaler =
+        TsrEngine::new(TsrModel::random(tsr_cfg.clone(), tsr::engine::DEFAULT_INIT_SEED)?, tsr_options(&args.exec))?;
+    let inputs = synthetic_inputs(&cfg)?;
+    let window = tsr::stream::DEFAULT_HISTORY + 2;
+    for frames in [window - 1, window] {
+        upscaler.prepare(frames, cfg.image_size)?;
+    }
+    let frame_of = |out: BTreeMap<String, HostTensor>| -> Result<HostTensor> {
+        let prediction = out.get(net::OUTPUT_PREDICTION).context("the generator returned no prediction")?;
+        Ok(HostTensor::new(prediction.shape()[1..].to_vec(), prediction.data().to_vec())?)
+    };
+    let total = WARM_UP_FRAMES + args.frames;
+
+    let mut stream = tsr::stream::TsrStream::new(tsr::stream::DEFAULT_HISTORY);
+    let mut started = Instant::now();
+    for k in 0..total {
+        if k == WARM_UP_FRAMES {
+            started = Instant::now();
+        }
+        let frame = frame_of(generator.run(&inputs)?)?;
+        stream.push(&mut upscaler, frame, k)?;
+    }
+    let sequential_ms = started.elapsed().as_secs_f64() * 1e3 / args.frames as f64;
+
+    let mut stream = tsr::stream::TsrStream::new(tsr::stream::DEFAULT_HISTORY);
+    let pipelined_ms = std::thread::scope(|scope| -> Result<f64> {
+        let (tx, rx) = crossbeam::channel::bounded::<HostTensor>(1);
+        let producer = scope.spawn(|| -> Result<()> {
+            let tx = tx;
+            for _ in 0..total {
+                let frame = frame_of(generator.run(&inputs)?)?;
+                if tx.send(frame).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut started = Instant::now();
+        for k in 0..total {
+            let frame = rx.recv().context("the generator thread stopped")?;
+            if k == WARM_UP_FRAMES {
+                started = Instant::now();
+            }
+            stream.push(&mut upscaler, frame, k)?;
+        }
+        let ms = started.elapsed().as_secs_f64() * 1e3 / args.frames as f64;
+        producer.join().map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
+        Ok(ms)
+    })?;
+    let device = generator.device();
+    eprintln!(
+        "{}² end to end on {device}: sequential {sequential_ms:.1} ms/frame ({:.1} fps), pipelined {pipelined_ms:.1} \
+         ms/frame ({:.1} fps)",
+        tsr_cfg.out_size,
+        1e3 / sequential_ms,
+        1e3 / pipelined_ms
+    );
+    let result = serde_json::json!({
+        "config": cfg.name, "tsr_config": tsr_cfg.name, "out_size": tsr_cfg.out_size, "device": device.to_string(),
+        "frames": args.frames, "sequential_ms_per_frame": sequential_ms, "pipelined_ms_per_frame": pipelined_ms,
+        "sequential_fps": 1e3 / sequential_ms, "pipelined_fps": 1e3 / pipelined_ms,
+    });
+    println!("{result}");
     Ok(())
 }
 
@@ -1579,6 +1683,7 @@ fn live(args: &LiveArgs) -> Result<()> {
         recorder: Default::default(),
         personalize,
         tsr: args.tsr_model.load()?,
+        tsr_device: args.neural.device,
     };
     let (pipeline, inputs) = start(config, engine, settings)?;
     let result = metaportrait::render::run_window(inputs);

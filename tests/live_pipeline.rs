@@ -60,6 +60,7 @@ fn config_with_home(home: &Path, input: LiveInput) -> LiveConfig {
         id_model: metaportrait::face::embed::default_id_model_path(),
         personalize: None,
         tsr: None,
+        tsr_device: metaportrait::runtime::Device::Cpu,
         recorder: RecorderConfig::default(),
     }
 }

@@ -1,4 +1,6 @@
-//! The live app's threads: capture → face → engine → window/recorder, plus the control thread that answers the window.
+//! The live app's threads: capture → face → engine → upscale (temporal SR) → window/recorder, plus the control thread
+//! that answers the window. Generator and temporal SR run in separate threads so that on a GPU they overlap (the
+//! generator works on frame t + 1 while the TSR network works on frame t).
 //!
 //! Owns stage wiring, the identity library's use by the app, recording start/stop and the pipeline's statistics.
 //! Receives a `LiveConfig` (input, models, data home), an engine and the restored window settings; emits the
@@ -89,6 +91,8 @@ pub struct LiveConfig {
     pub personalize: Option<super::personalizer::PersonalizeBase>,
     /// The temporal SR network for the TSR toggle (a sliding window, one frame of look-ahead); `None`: bicubic.
     pub tsr: Option<crate::tsr::engine::TsrModel>,
+    /// Where the TSR network runs (the neural engine's device: on CUDA its sessions use device buffers too).
+    pub tsr_device: crate::runtime::Device,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -267,6 +271,8 @@ pub fn start(
     let store = IdentityStore::open(&crate::home::identities_dir(&config.home)?)?;
     let (pose_tx, pose_rx) = latest::<DrivingPose>(1);
     let (output_tx, output_rx) = latest::<OutputFrame>(WINDOW_CHANNEL_CAPACITY);
+    // Generator → upscaler: newest wins, so a slow temporal SR drops generated frames instead of queueing latency.
+    let (generated_tx, generated_rx) = latest::<Generated>(1);
     let (preview_tx, preview_rx) = latest::<PreviewFrame>(WINDOW_CHANNEL_CAPACITY);
     let (stats_tx, stats_rx) = latest::<Stats>(1);
     let (identities_tx, identities_rx) = latest::<Vec<IdentityEntry>>(1);
@@ -307,6 +313,7 @@ pub fn start(
         notice: None,
         pose_drops: pose_tx.clone(),
         output_drops: output_tx.clone(),
+        generated_drops: generated_tx.clone(),
         stats_window: (Instant::now(), 0),
     };
     if let Some(portrait) = &config.default_portrait {
@@ -322,7 +329,8 @@ pub fn start(
     control.source_name = source_name;
     let tsr = match config.tsr {
         Some(model) => {
-            let mut engine = crate::tsr::engine::TsrEngine::new(model, Default::default())?;
+            let options = crate::tsr::engine::TsrOptions { device: config.tsr_device, ..Default::default() };
+            let mut engine = crate::tsr::engine::TsrEngine::new(model, options)?;
             let stream = crate::tsr::stream::TsrStream::new(crate::tsr::stream::DEFAULT_HISTORY);
             // Build the sessions of the window's two geometries now (a clip's start, then the steady state), so the
             // toggle does not stall the first frames.
@@ -351,10 +359,16 @@ pub fn start(
         control: engine_rx,
         stop: Arc::clone(&stop),
         motion_mode: settings.motion_mode,
-        sink: EngineSink {
+        engine,
+        generated: generated_tx,
+        metrics: Arc::clone(&control.metrics),
+    };
+    let upscale_stage = UpscaleStage {
+        frames: generated_rx,
+        stop: Arc::clone(&stop),
+        sink: OutputSink {
             epoch,
             tsr,
-            engine,
             output: output_tx,
             recording: Arc::clone(&control.recording),
             metrics: Arc::clone(&control.metrics),
@@ -367,6 +381,7 @@ pub fn start(
     };
     threads.push(spawn("face", Box::new(move || face.run()))?);
     threads.push(spawn("engine", Box::new(move || engine_stage.run()))?);
+    threads.push(spawn("upscale", Box::new(move || upscale_stage.run()))?);
     let control_stop = Arc::clone(&stop);
     threads.push(spawn("control", Box::new(move || control.run(command_rx, control_stop)))?);
     tracing::info!("live: pipeline started");
@@ -480,15 +495,34 @@ fn preview_of(frame: &RgbImage, landmarks: &[[f32; 3]]) -> PreviewFrame {
     }
 }
 
+/// Drives the engine with each pose and hands the 256² result to the upscale stage.
 struct EngineStage {
     poses: LatestReceiver<DrivingPose>,
     control: Receiver<EngineControl>,
     stop: Arc<AtomicBool>,
     motion_mode: MotionMode,
-    sink: EngineSink,
+    engine: Box<dyn LiveEngine>,
+    generated: LatestSender<Generated>,
+    metrics: Metrics,
 }
 
-/// The engine and where its frames go.
+/// A generated frame on its way to the upscale stage.
+struct Generated {
+    picture: RgbImage,
+    captured: Instant,
+    model_ms: f32,
+    /// Whether the panel's TSR toggle was on for this frame.
+    upscale: bool,
+}
+
+/// Upscales (temporal SR or bicubic, or not at all), records and shows generated frames. Its own thread, so on a
+/// GPU the generator works on frame t + 1 while the TSR network works on frame t.
+struct UpscaleStage {
+    frames: LatestReceiver<Generated>,
+    stop: Arc<AtomicBool>,
+    sink: OutputSink,
+}
+
 /// The TSR network streaming over the generated frames; each output is the previous frame's (tagged with its capture
 /// time), so it adds one frame of latency.
 struct LiveTsr {
@@ -502,10 +536,10 @@ impl LiveTsr {
     }
 }
 
-struct EngineSink {
+/// Where finished frames go.
+struct OutputSink {
     epoch: Instant,
     tsr: Option<LiveTsr>,
-    engine: Box<dyn LiveEngine>,
     output: LatestSender<OutputFrame>,
     recording: RecordingSlot,
     metrics: Metrics,
@@ -513,7 +547,8 @@ struct EngineSink {
 
 impl EngineStage {
     fn run(self) {
-        let EngineStage { poses, control, stop, mut motion_mode, sink: mut this } = self;
+        let EngineStage { poses, control, stop, mut motion_mode, engine, generated: generated_tx, metrics } = self;
+        let mut this = EngineSink { engine, generated: generated_tx, metrics };
         let mut motion: Option<MotionTransfer> = None;
         let mut target: Vec<[f32; 3]> = Vec::new();
         let mut generated = RgbImage::new(ENGINE_SIDE_PX, ENGINE_SIDE_PX);
@@ -547,12 +582,7 @@ impl EngineStage {
                             m.clear_reference();
                         }
                     }
-                    Ok(EngineControl::Tsr(on)) => {
-                        upscale = on;
-                        if let Some(tsr) = this.tsr.as_mut() {
-                            tsr.restart();
-                        }
-                    }
+                    Ok(EngineControl::Tsr(on)) => upscale = on,
                     Err(_) => break,
                 },
                 recv(poses) -> pose => {
@@ -569,8 +599,15 @@ impl EngineStage {
     }
 }
 
+/// The engine thread's half: the engine and the hand-off to the upscale stage.
+struct EngineSink {
+    engine: Box<dyn LiveEngine>,
+    generated: LatestSender<Generated>,
+    metrics: Metrics,
+}
+
 impl EngineSink {
-    /// Renders one pose and hands it on; `Err` only when the window has gone.
+    /// Renders one pose and hands it on; `Err` only when the upscale stage has gone.
     fn render(
         &mut self,
         motion: &mut MotionTransfer,
@@ -592,15 +629,51 @@ impl EngineSink {
             return Ok(());
         }
         let model_ms = started.elapsed().as_secs_f32() * 1e3;
+        lock(&self.metrics).model_ms.add(model_ms);
+        let frame = Generated { picture: generated.clone(), captured: pose.captured, model_ms, upscale };
+        self.generated.send(frame).map_err(drop)
+    }
+}
+
+impl UpscaleStage {
+    fn run(self) {
+        let UpscaleStage { frames, stop, sink: mut this } = self;
+        let mut upscaling = false;
+        while !stop.load(Ordering::Acquire) {
+            match frames.recv_timeout(STAGE_POLL) {
+                Ok(frame) => {
+                    if frame.upscale != upscaling {
+                        // A toggle starts a new clip for the temporal window.
+                        upscaling = frame.upscale;
+                        if let Some(tsr) = this.tsr.as_mut() {
+                            tsr.restart();
+                        }
+                    }
+                    if this.finish(frame).is_err() {
+                        break;
+                    }
+                }
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        tracing::debug!("upscale: stopped");
+    }
+}
+
+impl OutputSink {
+    /// Upscales, records and shows one generated frame; `Err` only when the window has gone.
+    fn finish(&mut self, generated: Generated) -> Result<(), ()> {
+        let Generated { picture: generated, captured: generated_at, model_ms, upscale } = generated;
         let mut stage_times = vec![StageTime { stage: "model", latency_ms: model_ms }];
         let upscale_started = Instant::now();
-        let mut captured = pose.captured;
+        let mut captured = generated_at;
         let picture = match (upscale, self.tsr.as_mut()) {
             (true, Some(tsr)) => {
                 let (w, h) = (generated.width() as usize, generated.height() as usize);
                 let mut frame = HostTensor::zeros(&[3, h, w]);
-                write_planar_unit(generated, frame.data_mut());
-                match tsr.stream.push(&mut tsr.engine, frame, pose.captured) {
+                write_planar_unit(&generated, frame.data_mut());
+                match tsr.stream.push(&mut tsr.engine, frame, generated_at) {
                     Ok(Some(out)) => {
                         captured = out.tag;
                         let (h, w) = (out.image.shape()[1], out.image.shape()[2]);
@@ -616,12 +689,12 @@ impl EngineSink {
                 }
             }
             (true, None) => image::imageops::resize(
-                generated,
+                &generated,
                 UPSCALED_SIDE_PX,
                 UPSCALED_SIDE_PX,
                 image::imageops::FilterType::CatmullRom,
             ),
-            (false, _) => generated.clone(),
+            (false, _) => generated,
         };
         let upscale_ms = upscale.then(|| upscale_started.elapsed().as_secs_f32() * 1e3);
         if let Some(ms) = upscale_ms {
@@ -640,7 +713,6 @@ impl EngineSink {
         };
         {
             let mut m = lock(&self.metrics);
-            m.model_ms.add(model_ms);
             if let Some(ms) = upscale_ms {
                 m.upscale_ms.add(ms);
             }
@@ -691,6 +763,7 @@ struct Control {
     /// Sending halves kept only to read their drop counters.
     pose_drops: LatestSender<DrivingPose>,
     output_drops: LatestSender<OutputFrame>,
+    generated_drops: LatestSender<Generated>,
     /// Start of the current fps window and the output count then.
     stats_window: (Instant, u64),
 }
@@ -993,7 +1066,10 @@ impl Control {
                 stage_latency.push(StageTime { stage, latency_ms: ms });
             }
         }
-        let dropped_frames = m.capture_dropped + self.pose_drops.dropped() + self.output_drops.dropped();
+        let dropped_frames = m.capture_dropped
+            + self.pose_drops.dropped()
+            + self.generated_drops.dropped()
+            + self.output_drops.dropped();
         let source = match &m.capture_status {
             Some(status) => format!("{} · {}", self.source_name, describe_capture(status)),
             None => self.source_name.clone(),

@@ -45,6 +45,11 @@ const CUDA_USE_TF32: &str = "use_tf32";
 /// `1` lets CUDA sessions use TF32 (faster on Ampere and later, ~1e-3 relative error, PyTorch's default for cuDNN
 /// convolutions); anything else keeps full fp32, which the parity fixtures need.
 pub const CUDA_TF32_ENV: &str = "METAPORTRAIT_CUDA_TF32";
+/// CUDA provider option replaying the whole run as one captured CUDA graph (needs fixed device buffers: IoBinding).
+const CUDA_ENABLE_GRAPH: &str = "enable_cuda_graph";
+/// `1` captures each CUDA session's run as a CUDA graph on its first run and replays it after: one launch per frame
+/// instead of one per node.
+pub const CUDA_GRAPH_ENV: &str = "METAPORTRAIT_CUDA_GRAPH";
 
 fn ort_error(context: &str, e: impl Display) -> ModelError {
     ModelError::Executor { executor: EXECUTOR, reason: format!("{context}: {e}") }
@@ -323,8 +328,12 @@ fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Result<(), Strin
     let mut options = std::ptr::null_mut();
     // SAFETY: `options` is an out-pointer; on success it owns an OrtCUDAProviderOptionsV2 released below.
     check(unsafe { (api.CreateCUDAProviderOptions)(&mut options) })?;
-    let tf32 = std::env::var(CUDA_TF32_ENV).is_ok_and(|v| v == "1");
-    let pairs = [(CUDA_DEVICE_ID, ordinal.to_string()), (CUDA_USE_TF32, u8::from(tf32).to_string())];
+    let flag = |name: &str| u8::from(std::env::var(name).is_ok_and(|v| v == "1")).to_string();
+    let pairs = [
+        (CUDA_DEVICE_ID, ordinal.to_string()),
+        (CUDA_USE_TF32, flag(CUDA_TF32_ENV)),
+        (CUDA_ENABLE_GRAPH, flag(CUDA_GRAPH_ENV)),
+    ];
     let owned = pairs
         .iter()
         .map(|(k, v)| Ok((CString::new(*k)?, CString::new(v.as_str())?)))
