@@ -131,6 +131,12 @@ pub struct TrainTsrArgs {
     /// Steps of the cosine learning-rate decay (1e-4 → 1e-7).
     #[arg(long, default_value_t = metaportrait::train::tsr::LR_PERIOD)]
     pub lr_period: u64,
+    /// Weight of an LSGAN term from a patch discriminator on every output frame (0: none, the released recipe).
+    #[arg(long, default_value_t = 0.0)]
+    pub gan_weight: f32,
+    /// The patch discriminator's widths when `--gan-weight` > 0: `official` or `tiny`.
+    #[arg(long, default_value = "official")]
+    pub discriminator: String,
 }
 
 #[derive(Args, Debug)]
@@ -1515,7 +1521,8 @@ fn train_full(args: &TrainFullArgs) -> Result<()> {
 }
 
 fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
-    use metaportrait::train::tsr::{TsrTraining, train_tsr};
+    use metaportrait::train::discriminator::{self, DiscriminatorConfig};
+    use metaportrait::train::tsr::{TsrGan, TsrTraining, train_tsr, tsr_adam_config};
     let common = &args.common;
     let dataset = metaportrait::train::dataset::Dataset::open(&common.data)?;
     let config = TsrConfig::resolve(&common.config)?;
@@ -1528,6 +1535,20 @@ fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
+    if !(args.gan_weight >= 0.0 && args.gan_weight.is_finite()) {
+        bail!("--gan-weight must be a finite number ≥ 0");
+    }
+    let gan = if args.gan_weight > 0.0 {
+        let config = match args.discriminator.as_str() {
+            "official" => DiscriminatorConfig::official(),
+            "tiny" => DiscriminatorConfig::tiny(),
+            other => bail!("unknown discriminator `{other}` (expected `official` or `tiny`)"),
+        };
+        let weights = discriminator::random_weights(&config, model.config.out_size, common.seed)?;
+        Some(TsrGan { config, weights, adam: metaportrait::train::adam::Adam::new(tsr_adam_config()) })
+    } else {
+        None
+    };
     eprintln!(
         "TSR training on {} clips into {} ({})",
         dataset.identities.iter().map(|(_, c)| c.len()).sum::<usize>(),
@@ -1545,10 +1566,11 @@ fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
         seed: common.seed,
         vgg: vgg.as_ref(),
         device: &device,
+        gan_weight: args.gan_weight,
     };
     let bar = TrainSetup::bar(args.steps)?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let (_, ema, state) = train_tsr(model, &run, &cancel, |log| {
+    let (_, ema, state) = train_tsr(model, gan, &run, &cancel, |log| {
         bar.set_position(log.step);
         bar.set_message(format!("tsr · loss {:.4}", log.loss));
     })?;

@@ -1,6 +1,7 @@
 //! `metaportrait train tsr` end to end on real frames: a dataset prepared at the tiny network's output size, two
-//! steps of two 3-frame clips each, checkpoints with the EMA, the frozen StyleGAN2 decoder untouched, exact resume,
-//! and a dataset of the wrong crop size refused with the fix.
+//! steps of two 3-frame clips each, checkpoints with the EMA, the frozen StyleGAN2 decoder untouched, exact resume
+//! (also with the optional GAN term, whose discriminator trains and resumes too), and a dataset of the wrong crop
+//! size refused with the fix.
 
 mod common;
 
@@ -55,7 +56,7 @@ fn tsr_training_freezes_the_decoder_keeps_an_ema_and_resumes_exactly() {
     let crop = image::open(data.join("person_a/clip1/frame_000000.png")).expect("crop");
     assert_eq!((crop.width() as usize, crop.height() as usize), (out_size, out_size));
 
-    let train = |data: &PathBuf, out: &PathBuf, steps: &str| {
+    let train_with = |data: &PathBuf, out: &PathBuf, steps: &str, extra: &[&str]| {
         let mut args: Vec<&OsStr> = vec!["train".as_ref(), "tsr".as_ref()];
         for (flag, value) in [("--data", data.as_os_str()), ("--out", out.as_os_str())] {
             args.extend([OsStr::new(flag), value]);
@@ -64,8 +65,10 @@ fn tsr_training_freezes_the_decoder_keeps_an_ema_and_resumes_exactly() {
             ["--config", "tiny", "--steps", steps, "--frames", "3", "--batch", "2", "--checkpoint-every", "1"]
                 .map(OsStr::new),
         );
+        args.extend(extra.iter().map(OsStr::new));
         run(&args)
     };
+    let train = |data: &PathBuf, out: &PathBuf, steps: &str| train_with(data, out, steps, &[]);
     let interrupted = dir.join("run");
     let (ok, stderr) = train(&data, &interrupted, "2");
     assert!(ok, "{stderr}");
@@ -104,6 +107,32 @@ fn tsr_training_freezes_the_decoder_keeps_an_ema_and_resumes_exactly() {
     let (_, uninterrupted, uninterrupted_opt) = latest(&straight);
     let diff = max_diff(&resumed, &uninterrupted).max(max_diff(&resumed_opt, &uninterrupted_opt));
     assert!(diff <= 1e-5, "resumed and uninterrupted TSR runs differ by {diff}");
+
+    // With a GAN term: the discriminator trains too, rides along in the checkpoints and resumes exactly.
+    let gan = ["--gan-weight", "0.1", "--discriminator", "official"];
+    let gan_run = dir.join("gan");
+    let (ok, stderr) = train_with(&data, &gan_run, "1", &gan);
+    assert!(ok, "{stderr}");
+    let (_, gan_weights, _) = latest(&gan_run);
+    let d_init = metaportrait::train::discriminator::random_weights(
+        &metaportrait::train::discriminator::DiscriminatorConfig::official(),
+        out_size,
+        0,
+    )
+    .expect("discriminator init");
+    let d_moved = d_init.iter().filter(|(k, t)| gan_weights.get(k).is_some_and(|w| w.data() != t.data())).count();
+    assert!(d_moved > 0 && gan_weights.get("discs.1.conv.weight").is_some(), "discriminator moved: {d_moved}");
+    let (ok, stderr) = train_with(&data, &gan_run, "2", &gan);
+    assert!(ok, "{stderr}");
+    let gan_straight = dir.join("gan-straight");
+    let (ok, stderr) = train_with(&data, &gan_straight, "2", &gan);
+    assert!(ok, "{stderr}");
+    let ((_, a, ao), (_, b, bo)) = (latest(&gan_run), latest(&gan_straight));
+    let diff = max_diff(&a, &b).max(max_diff(&ao, &bo));
+    assert!(diff <= 1e-5, "resumed and uninterrupted GAN runs differ by {diff}");
+    // Resuming it without the GAN term would silently drop the discriminator: refused.
+    let (ok, stderr) = train(&data, &gan_run, "3");
+    assert!(!ok && stderr.contains("GAN setting"), "{stderr}");
 
     // A dataset of generator-sized crops does not fit the tiny network: refused, with the flag that fixes it.
     let wrong = dir.join("data-256");

@@ -22,6 +22,8 @@ use crate::tensor::HostTensor;
 
 use super::loss::{mean_all, pyramid_level};
 
+/// Key prefix of the discriminator's entries (its official module name), also in joint checkpoints.
+pub const DISCRIMINATOR_PREFIX: &str = "discs.";
 /// Slope of the leaky ReLUs.
 const LEAKY_SLOPE: f32 = 0.2;
 const DOWN_KERNEL: usize = 4;
@@ -144,6 +146,30 @@ pub fn random_weights(cfg: &DiscriminatorConfig, image_size: usize, seed: u64) -
     Ok(store)
 }
 
+/// Splits a checkpoint store of a run with a discriminator into the other network's entries and the discriminator's
+/// (weights, or optimizer moments `m.`/`v.` of either).
+pub fn split_joint(mut store: WeightStore) -> (WeightStore, WeightStore) {
+    let (mut generator, mut discriminator) = (WeightStore::new(), WeightStore::new());
+    for (key, t) in std::mem::take(store.tensors_mut()) {
+        let bare = key.strip_prefix("m.").or_else(|| key.strip_prefix("v.")).unwrap_or(&key);
+        if bare.starts_with(DISCRIMINATOR_PREFIX) {
+            discriminator.insert(key, t);
+        } else {
+            generator.insert(key, t);
+        }
+    }
+    (generator, discriminator)
+}
+
+/// One store holding both networks' entries (their keys are disjoint).
+pub fn join(a: &WeightStore, b: &WeightStore) -> WeightStore {
+    let mut joint = a.clone();
+    for (key, t) in b.iter() {
+        joint.insert(key.clone(), t.clone());
+    }
+    joint
+}
+
 /// Adversarial loss weights (`train_params.loss_weights` of the official full stage).
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdversarialWeights {
@@ -174,17 +200,9 @@ pub fn generator_adversarial<O: Ops>(
     real: &[ScaleOutput<O::T>],
     fake: &[ScaleOutput<O::T>],
 ) -> GeneratorAdversarial<O::T> {
-    let mut gan: Option<O::T> = None;
+    let gan = lsgan_generator(ops, weights.generator_gan, fake);
     let mut fm: Option<O::T> = None;
     for (r, f) in real.iter().zip(fake) {
-        let miss = ops.scale_shift(&f.prediction, -1.0, 1.0);
-        let sq = ops.mul(&miss, &miss);
-        let term = mean_all(ops, &sq);
-        let term = ops.scale_shift(&term, weights.generator_gan, 0.0);
-        gan = Some(match gan {
-            Some(acc) => ops.add(&acc, &term),
-            None => term,
-        });
         for ((fr, ff), w) in r.features.iter().zip(&f.features).zip(&weights.feature_matching) {
             let diff = ops.sub(fr, ff);
             let abs = ops.abs(&diff);
@@ -196,11 +214,24 @@ pub fn generator_adversarial<O: Ops>(
             });
         }
     }
-    let zero = || HostTensor::zeros(&[1]);
-    GeneratorAdversarial {
-        gan: gan.unwrap_or_else(|| ops.constant(zero())),
-        feature_matching: fm.unwrap_or_else(|| ops.constant(zero())),
+    let feature_matching = fm.unwrap_or_else(|| ops.constant(HostTensor::zeros(&[1])));
+    GeneratorAdversarial { gan, feature_matching }
+}
+
+/// The generator's LSGAN term alone: `Σ_scales weight·mean((1 − D(fake))²)`.
+pub fn lsgan_generator<O: Ops>(ops: &mut O, weight: f32, fake: &[ScaleOutput<O::T>]) -> O::T {
+    let mut gan: Option<O::T> = None;
+    for f in fake {
+        let miss = ops.scale_shift(&f.prediction, -1.0, 1.0);
+        let sq = ops.mul(&miss, &miss);
+        let term = mean_all(ops, &sq);
+        let term = ops.scale_shift(&term, weight, 0.0);
+        gan = Some(match gan {
+            Some(acc) => ops.add(&acc, &term),
+            None => term,
+        });
     }
+    gan.unwrap_or_else(|| ops.constant(HostTensor::zeros(&[1])))
 }
 
 /// The discriminator's LSGAN loss `Σ_scales w·mean((1 − D(real))² + D(fake)²)`.

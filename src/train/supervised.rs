@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::adam::{Adam, AdamConfig};
 use super::dataset::Dataset;
 use super::discriminator::{
-    AdversarialWeights, DiscriminatorConfig, discriminator_forward, discriminator_loss, generator_adversarial,
+    AdversarialWeights, DiscriminatorConfig, discriminator_forward, discriminator_loss, generator_adversarial, join,
+    split_joint,
 };
 use super::loss::{self, LossWeights};
 use super::meta::{AdversarialLog, RunState, StepLog, TrainError, resume_or_start};
@@ -37,8 +38,6 @@ use crate::rng::SplitMix64;
 
 const STAGE_WARP: &str = "warp";
 const STAGE_FULL: &str = "full";
-/// Key prefix of the discriminator's entries in a `full` checkpoint (its official module name).
-pub const DISCRIMINATOR_PREFIX: &str = "discs.";
 const STEP_SEED_MIX: u64 = 0xD1B5_4A32_D192_ED03;
 
 /// Settings of a supervised run.
@@ -136,28 +135,6 @@ pub struct FullTraining<'a> {
 /// multipliers.
 pub fn discriminator_adam_config() -> AdamConfig {
     AdamConfig { lr_multipliers: Vec::new(), ..AdamConfig::default() }
-}
-
-/// Splits a `full` checkpoint store into the generator's and the discriminator's entries.
-pub fn split_joint(mut store: WeightStore) -> (WeightStore, WeightStore) {
-    let (mut generator, mut discriminator) = (WeightStore::new(), WeightStore::new());
-    for (key, t) in std::mem::take(store.tensors_mut()) {
-        let bare = key.strip_prefix("m.").or_else(|| key.strip_prefix("v.")).unwrap_or(&key);
-        if bare.starts_with(DISCRIMINATOR_PREFIX) {
-            discriminator.insert(key, t);
-        } else {
-            generator.insert(key, t);
-        }
-    }
-    (generator, discriminator)
-}
-
-fn join(a: &WeightStore, b: &WeightStore) -> WeightStore {
-    let mut joint = a.clone();
-    for (key, t) in b.iter() {
-        joint.insert(key.clone(), t.clone());
-    }
-    joint
 }
 
 /// One joint step: the generator's update (its loss plus the adversarial terms), then the discriminator's on the

@@ -15,6 +15,10 @@
 //! - Adam lr 1e-4, betas (0.9, 0.99), no clipping, cosine decay to 1e-7 over `lr_period` steps; the StyleGAN2
 //!   decoder stays frozen (`fix_decoder`, `opt_rm_param`); the EMA (0.999) is what the official code ships.
 //! - `batch` clips per step: their gradients are averaged through `GradientReduce` before the update.
+//! - Optionally (`gan_weight` > 0; the released configuration has none, GFPGAN's recipe had one) a patch
+//!   discriminator (`discriminator`) judges every output frame: the LSGAN term `gan_weight·mean((1 − D(out))²)`
+//!   joins the loss, and after the network's update the discriminator takes its own step on the detached output
+//!   (same optimizer settings). Its weights and moments ride along in the checkpoints under `discs.` keys.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::adam::{Adam, AdamConfig};
 use super::checkpoint;
 use super::dataset::Dataset;
+use super::discriminator::{
+    AdversarialWeights, DISCRIMINATOR_PREFIX, DiscriminatorConfig, discriminator_forward, discriminator_loss, join,
+    lsgan_generator, split_joint,
+};
 use super::loss::{LossTerms, l1, mean_all};
 use super::meta::{RunState, StepLog, TrainError};
 use super::reduce::{GradientReduce, LocalReplicas};
@@ -84,6 +92,15 @@ pub struct TsrTraining<'a> {
     pub seed: u64,
     pub vgg: Option<&'a Vgg19>,
     pub device: &'a burn::tensor::Device,
+    /// Weight of the LSGAN term (0: no discriminator, the released configuration).
+    pub gan_weight: f32,
+}
+
+/// The discriminator of a TSR run with a GAN term, and its optimizer.
+pub struct TsrGan {
+    pub config: DiscriminatorConfig,
+    pub weights: WeightStore,
+    pub adam: Adam,
 }
 
 /// A training clip: input frames `[n, 3, S/2, S/2]` and ground truth `[n, 3, S, S]`, in [0, 1].
@@ -186,7 +203,8 @@ pub fn tsr_loss<O: Ops>(
     Ok(LossTerms { total, terms })
 }
 
-/// One update from `clips` (their gradients averaged through `reduce`); returns the mean loss.
+/// One update from `clips` (their gradients averaged through `reduce`), then, with a GAN term, one discriminator
+/// update on the detached outputs; returns the mean loss of the network.
 pub fn tsr_step(
     model: &mut TsrModel,
     adam: &mut Adam,
@@ -194,22 +212,49 @@ pub fn tsr_step(
     clips: &[TsrClip],
     vgg: Option<&Vgg19>,
     reduce: &dyn GradientReduce,
+    mut gan: Option<(&mut TsrGan, f32)>,
 ) -> Result<f64, TrainError> {
     let mut loss_sum = 0.0f64;
     let mut mean_grads = BTreeMap::new();
+    let mut outputs = Vec::new();
     for clip in clips {
-        let mut exec = BurnExec::new(&model.weights, device, true);
+        let mut exec = match &gan {
+            Some((d, _)) => BurnExec::joint(&model.weights, &d.weights, device, true),
+            None => BurnExec::new(&model.weights, device, true),
+        };
         let x = exec.input(&clip.lq);
         let out = tsr_forward(&mut exec, &model.config, &x)?;
         let gt = exec.input(&clip.gt);
-        let total = tsr_loss(&mut exec, vgg, &out, &gt)?.total;
+        let mut total = tsr_loss(&mut exec, vgg, &out, &gt)?.total;
+        if let Some((d, weight)) = &gan {
+            let fake = discriminator_forward(&mut exec, &d.config, &out)?;
+            let term = lsgan_generator(&mut exec, *weight, &fake);
+            total = exec.add(&total, &term);
+            outputs.push(exec.to_host(&out));
+        }
         loss_sum += f64::from(exec.to_host(&total).data().first().copied().unwrap_or(f32::NAN));
         let mut grads = exec.backward(&total)?;
-        grads.retain(|key, _| !key.starts_with(FROZEN_PREFIX));
+        grads.retain(|key, _| !key.starts_with(FROZEN_PREFIX) && !key.starts_with(DISCRIMINATOR_PREFIX));
         reduce.all_reduce(&mut grads);
         mean_grads = grads;
     }
     adam.step(model.weights.tensors_mut(), &mean_grads);
+    if let Some((d, _)) = gan.as_mut() {
+        let d_reduce = LocalReplicas::new(clips.len());
+        let mut d_grads = BTreeMap::new();
+        let adversarial = AdversarialWeights::default();
+        for (clip, out) in clips.iter().zip(&outputs) {
+            let mut exec = BurnExec::new(&d.weights, device, true);
+            let (real, fake) = (exec.input(&clip.gt), exec.input(out));
+            let real = discriminator_forward(&mut exec, &d.config, &real)?;
+            let fake = discriminator_forward(&mut exec, &d.config, &fake)?;
+            let loss = discriminator_loss(&mut exec, &adversarial, &real, &fake);
+            let mut grads = exec.backward(&loss)?;
+            d_reduce.all_reduce(&mut grads);
+            d_grads = grads;
+        }
+        d.adam.step(d.weights.tensors_mut(), &d_grads);
+    }
     Ok(loss_sum / clips.len().max(1) as f64)
 }
 
@@ -272,13 +317,21 @@ impl ClipDraw<'_> {
 
 /// Runs (or resumes) TSR training until `steps`; `progress` sees every step. Returns the model, its EMA and the
 /// run's state.
+/// `gan` is the discriminator to start from when `run.gan_weight` > 0 (its optimizer state is restored on resume).
 pub fn train_tsr(
     mut model: TsrModel,
+    mut gan: Option<TsrGan>,
     run: &TsrTraining<'_>,
     cancel: &AtomicBool,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(TsrModel, WeightStore, RunState), TrainError> {
-    let (mut state, mut adam, mut ema) = resume_or_start(run, &mut model)?;
+    if (run.gan_weight > 0.0) != gan.is_some() {
+        return Err(TrainError::Run {
+            path: run.run_dir.into(),
+            reason: "a GAN term needs a discriminator, and a discriminator needs a GAN weight".into(),
+        });
+    }
+    let (mut state, mut adam, mut ema) = resume_or_start(run, &mut model, gan.as_mut())?;
     let mut draw = ClipDraw { dataset: run.dataset, cache: BTreeMap::new(), out_size: model.config.out_size };
     let reduce = LocalReplicas::new(run.batch.max(1));
     while state.step < run.steps {
@@ -287,8 +340,13 @@ pub fn train_tsr(
         }
         let step = state.step + 1;
         let clips = draw.draw(state.seed, step, run.batch.max(1), run.frames)?;
-        adam.set_lr(cosine_lr(step, run.lr_period));
-        let loss = tsr_step(&mut model, &mut adam, run.device, &clips, run.vgg, &reduce)?;
+        let lr = cosine_lr(step, run.lr_period);
+        adam.set_lr(lr);
+        if let Some(d) = gan.as_mut() {
+            d.adam.set_lr(lr);
+        }
+        let gan_step = gan.as_mut().map(|d| (d, run.gan_weight));
+        let loss = tsr_step(&mut model, &mut adam, run.device, &clips, run.vgg, &reduce, gan_step)?;
         update_ema(&mut ema, &model.weights, EMA_DECAY);
         state.step = step;
         let log = StepLog { step, loss, meta: None, adversarial: None };
@@ -300,35 +358,61 @@ pub fn train_tsr(
             for (key, t) in ema.iter() {
                 optimizer.insert(format!("{EMA_PREFIX}{key}"), t.clone());
             }
-            checkpoint::save(run.run_dir, step, &state, &model.weights, &optimizer)?;
+            let (weights, optimizer) = match &gan {
+                Some(d) => (join(&model.weights, &d.weights), join(&optimizer, &d.adam.state().1)),
+                None => (model.weights.clone(), optimizer),
+            };
+            checkpoint::save(run.run_dir, step, &state, &weights, &optimizer)?;
         }
     }
     Ok((model, ema, state))
 }
 
-fn resume_or_start(run: &TsrTraining<'_>, model: &mut TsrModel) -> Result<(RunState, Adam, WeightStore), TrainError> {
+/// What a run folder must match: the network's configuration and the GAN settings.
+fn run_config(run: &TsrTraining<'_>, model: &TsrModel, gan: Option<&TsrGan>) -> Result<serde_json::Value, TrainError> {
+    let network: serde_json::Value = serde_json::from_str(&model.config.to_json())
+        .map_err(|e| TrainError::Run { path: run.run_dir.into(), reason: e.to_string() })?;
+    Ok(serde_json::json!({
+        "network": network,
+        "gan_weight": run.gan_weight,
+        "discriminator": gan.map(|d| format!("{:?}", d.config)),
+    }))
+}
+
+fn resume_or_start(
+    run: &TsrTraining<'_>,
+    model: &mut TsrModel,
+    gan: Option<&mut TsrGan>,
+) -> Result<(RunState, Adam, WeightStore), TrainError> {
     let run_err = |reason: String| TrainError::Run { path: run.run_dir.into(), reason };
-    let config: serde_json::Value =
-        serde_json::from_str(&model.config.to_json()).map_err(|e| run_err(e.to_string()))?;
+    let config = run_config(run, model, gan.as_deref())?;
     let Some(ckpt) = checkpoint::load_latest::<RunState>(run.run_dir)? else {
         let state = RunState { stage: STAGE_TSR.into(), step: 0, seed: run.seed, config, log: Vec::new() };
         return Ok((state, Adam::new(tsr_adam_config()), model.weights.clone()));
     };
     if ckpt.state.stage != STAGE_TSR || ckpt.state.config != config {
         return Err(run_err(format!(
-            "the run folder holds a `{}` run of another architecture or stage; use a new --out",
+            "the run folder holds a `{}` run of another architecture, stage or GAN setting; use a new --out",
             ckpt.state.stage
         )));
     }
-    *model = TsrModel::new(model.config.clone(), ckpt.weights)?;
+    let step = ckpt.state.step;
+    let (weights, d_weights) = split_joint(ckpt.weights);
+    let (optimizer, d_moments) = split_joint(ckpt.optimizer);
+    *model = TsrModel::new(model.config.clone(), weights)?;
+    if let Some(d) = gan {
+        d_weights.validate(&super::discriminator::expected_entries(&d.config, model.config.out_size)?)?;
+        d.weights = d_weights;
+        d.adam = Adam::from_state(tsr_adam_config(), step, &d_moments).map_err(run_err)?;
+    }
     let mut ema = WeightStore::new();
-    for (key, t) in ckpt.optimizer.iter() {
+    for (key, t) in optimizer.iter() {
         if let Some(bare) = key.strip_prefix(EMA_PREFIX) {
             ema.insert(bare.to_owned(), t.clone());
         }
     }
-    let adam = Adam::from_state(tsr_adam_config(), ckpt.state.step, &ckpt.optimizer).map_err(run_err)?;
-    tracing::info!(step = ckpt.state.step, "training: resuming TSR");
+    let adam = Adam::from_state(tsr_adam_config(), step, &optimizer).map_err(run_err)?;
+    tracing::info!(step, "training: resuming TSR");
     Ok((ckpt.state, adam, ema))
 }
 
