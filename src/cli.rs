@@ -1422,6 +1422,25 @@ impl TrainSetup {
         Ok(Self { dataset, model, vgg, device })
     }
 
+    /// The settings of a supervised stage (`warp`, `full`) on this setup.
+    fn supervised<'a>(
+        &'a self,
+        args: &'a TrainCommonArgs,
+        steps: u64,
+        weights: &'a metaportrait::train::loss::LossWeights,
+    ) -> metaportrait::train::supervised::SupervisedTraining<'a> {
+        metaportrait::train::supervised::SupervisedTraining {
+            dataset: &self.dataset,
+            run_dir: &args.out,
+            steps,
+            adam: Default::default(),
+            checkpoint_every: args.checkpoint_every,
+            seed: args.seed,
+            objective: metaportrait::train::step::Objective { weights, vgg: self.vgg.as_ref() },
+            device: &self.device,
+        }
+    }
+
     fn bar(steps: u64) -> Result<ProgressBar> {
         let bar = ProgressBar::new(steps);
         bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} {elapsed} ETA {eta}")?);
@@ -1431,7 +1450,7 @@ impl TrainSetup {
 
 fn train_warp(args: &TrainWarpArgs) -> Result<()> {
     use metaportrait::train::loss::LossWeights;
-    use metaportrait::train::supervised::{SupervisedTraining, train_warp};
+    use metaportrait::train::supervised::train_warp;
     let setup = TrainSetup::new(&args.common)?;
     // The official warping stage: perceptual loss only (L1 stands in without VGG weights).
     let weights = if setup.vgg.is_some() {
@@ -1439,16 +1458,7 @@ fn train_warp(args: &TrainWarpArgs) -> Result<()> {
     } else {
         LossWeights { l1: 1.0, eye: 0.0, mouth: 0.0, perceptual: [0.0; 5] }
     };
-    let run = SupervisedTraining {
-        dataset: &setup.dataset,
-        run_dir: &args.common.out,
-        steps: args.steps,
-        adam: Default::default(),
-        checkpoint_every: args.common.checkpoint_every,
-        seed: args.common.seed,
-        objective: metaportrait::train::step::Objective { weights: &weights, vgg: setup.vgg.as_ref() },
-        device: &setup.device,
-    };
+    let run = setup.supervised(&args.common, args.steps, &weights);
     let bar = TrainSetup::bar(args.steps)?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
     let (_, state) = train_warp(setup.model.clone(), &run, &cancel, |log| {
@@ -1462,15 +1472,9 @@ fn train_warp(args: &TrainWarpArgs) -> Result<()> {
 
 fn train_full(args: &TrainFullArgs) -> Result<()> {
     use metaportrait::train::discriminator::{self, DiscriminatorConfig};
-    use metaportrait::train::supervised::{
-        Discriminator, FullTraining, SupervisedTraining, discriminator_adam_config, train_full,
-    };
+    use metaportrait::train::supervised::{Discriminator, FullTraining, discriminator_adam_config, train_full};
     let setup = TrainSetup::new(&args.common)?;
-    let config = match args.discriminator.as_str() {
-        "official" => DiscriminatorConfig::official(),
-        "tiny" => DiscriminatorConfig::tiny(),
-        other => bail!("unknown discriminator `{other}` (expected `official` or `tiny`)"),
-    };
+    let config = DiscriminatorConfig::resolve(&args.discriminator)?;
     let image_size = setup.model.config.image_size;
     let weights = match &args.discriminator_weights {
         Some(path) => {
@@ -1488,16 +1492,7 @@ fn train_full(args: &TrainFullArgs) -> Result<()> {
         metaportrait::train::loss::LossWeights { perceptual: [0.0; 5], ..Default::default() }
     };
     let run = FullTraining {
-        common: SupervisedTraining {
-            dataset: &setup.dataset,
-            run_dir: &args.common.out,
-            steps: args.steps,
-            adam: Default::default(),
-            checkpoint_every: args.common.checkpoint_every,
-            seed: args.common.seed,
-            objective: metaportrait::train::step::Objective { weights: &loss_weights, vgg: setup.vgg.as_ref() },
-            device: &setup.device,
-        },
+        common: setup.supervised(&args.common, args.steps, &loss_weights),
         adversarial: Default::default(),
         warp_perceptual: metaportrait::train::loss::LossWeights::default().perceptual,
         discriminator_adam: discriminator_adam_config(),
@@ -1539,11 +1534,7 @@ fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
         bail!("--gan-weight must be a finite number ≥ 0");
     }
     let gan = if args.gan_weight > 0.0 {
-        let config = match args.discriminator.as_str() {
-            "official" => DiscriminatorConfig::official(),
-            "tiny" => DiscriminatorConfig::tiny(),
-            other => bail!("unknown discriminator `{other}` (expected `official` or `tiny`)"),
-        };
+        let config = DiscriminatorConfig::resolve(&args.discriminator)?;
         let weights = discriminator::random_weights(&config, model.config.out_size, common.seed)?;
         Some(TsrGan { config, weights, adam: metaportrait::train::adam::Adam::new(tsr_adam_config()) })
     } else {

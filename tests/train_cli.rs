@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::max_store_diff as max_diff;
 use metaportrait::model::weights::WeightStore;
 
 fn run(args: &[&std::ffi::OsStr]) -> (bool, String) {
@@ -16,14 +17,8 @@ fn run(args: &[&std::ffi::OsStr]) -> (bool, String) {
 }
 
 fn latest(run_dir: &Path) -> (serde_json::Value, WeightStore) {
-    let name = std::fs::read_to_string(run_dir.join("latest")).expect("latest");
-    let dir = run_dir.join(name.trim());
-    let state = serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state")).expect("json");
-    (state, WeightStore::load_safetensors(&dir.join("weights.safetensors")).expect("weights"))
-}
-
-fn max_diff(a: &WeightStore, b: &WeightStore) -> f32 {
-    a.iter().map(|(k, t)| t.max_abs_diff(b.get(k).expect("same keys")).unwrap_or(f32::INFINITY)).fold(0.0, f32::max)
+    let ckpt = common::latest_checkpoint(run_dir);
+    (ckpt.state, ckpt.weights)
 }
 
 #[test]

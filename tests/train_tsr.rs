@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use common::max_store_diff as max_diff;
 use metaportrait::model::weights::WeightStore;
 use metaportrait::tsr::config::TsrConfig;
 use metaportrait::tsr::engine::{DEFAULT_INIT_SEED, TsrModel};
@@ -19,16 +20,8 @@ fn run(args: &[&OsStr]) -> (bool, String) {
 }
 
 fn latest(run_dir: &Path) -> (serde_json::Value, WeightStore, WeightStore) {
-    let name = std::fs::read_to_string(run_dir.join("latest")).expect("latest");
-    let dir = run_dir.join(name.trim());
-    let state = serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state")).expect("json");
-    let weights = WeightStore::load_safetensors(&dir.join("weights.safetensors")).expect("weights");
-    let optimizer = WeightStore::load_safetensors(&dir.join("optimizer.safetensors")).expect("optimizer");
-    (state, weights, optimizer)
-}
-
-fn max_diff(a: &WeightStore, b: &WeightStore) -> f32 {
-    a.iter().map(|(k, t)| t.max_abs_diff(b.get(k).expect("same keys")).unwrap_or(f32::INFINITY)).fold(0.0, f32::max)
+    let ckpt = common::latest_checkpoint(run_dir);
+    (ckpt.state, ckpt.weights, ckpt.optimizer)
 }
 
 #[test]

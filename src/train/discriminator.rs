@@ -52,6 +52,18 @@ impl DiscriminatorConfig {
         Self { image_channels: 3, block_expansion: 4, max_features: 16, num_blocks: 4, strides: vec![1, 2] }
     }
 
+    /// `official` or `tiny`.
+    pub fn resolve(name: &str) -> Result<Self, ModelError> {
+        match name {
+            "official" => Ok(Self::official()),
+            "tiny" => Ok(Self::tiny()),
+            other => Err(ModelError::Config {
+                origin: "discriminator".into(),
+                reason: format!("unknown discriminator `{other}` (expected `official` or `tiny`)"),
+            }),
+        }
+    }
+
     fn channels_out(&self, block: usize) -> usize {
         self.max_features.min(self.block_expansion << (block + 1))
     }

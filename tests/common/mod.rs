@@ -115,3 +115,25 @@ pub fn fixture_frames(prefix: &str, dir: &std::path::Path) {
         }
     }
 }
+
+/// A training run's latest checkpoint: `state.json`, weights and optimizer state.
+pub struct LatestCheckpoint {
+    pub state: serde_json::Value,
+    pub weights: WeightStore,
+    pub optimizer: WeightStore,
+}
+
+pub fn latest_checkpoint(run_dir: &std::path::Path) -> LatestCheckpoint {
+    let name = std::fs::read_to_string(run_dir.join("latest")).expect("latest");
+    let dir = run_dir.join(name.trim());
+    LatestCheckpoint {
+        state: serde_json::from_slice(&std::fs::read(dir.join("state.json")).expect("state")).expect("json"),
+        weights: WeightStore::load_safetensors(&dir.join("weights.safetensors")).expect("weights"),
+        optimizer: WeightStore::load_safetensors(&dir.join("optimizer.safetensors")).expect("optimizer"),
+    }
+}
+
+/// Largest element difference between two stores with the same keys.
+pub fn max_store_diff(a: &WeightStore, b: &WeightStore) -> f32 {
+    a.iter().map(|(k, t)| t.max_abs_diff(b.get(k).expect("same keys")).unwrap_or(f32::INFINITY)).fold(0.0, f32::max)
+}
