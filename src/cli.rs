@@ -97,6 +97,13 @@ pub struct PrepareArgs {
     /// Side of the face crops: 256 for the generator stages, the TSR output size (512) for `train tsr`.
     #[arg(long, default_value_t = 256)]
     pub crop_size: u32,
+    /// Base generator weights: also render each clip's frames through it into `lq/` (the inputs of `train tsr`, as
+    /// the official TSR training reads them); clips that have `lq/` are skipped.
+    #[arg(long)]
+    pub lq_weights: Option<PathBuf>,
+    /// Architecture of `--lq-weights`: `official`, `tiny`, or a config JSON file.
+    #[arg(long, default_value = "official")]
+    pub lq_config: String,
     #[arg(long)]
     pub models: Option<PathBuf>,
 }
@@ -1392,6 +1399,31 @@ fn prepare(args: &PrepareArgs) -> Result<()> {
     if written + kept == 0 {
         bail!("no clip could be prepared");
     }
+    if let Some(weights) = &args.lq_weights {
+        render_lq_frames(&args.out, weights, &args.lq_config)?;
+    }
+    Ok(())
+}
+
+/// `prepare --lq-weights`: the generator's reconstruction of every clip's frames, for clips without `lq/`.
+fn render_lq_frames(data: &std::path::Path, weights: &std::path::Path, config: &str) -> Result<()> {
+    use metaportrait::train::tsr::{LQ_DIR, render_lq};
+    let model = GeneratorModel::load(GeneratorConfig::resolve(config)?, weights)
+        .with_context(|| format!("loading {}", weights.display()))?;
+    let mut engine = GeneratorEngine::new(&model, &EngineOptions { device: Device::Auto, ..Default::default() })?;
+    let dataset = metaportrait::train::dataset::Dataset::open(data)?;
+    let todo: Vec<_> =
+        dataset.identities.iter().flat_map(|(_, clips)| clips).filter(|c| !c.dir.join(LQ_DIR).is_dir()).collect();
+    let bar = ProgressBar::new(todo.len() as u64);
+    bar.set_style(ProgressStyle::with_template("generator outputs [{bar:30}] {pos}/{len} clips {elapsed} ETA {eta}")?);
+    let mut frames = 0;
+    for clip in &todo {
+        frames += render_lq(&clip.dir, &mut engine, &model.config)
+            .with_context(|| format!("rendering {}", clip.dir.display()))?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    eprintln!("rendered {frames} generator frames into `{LQ_DIR}/` of {} clips", todo.len());
     Ok(())
 }
 
@@ -1546,6 +1578,13 @@ fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
         common.out.display(),
         if vgg.is_some() { "L1 + perceptual + style" } else { "L1 only: no VGG-19 weights" }
     );
+    let with_lq = dataset
+        .identities
+        .iter()
+        .flat_map(|(_, clips)| clips)
+        .filter(|c| c.dir.join(metaportrait::train::tsr::LQ_DIR).is_dir())
+        .count();
+    eprintln!("inputs: generator outputs (lq/) for {with_lq} clips, 2×2-averaged crops for the others");
     let run = TsrTraining {
         dataset: &dataset,
         run_dir: &common.out,

@@ -127,6 +127,33 @@ fn tsr_training_freezes_the_decoder_keeps_an_ema_and_resumes_exactly() {
     let (ok, stderr) = train(&data, &gan_run, "3");
     assert!(!ok && stderr.contains("GAN setting"), "{stderr}");
 
+    // Generator outputs as inputs (the official TSR training's): `prepare --lq-weights` renders them into `lq/`.
+    let (gen_config, gen_weights) = common::tiny_id128(&dir);
+    let lq_data = dir.join("data-lq");
+    let (ok, stderr) = run(&[
+        "prepare".as_ref(),
+        "--videos".as_ref(),
+        src.as_os_str(),
+        "--out".as_ref(),
+        lq_data.as_os_str(),
+        "--crop-size".as_ref(),
+        out_size.to_string().as_ref(),
+        "--lq-weights".as_ref(),
+        gen_weights.as_os_str(),
+        "--lq-config".as_ref(),
+        gen_config.as_os_str(),
+    ]);
+    assert!(ok, "{stderr}");
+    let clip_dir = lq_data.join("person_a/clip1");
+    let crops = std::fs::read_dir(&clip_dir).expect("clip").filter_map(Result::ok);
+    let crops = crops.filter(|e| e.file_name().to_string_lossy().starts_with("frame_")).count();
+    let lq_frames = std::fs::read_dir(clip_dir.join("lq")).expect("lq/").count();
+    assert!(crops >= 3 && lq_frames == crops, "{crops} crops, {lq_frames} generator frames");
+    let lq = image::open(clip_dir.join("lq/frame_000000.png")).expect("lq frame");
+    assert_eq!((lq.width(), lq.height()), (256, 256), "generator-size outputs");
+    let (ok, stderr) = train(&lq_data, &dir.join("lq-run"), "1");
+    assert!(ok && stderr.contains("generator outputs (lq/) for 2 clips"), "{stderr}");
+
     // A dataset of generator-sized crops does not fit the tiny network: refused, with the flag that fixes it.
     let wrong = dir.join("data-256");
     let (ok, stderr) = prepare(&wrong, 256);

@@ -19,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::personalize::clip::{ClipFrames, CropFrame};
 
 pub const CLIP_FILE: &str = "clip.json";
+
+/// File name of the clip's `k`-th frame.
+pub fn frame_file(k: usize) -> String {
+    format!("frame_{k:06}.png")
+}
 const FORMAT: u32 = 1;
 const STAGING_PREFIX: &str = ".staging-";
 
@@ -68,7 +73,7 @@ pub fn write_clip(dir: &Path, clip: &ClipFrames, id_vector: &[f32]) -> Result<bo
     let result = (|| {
         let mut frames = Vec::with_capacity(clip.frames.len());
         for (k, frame) in clip.frames.iter().enumerate() {
-            let file = format!("frame_{k:06}.png");
+            let file = frame_file(k);
             let path = staging.join(&file);
             frame.crop.save(&path).map_err(|e| DatasetError::Invalid { path: path.clone(), reason: e.to_string() })?;
             frames.push(FrameEntry { file, index: frame.index, landmarks: frame.landmarks.clone() });

@@ -7,8 +7,9 @@
 //! EMA under `ema.` keys, `state.json`) that resume exactly, and per-step logs.
 //!
 //! - Clip: a random clip of the dataset and `frames` consecutive frames of it from a random start, all flipped
-//!   horizontally or none (the official augmentation). Ground truth: the crops. Input: the crops averaged 2×2 (the
-//!   official code reads the base model's 256² outputs as input instead; a dataset of real frames has none).
+//!   horizontally or none (the official augmentation). Ground truth: the crops. Input: the base model's
+//!   reconstruction of each frame when the clip has an `lq/` folder (`render_lq`, the official training input),
+//!   else the crops averaged 2×2.
 //! - Loss: 0.1·L1 + perceptual 1·Σ w_l·L1 + style 50·Σ w_l·L1(Gram) on VGG-19 conv1_2, conv2_2, conv3_4, conv4_4 and
 //!   conv5_4 before their ReLU (w = 0.1, 0.1, 1, 1, 1; Gram `F·Fᵀ/(c·h·w)` per frame), with BasicSR's `range_norm`
 //!   applied to images already in [0, 1] (so VGG sees [0.5, 1]), as the official run did. L1 alone without VGG.
@@ -128,23 +129,107 @@ pub fn downscale2(t: &HostTensor) -> Result<HostTensor, ModelError> {
         .map_err(|e| ModelError::Tensor { name: "tsr input".into(), reason: e.to_string() })
 }
 
-/// The clip of `frames` consecutive frames of `clip` starting at `start`, optionally mirrored.
-pub fn clip_tensors(clip: &ClipFrames, start: usize, frames: usize, flip: bool) -> Result<TsrClip, ModelError> {
-    let side = clip.frames.first().map_or(0, |f| f.crop.width() as usize);
+/// `pictures` (all `side`²) as `[n, 3, side, side]` in [0, 1], optionally mirrored.
+fn stack<'p>(
+    pictures: impl Iterator<Item = &'p image::RgbImage>,
+    n: usize,
+    side: usize,
+    flip: bool,
+) -> Result<HostTensor, ModelError> {
     let plane = side * side;
-    let mut gt = vec![0.0f32; frames * RGB * plane];
-    for (k, frame) in clip.frames[start..start + frames].iter().enumerate() {
-        let dst = &mut gt[k * RGB * plane..(k + 1) * RGB * plane];
-        write_planar_unit(&frame.crop, dst);
+    let mut data = vec![0.0f32; n * RGB * plane];
+    for (k, picture) in pictures.enumerate().take(n) {
+        let dst = &mut data[k * RGB * plane..(k + 1) * RGB * plane];
+        write_planar_unit(picture, dst);
         if flip {
             for row in dst.chunks_mut(side) {
                 row.reverse();
             }
         }
     }
-    let gt = HostTensor::new(vec![frames, RGB, side, side], gt)
-        .map_err(|e| ModelError::Tensor { name: "tsr ground truth".into(), reason: e.to_string() })?;
-    Ok(TsrClip { lq: downscale2(&gt)?, gt })
+    HostTensor::new(vec![n, RGB, side, side], data)
+        .map_err(|e| ModelError::Tensor { name: "tsr clip".into(), reason: e.to_string() })
+}
+
+/// The clip of `frames` consecutive frames of `clip` starting at `start`, optionally mirrored: the crops as ground
+/// truth, and as input the matching `lq` pictures (half the crops' side) when given, else the crops averaged 2×2.
+pub fn clip_tensors(
+    clip: &ClipFrames,
+    lq: Option<&[image::RgbImage]>,
+    start: usize,
+    frames: usize,
+    flip: bool,
+) -> Result<TsrClip, ModelError> {
+    let side = clip.frames.first().map_or(0, |f| f.crop.width() as usize);
+    let gt = stack(clip.frames[start..start + frames].iter().map(|f| &f.crop), frames, side, flip)?;
+    let lq = match lq {
+        Some(pictures) => stack(pictures[start..start + frames].iter(), frames, side / 2, flip)?,
+        None => downscale2(&gt)?,
+    };
+    Ok(TsrClip { lq, gt })
+}
+
+/// Folder of a clip's generator outputs (`render_lq`), named like its crops.
+pub const LQ_DIR: &str = "lq";
+
+/// Renders the base model's reconstruction of every frame of the prepared clip in `clip_dir` into `lq/` — the
+/// clip's source frame driven by each frame's landmarks, at the generator's size — as the official TSR training
+/// reads it. Written to a staging folder and renamed, so `lq/` is complete or absent. Returns the frames written.
+pub fn render_lq(
+    clip_dir: &Path,
+    engine: &mut crate::model::engine::GeneratorEngine,
+    config: &crate::model::config::GeneratorConfig,
+) -> Result<usize, TrainError> {
+    use crate::model::inputs::{InputBuilder, prediction_to_image};
+    let clip_ref = super::dataset::ClipRef { identity: String::new(), dir: clip_dir.to_path_buf() };
+    let (clip, id_vector) = Dataset::load_clip(&clip_ref)?;
+    let io = |path: &Path, e: &dyn std::fmt::Display| TrainError::Run { path: path.into(), reason: e.to_string() };
+    let staging = clip_dir.join(format!(".{LQ_DIR}.staging-{}", std::process::id()));
+    std::fs::create_dir_all(&staging).map_err(|e| io(&staging, &e))?;
+    let mut builder = InputBuilder::new(config).map_err(crate::personalize::job::PersonalizeError::from)?;
+    let mut picture = image::RgbImage::new(config.image_size as u32, config.image_size as u32);
+    let mut named = BTreeMap::new();
+    for k in 0..clip.frames.len() {
+        let sample = crate::personalize::job::pair_sample(&mut builder, &clip, clip.source, k, &id_vector)?;
+        for (name, value) in sample.inputs.named() {
+            named.insert(name.to_owned(), value.clone());
+        }
+        let out = engine.run(&named)?;
+        let prediction = out.get(crate::model::net::OUTPUT_PREDICTION).ok_or_else(|| {
+            TrainError::Model(ModelError::Executor { executor: "generator", reason: "no prediction".into() })
+        })?;
+        prediction_to_image(prediction, &mut picture).map_err(|e| io(clip_dir, &e))?;
+        let path = staging.join(super::dataset::frame_file(k));
+        picture.save(&path).map_err(|e| io(&path, &e))?;
+    }
+    let target = clip_dir.join(LQ_DIR);
+    if target.exists() {
+        std::fs::remove_dir_all(&target).map_err(|e| io(&target, &e))?;
+    }
+    std::fs::rename(&staging, &target).map_err(|e| io(&target, &e))?;
+    Ok(clip.frames.len())
+}
+
+/// A clip's `lq/` frames when it has them, resized to `side` when the generator's size differs.
+fn load_lq(clip_dir: &Path, frames: usize, side: u32) -> Result<Option<Vec<image::RgbImage>>, TrainError> {
+    let dir = clip_dir.join(LQ_DIR);
+    if !dir.is_dir() {
+        return Ok(None);
+    }
+    (0..frames)
+        .map(|k| {
+            let path = dir.join(super::dataset::frame_file(k));
+            let picture = image::open(&path)
+                .map_err(|e| TrainError::Run { path: path.clone(), reason: e.to_string() })?
+                .into_rgb8();
+            Ok(if picture.dimensions() == (side, side) {
+                picture
+            } else {
+                image::imageops::resize(&picture, side, side, image::imageops::FilterType::Triangle)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
 }
 
 /// Gram matrices `F·Fᵀ/(c·h·w)` of `[n, c, h, w]` features, `[n, c, c]`.
@@ -273,7 +358,7 @@ pub fn update_ema(ema: &mut WeightStore, weights: &WeightStore, decay: f32) {
 /// Draws the clips of `step` (depending only on the seed and the step).
 struct ClipDraw<'d> {
     dataset: &'d Dataset,
-    cache: BTreeMap<PathBuf, ClipFrames>,
+    cache: BTreeMap<PathBuf, (ClipFrames, Option<Vec<image::RgbImage>>)>,
     out_size: usize,
 }
 
@@ -304,12 +389,13 @@ impl ClipDraw<'_> {
                         reason: format!("{} frames, a training clip needs {frames}", clip.frames.len()),
                     });
                 }
-                self.cache.insert(clip_ref.dir.clone(), clip);
+                let lq = load_lq(&clip_ref.dir, clip.frames.len(), (self.out_size / 2) as u32)?;
+                self.cache.insert(clip_ref.dir.clone(), (clip, lq));
             }
-            let clip = &self.cache[&clip_ref.dir];
+            let (clip, lq) = &self.cache[&clip_ref.dir];
             let start = (rng.next_u64() % (clip.frames.len() - frames + 1) as u64) as usize;
             let flip = rng.next_u64() & 1 == 1;
-            clips.push(clip_tensors(clip, start, frames, flip)?);
+            clips.push(clip_tensors(clip, lq.as_deref(), start, frames, flip)?);
         }
         Ok(clips)
     }
@@ -426,6 +512,36 @@ mod tests {
         assert!((cosine_lr(51, 100) - (LR + LR_MIN) / 2.0).abs() < 1e-9);
         assert!((cosine_lr(101, 100) - LR_MIN).abs() < 1e-12);
         assert!((cosine_lr(5000, 100) - LR_MIN).abs() < 1e-12, "stays at the floor past the period");
+    }
+
+    #[test]
+    fn clips_take_generator_outputs_as_inputs_when_given() {
+        use crate::personalize::clip::CropFrame;
+        let frame = |v: u8| CropFrame {
+            crop: image::RgbImage::from_fn(4, 4, |x, _| image::Rgb([v + x as u8, 0, 0])),
+            landmarks: Vec::new(),
+            index: 0,
+        };
+        let clip = ClipFrames {
+            frames: vec![frame(0), frame(10), frame(20)],
+            source: 0,
+            holdout: Vec::new(),
+            source_picture: image::RgbImage::new(1, 1),
+            source_picture_landmarks: Vec::new(),
+            frames_read: 3,
+            frames_without_face: 0,
+        };
+        let lq: Vec<image::RgbImage> =
+            (0..3).map(|k| image::RgbImage::from_fn(2, 2, |x, _| image::Rgb([100 + 10 * k + x as u8, 0, 0]))).collect();
+        let with_lq = clip_tensors(&clip, Some(&lq), 1, 2, true).unwrap();
+        assert_eq!(with_lq.gt.shape(), [2, 3, 4, 4]);
+        assert_eq!(with_lq.lq.shape(), [2, 3, 2, 2]);
+        // Frame 1's generator output, mirrored: red 111 then 110 on each row.
+        assert_eq!(&with_lq.lq.data()[..2], [111.0 / 255.0, 110.0 / 255.0]);
+        // Ground truth mirrored too: frame 1's row 10, 11, 12, 13 reversed.
+        assert_eq!(with_lq.gt.data()[0], 13.0 / 255.0);
+        let averaged = clip_tensors(&clip, None, 1, 2, false).unwrap();
+        assert!((averaged.lq.data()[0] - 10.5 / 255.0).abs() < 1e-7);
     }
 
     #[test]

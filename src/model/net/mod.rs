@@ -108,6 +108,18 @@ impl<T> GeneratorInputs<T> {
         }
     }
 
+    /// Every input with its tensor name, in `INPUT_NAMES` order.
+    pub fn named(&self) -> [(&'static str, &T); 6] {
+        [
+            (INPUT_NAMES[0], &self.source),
+            (INPUT_NAMES[1], &self.source_line),
+            (INPUT_NAMES[2], &self.driving_line),
+            (INPUT_NAMES[3], &self.mouth_line),
+            (INPUT_NAMES[4], &self.driving_ldmk),
+            (INPUT_NAMES[5], &self.src_id),
+        ]
+    }
+
     /// Converts every input, e.g. host tensors into executor handles.
     pub fn map<U>(&self, mut f: impl FnMut(&T) -> U) -> GeneratorInputs<U> {
         GeneratorInputs {
