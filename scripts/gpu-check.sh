@@ -81,6 +81,17 @@ step bench-generator-cuda-fp32 "$BIN" bench generator --config official --device
 step bench-generator-cuda-tf32 env METAPORTRAIT_CUDA_TF32=1 "$BIN" bench generator --config official --device cuda --iters 20
 step bench-tsr-cuda-fp32 "$BIN" bench tsr --config official --device cuda --iters 5
 step bench-tsr-cuda-tf32 env METAPORTRAIT_CUDA_TF32=1 "$BIN" bench tsr --config official --device cuda --iters 5
+# CUDA graphs replay the whole run from the fixed IoBinding buffers: same numbers, fewer launches.
+step generator-forward-ort-cuda-graph env METAPORTRAIT_CUDA_GRAPH=1 "$BIN" model forward \
+    --config "$GEN/tiny_config.json" --weights "$GEN/tiny_weights.safetensors" --inputs "$GEN/tiny_io.safetensors" \
+    --output "$WORK/gen-cuda-graph.safetensors" --executor ort --device cuda
+step generator-parity-ort-cuda-graph compare "$WORK/gen-cuda-graph.safetensors" "$GEN/tiny_io.safetensors" \
+    "$OUTPUTS" 1e-4
+step bench-generator-cuda-tf32-graph env METAPORTRAIT_CUDA_TF32=1 METAPORTRAIT_CUDA_GRAPH=1 "$BIN" bench generator \
+    --config official --device cuda --iters 50
+# Live 512² end to end (generator + streaming TSR), sequential and pipelined as `live` runs them.
+step bench-e2e-cuda-tf32-graph env METAPORTRAIT_CUDA_TF32=1 METAPORTRAIT_CUDA_GRAPH=1 "$BIN" bench e2e \
+    --device cuda --frames 60
 
 # Then burn on Vulkan (SPIR-V kernels compiled by the driver on first use).
 step generator-forward-burn-vulkan "$BIN" model forward --config "$GEN/tiny_config.json" \
