@@ -192,6 +192,15 @@ fn a_clip_drives_the_portrait_and_a_recording_is_a_real_video() {
         decoded += 1;
     }
     assert!(decoded >= 20, "only {decoded} frames recorded in 2 s");
+
+    // Deleting the identity on screen stops its frames (the panel clears its selection itself).
+    window.send(UiCommand::DeleteIdentity("astronaut".into()));
+    let notice = window.wait_for_notice("deleted identity `astronaut`", Duration::from_secs(3));
+    assert!(notice.is_some_and(|n| n.contains("select another")), "no deletion notice");
+    window.pump(Duration::from_millis(300));
+    window.frames.clear();
+    window.pump(Duration::from_millis(700));
+    assert!(window.frames.is_empty(), "{} frames of a deleted identity", window.frames.len());
     window.quit(pipeline);
 }
 

@@ -160,6 +160,8 @@ enum FaceControl {
 
 enum EngineControl {
     Identity(Box<EngineIdentity>),
+    /// The shown identity was deleted: stop driving it.
+    ClearIdentity,
     MotionMode(MotionMode),
     Recalibrate,
     Tsr(bool),
@@ -570,6 +572,7 @@ impl EngineStage {
                             Err(e) => lock(&this.metrics).engine_error = Some(format!("identity not usable: {e}")),
                         }
                     }
+                    Ok(EngineControl::ClearIdentity) => motion = None,
                     Ok(EngineControl::MotionMode(mode)) => {
                         motion_mode = mode;
                         if let Some(m) = motion.as_mut() {
@@ -820,6 +823,12 @@ impl Control {
             }
             UiCommand::DeleteIdentity(id) => {
                 match self.store.remove(&id) {
+                    Ok(()) if self.selected.as_deref() == Some(id.as_str()) => {
+                        // Its frames must stop too, not only its entry in the list.
+                        self.selected = None;
+                        self.to_engine(EngineControl::ClearIdentity);
+                        self.notify(format!("deleted identity `{id}`; select another to drive"));
+                    }
                     Ok(()) => self.notify(format!("deleted identity `{id}`")),
                     Err(error) => self.notify(format!("delete failed: {error}")),
                 }
