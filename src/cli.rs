@@ -771,6 +771,24 @@ fn median(mut samples: Vec<f64>) -> f64 {
     if n % 2 == 1 { samples[n / 2] } else { 0.5 * (samples[n / 2 - 1] + samples[n / 2]) }
 }
 
+/// One warm-up call, then the median of `iters` timed calls in milliseconds, behind a progress bar labelled `label`.
+fn median_call_ms(label: String, iters: usize, mut call: impl FnMut() -> Result<()>) -> Result<f64> {
+    let bar = ProgressBar::new((iters + 1) as u64);
+    bar.set_style(ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")?);
+    bar.set_message(label);
+    call()?;
+    bar.inc(1);
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = Instant::now();
+        call()?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(median(samples))
+}
+
 fn bench_generator(args: &BenchGeneratorArgs) -> Result<()> {
     if args.iters == 0 {
         bail!("--iters must be at least 1");
@@ -786,20 +804,8 @@ fn bench_generator(args: &BenchGeneratorArgs) -> Result<()> {
         let build_started = Instant::now();
         let mut engine = GeneratorEngine::new(&model, &engine_options(&args.exec, stage))?;
         let setup_s = build_started.elapsed().as_secs_f64();
-        let bar = ProgressBar::new((args.iters + 1) as u64);
-        bar.set_style(ProgressStyle::with_template("{msg:>22} [{bar:30}] {pos}/{len} {elapsed}")?);
-        bar.set_message(format!("{key} ({})", engine.executor().name()));
-        engine.run(&inputs)?;
-        bar.inc(1);
-        let mut samples = Vec::with_capacity(args.iters);
-        for _ in 0..args.iters {
-            let t = Instant::now();
-            engine.run(&inputs)?;
-            samples.push(t.elapsed().as_secs_f64() * 1e3);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let med = median(samples);
+        let label = format!("{key} ({})", engine.executor().name());
+        let med = median_call_ms(label, args.iters, || Ok(engine.run(&inputs).map(drop)?))?;
         eprintln!(
             "{key}: median {med:.1} ms over {} runs on {}{} (engine setup {setup_s:.2} s)",
             args.iters,
@@ -874,20 +880,8 @@ fn bench_tsr(args: &BenchTsrArgs) -> Result<()> {
         let setup = Instant::now();
         engine.prepare(frames, side)?;
         let setup_s = setup.elapsed().as_secs_f64();
-        let bar = ProgressBar::new((args.iters + 1) as u64);
-        bar.set_style(ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")?);
-        bar.set_message(format!("{key} ({})", engine.executor().name()));
-        engine.run_frames(&batch)?;
-        bar.inc(1);
-        let mut samples = Vec::with_capacity(args.iters);
-        for _ in 0..args.iters {
-            let t = Instant::now();
-            engine.run_frames(&batch)?;
-            samples.push(t.elapsed().as_secs_f64() * 1e3);
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let call_ms = median(samples);
+        let label = format!("{key} ({})", engine.executor().name());
+        let call_ms = median_call_ms(label, args.iters, || Ok(engine.run_frames(&batch).map(drop)?))?;
         // Offline, a call yields `frames` frames; live, each call yields one (the window's target).
         let per_frame = if key == "stream_ms_per_frame" { call_ms } else { call_ms / frames as f64 };
         eprintln!(
