@@ -139,6 +139,12 @@ impl Dataset {
     }
 
     /// Loads a clip back as `ClipFrames` (with its held-out set empty) and its identity vector.
+    /// A random identity, then a random clip of it (two draws from `rng`): every stage samples the dataset so.
+    pub fn pick_clip(&self, rng: &mut crate::rng::SplitMix64) -> &ClipRef {
+        let (_, clips) = &self.identities[(rng.next_u64() % self.identities.len() as u64) as usize];
+        &clips[(rng.next_u64() % clips.len() as u64) as usize]
+    }
+
     pub fn load_clip(clip: &ClipRef) -> Result<(ClipFrames, Vec<f32>), DatasetError> {
         let path = clip.dir.join(CLIP_FILE);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;

@@ -101,6 +101,30 @@ pub struct MetaTraining<'a> {
     pub device: &'a burn::tensor::Device,
 }
 
+/// The latest checkpoint of `run_dir` when it holds a `stage` run of `config`; `None` for a folder without one. A
+/// run of another stage or configuration is refused (`what` names what must match) rather than resumed by mistake.
+pub fn matching_checkpoint(
+    run_dir: &Path,
+    stage: &str,
+    config: &serde_json::Value,
+    what: &str,
+) -> Result<Option<super::checkpoint::Checkpoint<RunState>>, TrainError> {
+    let Some(checkpoint) = super::checkpoint::load_latest::<RunState>(run_dir)? else { return Ok(None) };
+    if checkpoint.state.stage != stage || &checkpoint.state.config != config {
+        return Err(TrainError::Run {
+            path: run_dir.into(),
+            reason: format!(
+                "the run folder holds a `{}` run of another {what}; use a new --out",
+                checkpoint.state.stage
+            ),
+        });
+    }
+    Ok(Some(checkpoint))
+}
+
+/// What a generator run folder must match.
+pub const GENERATOR_RUN_MATCH: &str = "architecture or stage";
+
 /// The run's state and optimizer from the latest checkpoint in `run_dir` (loading its weights into `model`), or a
 /// fresh start. A folder made by another stage or architecture is refused rather than resumed by mistake.
 pub fn resume_or_start(
@@ -112,17 +136,11 @@ pub fn resume_or_start(
 ) -> Result<(RunState, Adam), TrainError> {
     let run_err = |reason: String| TrainError::Run { path: run_dir.into(), reason };
     let config = serde_json::to_value(&model.config).map_err(|e| run_err(e.to_string()))?;
-    let Some(checkpoint) = super::checkpoint::load_latest::<RunState>(run_dir)? else {
+    let Some(checkpoint) = matching_checkpoint(run_dir, stage, &config, GENERATOR_RUN_MATCH)? else {
         let state = RunState { stage: stage.into(), step: 0, seed, config, log: Vec::new() };
         return Ok((state, Adam::new(adam)));
     };
     let state = checkpoint.state;
-    if state.stage != stage || state.config != config {
-        return Err(run_err(format!(
-            "the run folder holds a `{}` run of another architecture or stage; use a new --out",
-            state.stage
-        )));
-    }
     *model = GeneratorModel::new(model.config.clone(), checkpoint.weights)?;
     let adam = Adam::from_state(adam, state.step, &checkpoint.optimizer).map_err(run_err)?;
     tracing::info!(stage, step = state.step, "training: resuming");
@@ -132,12 +150,7 @@ pub fn resume_or_start(
 /// The clips drawn for outer step `step` (depends only on the seed and the step).
 pub fn draw_tasks(dataset: &Dataset, seed: u64, step: u64, tasks: usize) -> Vec<&ClipRef> {
     let mut rng = SplitMix64::new(seed ^ step.wrapping_mul(STEP_SEED_MIX));
-    (0..tasks)
-        .map(|_| {
-            let (_, clips) = &dataset.identities[(rng.next_u64() % dataset.identities.len() as u64) as usize];
-            &clips[(rng.next_u64() % clips.len() as u64) as usize]
-        })
-        .collect()
+    (0..tasks).map(|_| dataset.pick_clip(&mut rng)).collect()
 }
 
 /// Runs (or resumes) meta-training until `outer_steps`; `progress` sees every finished outer step.

@@ -23,7 +23,9 @@ use super::discriminator::{
     split_joint,
 };
 use super::loss::{self, LossWeights};
-use super::meta::{AdversarialLog, RunState, StepLog, TrainError, resume_or_start};
+use super::meta::{
+    AdversarialLog, GENERATOR_RUN_MATCH, RunState, StepLog, TrainError, matching_checkpoint, resume_or_start,
+};
 use super::reduce::GradientReduce;
 use super::step::{Objective, TrainSample, loss_step_on};
 use crate::model::burn_exec::BurnExec;
@@ -96,9 +98,7 @@ impl<'d> PairDraw<'d> {
 
     fn sample(&mut self, seed: u64, step: u64) -> Result<TrainSample, TrainError> {
         let mut rng = SplitMix64::new(seed ^ step.wrapping_mul(STEP_SEED_MIX));
-        let ids = &self.dataset.identities;
-        let (_, clips) = &ids[(rng.next_u64() % ids.len() as u64) as usize];
-        let clip_ref = &clips[(rng.next_u64() % clips.len() as u64) as usize];
+        let clip_ref = self.dataset.pick_clip(&mut rng);
         if !self.cache.contains_key(&clip_ref.dir) {
             self.cache.insert(clip_ref.dir.clone(), Dataset::load_clip(clip_ref)?);
         }
@@ -239,17 +239,11 @@ fn resume_full(
     d_adam: AdamConfig,
 ) -> Result<(RunState, Adam, Adam), TrainError> {
     let run_err = |reason: String| TrainError::Run { path: run.run_dir.into(), reason };
-    let Some(checkpoint) = super::checkpoint::load_latest::<RunState>(run.run_dir)? else {
+    let config = serde_json::to_value(&model.config).map_err(|e| run_err(e.to_string()))?;
+    let Some(checkpoint) = matching_checkpoint(run.run_dir, STAGE_FULL, &config, GENERATOR_RUN_MATCH)? else {
         let (state, adam_g) = resume_or_start(run.run_dir, STAGE_FULL, model, run.adam.clone(), run.seed)?;
         return Ok((state, adam_g, Adam::new(d_adam)));
     };
-    let config = serde_json::to_value(&model.config).map_err(|e| run_err(e.to_string()))?;
-    if checkpoint.state.stage != STAGE_FULL || checkpoint.state.config != config {
-        return Err(run_err(format!(
-            "the run folder holds a `{}` run of another architecture or stage; use a new --out",
-            checkpoint.state.stage
-        )));
-    }
     let (g_weights, d_weights) = split_joint(checkpoint.weights);
     let (g_moments, d_moments) = split_joint(checkpoint.optimizer);
     let expected = super::discriminator::expected_entries(&disc.config, model.config.image_size)?;

@@ -367,9 +367,7 @@ impl ClipDraw<'_> {
         let mut rng = SplitMix64::new(seed ^ step.wrapping_mul(STEP_SEED_MIX));
         let mut clips = Vec::with_capacity(batch);
         for _ in 0..batch {
-            let ids = &self.dataset.identities;
-            let (_, refs) = &ids[(rng.next_u64() % ids.len() as u64) as usize];
-            let clip_ref = &refs[(rng.next_u64() % refs.len() as u64) as usize];
+            let clip_ref = self.dataset.pick_clip(&mut rng);
             if !self.cache.contains_key(&clip_ref.dir) {
                 let (clip, _) = Dataset::load_clip(clip_ref)?;
                 let side = clip.frames.first().map_or(0, |f| f.crop.width() as usize);
@@ -472,16 +470,11 @@ fn resume_or_start(
 ) -> Result<(RunState, Adam, WeightStore), TrainError> {
     let run_err = |reason: String| TrainError::Run { path: run.run_dir.into(), reason };
     let config = run_config(run, model, gan.as_deref())?;
-    let Some(ckpt) = checkpoint::load_latest::<RunState>(run.run_dir)? else {
+    let what = "architecture, stage or GAN setting";
+    let Some(ckpt) = super::meta::matching_checkpoint(run.run_dir, STAGE_TSR, &config, what)? else {
         let state = RunState { stage: STAGE_TSR.into(), step: 0, seed: run.seed, config, log: Vec::new() };
         return Ok((state, Adam::new(tsr_adam_config()), model.weights.clone()));
     };
-    if ckpt.state.stage != STAGE_TSR || ckpt.state.config != config {
-        return Err(run_err(format!(
-            "the run folder holds a `{}` run of another architecture, stage or GAN setting; use a new --out",
-            ckpt.state.stage
-        )));
-    }
     let step = ckpt.state.step;
     let (weights, d_weights) = split_joint(ckpt.weights);
     let (optimizer, d_moments) = split_joint(ckpt.optimizer);
