@@ -361,9 +361,7 @@ pub fn start(
         control: engine_rx,
         stop: Arc::clone(&stop),
         motion_mode: settings.motion_mode,
-        engine,
-        generated: generated_tx,
-        metrics: Arc::clone(&control.metrics),
+        sink: EngineSink { engine, generated: generated_tx, metrics: Arc::clone(&control.metrics) },
     };
     let upscale_stage = UpscaleStage {
         frames: generated_rx,
@@ -503,9 +501,7 @@ struct EngineStage {
     control: Receiver<EngineControl>,
     stop: Arc<AtomicBool>,
     motion_mode: MotionMode,
-    engine: Box<dyn LiveEngine>,
-    generated: LatestSender<Generated>,
-    metrics: Metrics,
+    sink: EngineSink,
 }
 
 /// A generated frame on its way to the upscale stage.
@@ -549,8 +545,7 @@ struct OutputSink {
 
 impl EngineStage {
     fn run(self) {
-        let EngineStage { poses, control, stop, mut motion_mode, engine, generated: generated_tx, metrics } = self;
-        let mut this = EngineSink { engine, generated: generated_tx, metrics };
+        let EngineStage { poses, control, stop, mut motion_mode, sink: mut this } = self;
         let mut motion: Option<MotionTransfer> = None;
         let mut target: Vec<[f32; 3]> = Vec::new();
         let mut generated = RgbImage::new(ENGINE_SIDE_PX, ENGINE_SIDE_PX);
