@@ -29,6 +29,7 @@ use metaportrait::tensor::HostTensor;
 use metaportrait::train::{
     self,
     adam::{Adam, AdamConfig},
+    resident::ResidentTrainer,
 };
 use metaportrait::tsr;
 use metaportrait::tsr::config::TsrConfig;
@@ -91,9 +92,13 @@ pub struct PrepareArgs {
     /// Dataset folder to write (`<identity>/<clip>/frame_*.png + clip.json`); prepared clips are kept and skipped.
     #[arg(long)]
     pub out: PathBuf,
-    /// Frames kept per clip, evenly spread.
+    /// Frames kept per clip, evenly spread (see `--consecutive`).
     #[arg(long, default_value_t = metaportrait::personalize::clip::DEFAULT_MAX_FRAMES)]
     pub frames: usize,
+    /// Keep the first `--frames` frames in a row instead of spreading them over the clip: temporal SR learns from
+    /// frame-to-frame motion, so TSR datasets want consecutive video frames.
+    #[arg(long)]
+    pub consecutive: bool,
     /// Side of the face crops: 256 for the generator stages, the TSR output size (512) for `train tsr`.
     #[arg(long, default_value_t = 256)]
     pub crop_size: u32,
@@ -611,6 +616,10 @@ pub struct BenchStepArgs {
     /// Where burn trains: `cpu`, `cuda`, `cuda:N` (builds with `--features cuda`) or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    /// Run Adam on the host (every parameter up and every gradient down on each step) instead of keeping parameters
+    /// and moments on the device as personalization does; for comparison.
+    #[arg(long)]
+    pub host_optimizer: bool,
 }
 
 #[derive(Args, Debug)]
@@ -836,6 +845,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
     let target = host["input.source"].clone();
     let device = burn_exec::exec_device(args.device)?;
     let mut adam = Adam::new(AdamConfig::default());
+    let mut resident = ResidentTrainer::new(AdamConfig::default(), &device);
     let bar = ProgressBar::new((args.iters + 1) as u64);
     bar.set_style(ProgressStyle::with_template("{msg:>12} [{bar:30}] {pos}/{len} {elapsed}")?);
     bar.set_message("step (burn)");
@@ -843,7 +853,11 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
     let mut losses = Vec::new();
     for _ in 0..=args.iters {
         let t = Instant::now();
-        let report = train::step::l1_step(&mut model, &mut adam, &device, &inputs, &target)?;
+        let report = if args.host_optimizer {
+            train::step::l1_step(&mut model, &mut adam, &device, &inputs, &target)?
+        } else {
+            resident.l1_step(&model, &inputs, &target)?
+        };
         samples.push(t.elapsed().as_secs_f64());
         losses.push(report.loss.total);
         bar.inc(1);
@@ -855,6 +869,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
     let result = serde_json::json!({
         "config": cfg.name, "executor": "burn", "device": args.device.to_string(), "first_step_s": first,
         "step_s": med, "iters": args.iters,
+        "optimizer": if args.host_optimizer { "host" } else { "resident" },
     });
     println!("{result}");
     Ok(())
@@ -1374,7 +1389,9 @@ fn prepare(args: &PrepareArgs) -> Result<()> {
         }
         let result = (|| -> Result<()> {
             let (mut source, total) = open_driving(clip_path, metaportrait::pipeline::live::IMAGE_DIR_FPS)?;
-            let clip = prepare_clip_at(&mut mesher, source.as_mut(), total, args.frames, args.crop_size, |_| {})?;
+            // Without a frame count the sampler keeps every frame until it has enough.
+            let spread_over = if args.consecutive { None } else { total };
+            let clip = prepare_clip_at(&mut mesher, source.as_mut(), spread_over, args.frames, args.crop_size, |_| {})?;
             let id_vector = embedder.embed(&clip.source_picture, &clip.source_picture_landmarks)?;
             write_clip(&out, &clip, &id_vector)?;
             Ok(())

@@ -1,7 +1,7 @@
 //! `metaportrait train tsr` end to end on real frames: a dataset prepared at the tiny network's output size, two
 //! steps of two 3-frame clips each, checkpoints with the EMA, the frozen StyleGAN2 decoder untouched, exact resume
-//! (also with the optional GAN term, whose discriminator trains and resumes too), and a dataset of the wrong crop
-//! size refused with the fix.
+//! (also with the optional GAN term, whose discriminator trains and resumes too), a dataset of the wrong crop
+//! size refused with the fix, and `prepare --consecutive` for clips of consecutive video frames.
 
 mod common;
 
@@ -65,6 +65,7 @@ fn tsr_training_freezes_the_decoder_keeps_an_ema_and_resumes_exactly() {
     let interrupted = dir.join("run");
     let (ok, stderr) = train(&data, &interrupted, "2");
     assert!(ok, "{stderr}");
+    assert!(!stderr.contains("not consecutive"), "all ten frames were kept in order: {stderr}");
     let vgg_present = !stderr.contains("no VGG-19 weights");
     assert!(stderr.contains(if vgg_present { "L1 + perceptual + style" } else { "L1 only" }), "{stderr}");
     let (state, weights, optimizer) = latest(&interrupted);
@@ -161,4 +162,42 @@ fn tsr_training_freezes_the_decoder_keeps_an_ema_and_resumes_exactly() {
     let (ok, stderr) = train(&wrong, &dir.join("wrong"), "1");
     assert!(!ok && stderr.contains(&format!("--crop-size {out_size}")), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+fn clip_indices(clip_dir: &Path) -> Vec<u64> {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(clip_dir.join("clip.json")).expect("clip.json")).expect("json");
+    json["frames"].as_array().expect("frames").iter().map(|f| f["index"].as_u64().expect("index")).collect()
+}
+
+#[test]
+fn prepare_consecutive_keeps_frames_in_a_row_and_train_tsr_warns_about_spread_ones() {
+    let dir = common::tempdir("tsr-consecutive");
+    let src = dir.join("videos");
+    common::fixture_frames("imgs_0_", &src.join("person_a/clip1"));
+    let size = TsrConfig::tiny().out_size.to_string();
+    let prepare = |out: &Path, extra: &[&str]| {
+        let mut args: Vec<&OsStr> = vec!["prepare".as_ref(), "--videos".as_ref(), src.as_os_str()];
+        args.extend([OsStr::new("--out"), out.as_os_str()]);
+        args.extend(["--crop-size", size.as_str(), "--frames", "4"].map(OsStr::new));
+        args.extend(extra.iter().map(OsStr::new));
+        run(&args)
+    };
+    let (spread, consecutive) = (dir.join("spread"), dir.join("consecutive"));
+    let (ok, stderr) = prepare(&spread, &[]);
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = prepare(&consecutive, &["--consecutive"]);
+    assert!(ok, "{stderr}");
+    // Ten frames: four spread over them are every third; four consecutive are the first four.
+    assert_eq!(clip_indices(&spread.join("person_a/clip1")), vec![0, 3, 6, 9]);
+    assert_eq!(clip_indices(&consecutive.join("person_a/clip1")), vec![0, 1, 2, 3]);
+    for (data, warns) in [(&spread, true), (&consecutive, false)] {
+        let out = dir.join(format!("run-{warns}"));
+        let mut args: Vec<&OsStr> = vec!["train".as_ref(), "tsr".as_ref()];
+        args.extend([OsStr::new("--data"), data.as_os_str(), OsStr::new("--out"), out.as_os_str()]);
+        args.extend(["--config", "tiny", "--steps", "1", "--frames", "3", "--batch", "1"].map(OsStr::new));
+        let (ok, stderr) = run(&args);
+        assert!(ok, "{stderr}");
+        assert_eq!(stderr.contains("not consecutive video frames"), warns, "{stderr}");
+    }
 }

@@ -154,6 +154,9 @@ pub struct BurnExec<'s> {
     /// A second network's weights in the same graph (the discriminator behind the generator while training), looked
     /// up when `store` lacks a key. The key sets are disjoint.
     extra: Option<&'s WeightStore>,
+    /// Parameters already on the device (a training run's current values), preferred over the stores: a step
+    /// builds its leaves from these without a host round trip.
+    resident: Option<&'s BTreeMap<String, BurnValue>>,
     device: Device,
     trainable: bool,
     /// Bilinear resizes as two matrix products (`R_h · x · R_wᵀ`) instead of burn's interpolate: cubecl's kernels (the
@@ -178,6 +181,7 @@ impl<'s> BurnExec<'s> {
         Self {
             store,
             extra: None,
+            resident: None,
             device,
             trainable,
             separable_resize,
@@ -192,6 +196,13 @@ impl<'s> BurnExec<'s> {
     /// graph, so gradients flow from the second network's loss back into the first.
     pub fn joint(store: &'s WeightStore, extra: &'s WeightStore, device: &Device, trainable: bool) -> Self {
         Self { extra: Some(extra), ..Self::new(store, device, trainable) }
+    }
+
+    /// Takes parameters from `resident` (device tensors without autodiff, by official key) before the stores. Their
+    /// shapes are the leaf shapes the architecture asks for.
+    pub fn with_resident(mut self, resident: &'s BTreeMap<String, BurnValue>) -> Self {
+        self.resident = Some(resident);
+        self
     }
 
     /// Forces the matrix-product form of bilinear resizing on or off (see `separable_resize`).
@@ -235,6 +246,11 @@ impl<'s> BurnExec<'s> {
     /// official key (zeros for leaves the loss does not depend on). Consumes the recorded graph: run a new forward
     /// before the next call.
     pub fn backward(&self, loss: &BurnValue) -> Result<BTreeMap<String, HostTensor>, ModelError> {
+        Ok(self.backward_device(loss)?.iter().map(|(key, g)| (key.clone(), host_copy(g))).collect())
+    }
+
+    /// `backward` with the gradients left on the device (tensors without autodiff), shaped like their leaves.
+    pub fn backward_device(&self, loss: &BurnValue) -> Result<BTreeMap<String, BurnValue>, ModelError> {
         let fail = |reason: &str| Err(ModelError::Executor { executor: EXECUTOR, reason: reason.to_owned() });
         if !self.trainable {
             return fail("backward needs an executor created with trainable = true");
@@ -250,8 +266,8 @@ impl<'s> BurnExec<'s> {
             .params
             .iter()
             .map(|(key, p)| {
-                let g = p.t.grad(&grads).unwrap_or_else(|| p.t.zeros_like());
-                (key.clone(), host_copy(&BurnValue::new(g, p.rank)))
+                let g = p.t.grad(&grads).unwrap_or_else(|| p.t.zeros_like().without_autodiff());
+                (key.clone(), BurnValue::new(g, p.rank))
             })
             .collect())
     }
@@ -309,6 +325,14 @@ impl<'s> BurnExec<'s> {
         if let Some(p) = self.params.get(key) {
             return if p.shape() == shape { Ok(p.clone()) } else { Err(mismatch(&p.shape())) };
         }
+        if let Some(p) = self.resident.and_then(|r| r.get(key)) {
+            if p.shape() != shape {
+                return Err(mismatch(&p.shape()));
+            }
+            let value = BurnValue::new(self.make_leaf(p.t.clone()), p.rank);
+            self.params.insert(key.to_owned(), value.clone());
+            return Ok(value);
+        }
         let host = match (self.store.get(key), self.extra) {
             (Some(host), _) => host,
             (None, Some(extra)) => extra.require(key)?,
@@ -345,7 +369,8 @@ impl<'s> BurnExec<'s> {
     }
 }
 
-fn host_copy(v: &BurnValue) -> HostTensor {
+/// Host copy of a burn value with its logical shape (a readback: on a GPU it waits for the queue).
+pub fn host_copy(v: &BurnValue) -> HostTensor {
     // Readback of a CPU f32 tensor cannot fail short of a broken backend, so there is no error to pass on.
     let data = v.t.clone().try_into_vec_as::<f32>().unwrap_or_else(|e| panic!("burn readback failed: {e:?}"));
     HostTensor::new(v.shape(), data).unwrap_or_else(|e| panic!("burn tensor with inconsistent shape: {e}"))

@@ -47,6 +47,31 @@ impl Default for AdamConfig {
     }
 }
 
+impl AdamConfig {
+    /// The learning rate of parameter `key` (the first matching multiplier prefix applies).
+    pub fn lr_for(&self, key: &str) -> f32 {
+        let mult = self.lr_multipliers.iter().find(|(p, _)| key.starts_with(p.as_str())).map_or(1.0, |m| m.1);
+        self.lr * mult
+    }
+
+    /// The factor every gradient is scaled by when their global norm is `grad_norm` (1 without clipping).
+    pub fn clip_coefficient(&self, grad_norm: f64) -> f32 {
+        match self.clip_grad_norm {
+            Some(max) => {
+                let coef = max as f64 / (grad_norm + CLIP_EPS);
+                if coef < 1.0 { coef as f32 } else { 1.0 }
+            }
+            None => 1.0,
+        }
+    }
+
+    /// Bias corrections of update number `step` (from 1): `(1 − β1ᵗ, √(1 − β2ᵗ))`.
+    pub fn bias_corrections(&self, step: u64) -> (f64, f64) {
+        let t = i32::try_from(step).unwrap_or(i32::MAX);
+        (1.0 - (self.beta1 as f64).powi(t), (1.0 - (self.beta2 as f64).powi(t)).sqrt())
+    }
+}
+
 /// What one step did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepStats {
@@ -115,9 +140,8 @@ impl Adam {
         Ok(Self { config, step, moments })
     }
 
-    fn lr_for(&self, key: &str) -> f32 {
-        let mult = self.config.lr_multipliers.iter().find(|(p, _)| key.starts_with(p.as_str())).map_or(1.0, |m| m.1);
-        self.config.lr * mult
+    pub fn config(&self) -> &AdamConfig {
+        &self.config
     }
 
     /// Applies one update to every parameter that has a gradient. Parameters without one are left alone.
@@ -132,25 +156,17 @@ impl Adam {
             tracing::warn!("skipping an optimizer step: non-finite gradient norm");
             return StepStats { grad_norm, applied: false };
         }
-        let clip = match self.config.clip_grad_norm {
-            Some(max) => {
-                let coef = max as f64 / (grad_norm + CLIP_EPS);
-                if coef < 1.0 { coef as f32 } else { 1.0 }
-            }
-            None => 1.0,
-        };
+        let clip = self.config.clip_coefficient(grad_norm);
         self.step += 1;
-        let t = self.step as i32;
         let (b1, b2) = (self.config.beta1, self.config.beta2);
-        let bias1 = 1.0 - (b1 as f64).powi(t);
-        let bias2_sqrt = (1.0 - (b2 as f64).powi(t)).sqrt();
+        let (bias1, bias2_sqrt) = self.config.bias_corrections(self.step);
         for (key, grad) in grads {
             let Some(param) = params.get_mut(key) else { continue };
             if param.shape() != grad.shape() {
                 tracing::warn!(key, "gradient shape differs from parameter shape; parameter left unchanged");
                 continue;
             }
-            let step_size = (self.lr_for(key) as f64 / bias1) as f32;
+            let step_size = (self.config.lr_for(key) as f64 / bias1) as f32;
             let n = param.len();
             let moments =
                 self.moments.entry(key.clone()).or_insert_with(|| Moments { m: vec![0.0; n], v: vec![0.0; n] });

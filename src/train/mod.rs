@@ -1,8 +1,8 @@
 //! Training machinery shared by personalization and (meta-)training: optimizers, training steps, the dataset on
 //! disk (`dataset`) and the meta-training run with checkpoints (`meta`).
 //!
-//! Owns optimizer state. Receives parameters and their gradients by official key (host tensors, as the burn
-//! executor returns them); emits updated parameters and per-step statistics.
+//! Owns optimizer state, on the host (`adam`) or on the executor's device for a run of steps (`resident`). Receives
+//! parameters and their gradients by official key; emits updated parameters and per-step statistics.
 
 pub mod adam;
 pub mod checkpoint;
@@ -12,6 +12,7 @@ pub mod loss;
 pub mod meta;
 pub mod reduce;
 pub mod reptile;
+pub mod resident;
 pub mod step;
 pub mod supervised;
 pub mod tsr;

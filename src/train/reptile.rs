@@ -12,11 +12,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::Device;
 
 use crate::model::ModelError;
-use crate::model::engine::GeneratorModel;
+use crate::model::engine::{GeneratorModel, Stage};
 use crate::tensor::HostTensor;
 
 use super::adam::{Adam, AdamConfig};
-use super::step::{LossReport, Objective, TrainSample, loss_step};
+use super::resident::ResidentTrainer;
+use super::step::{LossReport, Objective, TrainSample};
 
 /// Inner steps of the paper's personalization and of the meta-training inner loop.
 pub const DEFAULT_INNER_STEPS: usize = 24;
@@ -57,7 +58,7 @@ pub struct InnerLoop<'a> {
 }
 
 /// K Adam steps on `samples` (cycled in order) starting from `model`; `model` is updated in place. Checks `cancel`
-/// before every step; on cancellation the partially trained `model` is the caller's to discard.
+/// before every step; a cancelled loop leaves `model` as it was (the trained values never left the device).
 pub fn inner_loop(
     model: &mut GeneratorModel,
     samples: &[TrainSample],
@@ -69,16 +70,18 @@ pub fn inner_loop(
     if samples.is_empty() {
         return Err(LoopError::NoSamples);
     }
-    let mut adam = Adam::new(run.adam.clone());
+    // The parameters and moments stay on the device for the whole loop; `model` is written once at the end.
+    let mut trainer = ResidentTrainer::new(run.adam.clone(), device);
     let mut losses = Vec::with_capacity(steps);
     for step in 0..steps {
         if cancel.load(Ordering::Relaxed) {
             return Err(LoopError::Cancelled(step));
         }
-        let report = loss_step(model, &mut adam, device, &samples[step % samples.len()], objective)?;
+        let report = trainer.loss_step(model, &samples[step % samples.len()], objective, Stage::Full)?;
         progress(&InnerProgress { step: step + 1, total: steps, loss: report.loss.clone() });
         losses.push(report.loss);
     }
+    trainer.finish(&mut model.weights)?;
     Ok(losses)
 }
 

@@ -8,7 +8,7 @@
 use burn::tensor::Device;
 
 use crate::model::ModelError;
-use crate::model::burn_exec::BurnExec;
+use crate::model::burn_exec::{BurnExec, BurnValue};
 use crate::model::engine::{GeneratorModel, Stage};
 use crate::model::net::{self, GeneratorInputs};
 use crate::tensor::HostTensor;
@@ -56,13 +56,13 @@ fn first(t: &HostTensor) -> f32 {
 
 /// The loss of `sample` on the stage's output: the refined prediction (`Full`) or the warped source (`Warp`, the
 /// official warping pre-training, which runs only the warping network).
-fn forward_loss(
+pub(crate) fn forward_loss(
     exec: &mut BurnExec<'_>,
     model: &GeneratorModel,
     sample: &TrainSample,
     objective: Objective<'_>,
     stage: Stage,
-) -> Result<(crate::model::burn_exec::BurnValue, LossReport), ModelError> {
+) -> Result<(BurnValue, LossReport), ModelError> {
     let ins = sample.inputs.map(|t| exec.input(t));
     let target = exec.input(&sample.target);
     let (eye, mouth) = (exec.input(&sample.eye_mask), exec.input(&sample.mouth_mask));
@@ -132,7 +132,22 @@ pub fn evaluate_mean(
     Ok(sum / samples.len().max(1) as f64)
 }
 
-/// `mean|G(inputs) − target|` and one Adam update (the loss of `bench step`).
+/// `mean|G(inputs) − target|` (the loss of `bench step`).
+pub(crate) fn forward_l1(
+    exec: &mut BurnExec<'_>,
+    model: &GeneratorModel,
+    inputs: &GeneratorInputs<HostTensor>,
+    target: &HostTensor,
+) -> Result<(BurnValue, LossReport), ModelError> {
+    let ins = inputs.map(|t| exec.input(t));
+    let target = exec.input(target);
+    let out = net::generator_forward(exec, &model.config, &ins)?;
+    let loss = exec.mean_abs(&out.prediction, &target);
+    let value = first(&exec.to_host(&loss));
+    Ok((loss, LossReport { total: value, terms: vec![(loss::TERM_L1, value)] }))
+}
+
+/// `forward_l1` and one Adam update on the host.
 pub fn l1_step(
     model: &mut GeneratorModel,
     adam: &mut Adam,
@@ -142,12 +157,8 @@ pub fn l1_step(
 ) -> Result<StepReport, ModelError> {
     let (grads, loss) = {
         let mut exec = BurnExec::new(&model.weights, device, true);
-        let ins = inputs.map(|t| exec.input(t));
-        let target = exec.input(target);
-        let out = net::generator_forward(&mut exec, &model.config, &ins)?;
-        let loss = exec.mean_abs(&out.prediction, &target);
-        let value = first(&exec.to_host(&loss));
-        (exec.backward(&loss)?, LossReport { total: value, terms: vec![(loss::TERM_L1, value)] })
+        let (total, report) = forward_l1(&mut exec, model, inputs, target)?;
+        (exec.backward(&total)?, report)
     };
     let stats = adam.step(model.weights.tensors_mut(), &grads);
     Ok(StepReport { loss, stats })

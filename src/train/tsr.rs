@@ -387,6 +387,13 @@ impl ClipDraw<'_> {
                         reason: format!("{} frames, a training clip needs {frames}", clip.frames.len()),
                     });
                 }
+                if clip.frames.windows(2).any(|w| w[1].index != w[0].index + 1) {
+                    tracing::warn!(
+                        "{}: the frames are not consecutive video frames, so the temporal model sees jumps between \
+                         them; prepare TSR datasets with `prepare --consecutive`",
+                        clip_ref.dir.display()
+                    );
+                }
                 let lq = load_lq(&clip_ref.dir, clip.frames.len(), (self.out_size / 2) as u32)?;
                 self.cache.insert(clip_ref.dir.clone(), (clip, lq));
             }
