@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod tensor;
 pub mod train;
 pub mod tsr;
+pub mod wgpu_kit;

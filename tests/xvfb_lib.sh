@@ -1,5 +1,6 @@
-# Shared helpers of the Xvfb window tests (sourced, not run): tool checks, a virtual X server, waiting for the
-# window, screenshots and the image checks on them. Callers set ARTIFACTS and define `fail`.
+# Shared helpers of the Xvfb window tests (sourced, not run): tool checks, the artifacts folder and exit clean-up, a
+# virtual X server, waiting for the window, screenshots and the image checks on them, quitting. Callers define `fail`
+# and put the app's process id in APP_PID.
 #
 # Needs: apt-get install -y xvfb mesa-vulkan-drivers libvulkan1 imagemagick xdotool x11-utils python3-pil
 
@@ -10,6 +11,7 @@ XVFB_TIMEOUT_S=${XVFB_TIMEOUT_S:-30}
 WINDOW_TIMEOUT_S=60
 FIRST_FRAME_TIMEOUT_S=60
 XVFB_PID=
+APP_PID=
 
 # Exits 2 (skip) when a tool is missing; sets PY to a python3 that has PIL.
 xvfb_require_tools() {
@@ -21,6 +23,30 @@ xvfb_require_tools() {
         if command -v "$candidate" >/dev/null && "$candidate" -c 'import PIL' 2>/dev/null; then PY=$candidate; break; fi
     done
     [ -n "$PY" ] || { echo "SKIP: no python3 with PIL (apt-get install python3-pil)"; exit 2; }
+}
+
+# xvfb_artifacts NAME: sets ARTIFACTS (default: a fresh /tmp/NAME.XXXXXX) and, on exit, stops the app and the X
+# server and prints where the artifacts are.
+xvfb_artifacts() {
+    ARTIFACTS=${ARTIFACTS:-$(mktemp -d "/tmp/$1.XXXXXX")}
+    mkdir -p "$ARTIFACTS"
+    trap xvfb_cleanup EXIT
+}
+
+xvfb_cleanup() {
+    [ -n "$APP_PID" ] && kill "$APP_PID" 2>/dev/null || true
+    xvfb_stop
+    wait 2>/dev/null || true
+    echo "artifacts: $ARTIFACTS"
+}
+
+# xvfb_quit NAME TIMEOUT_S: presses Ctrl+Q and waits up to TIMEOUT_S for the app to exit with status 0.
+xvfb_quit() {
+    xdotool key ctrl+q
+    for _ in $(seq $(($2 * 10))); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$APP_PID" 2>/dev/null; then fail "$1 still running ${2}s after ctrl+q"; fi
+    wait "$APP_PID" || fail "$1 exited with status $?"
+    APP_PID=
 }
 
 # Starts Xvfb on $DISPLAY_NUM and exports DISPLAY once it answers.

@@ -25,18 +25,9 @@ command -v ffprobe >/dev/null || { echo "SKIP: ffprobe missing (apt-get install 
 [ -x "$BIN" ] || cargo build
 [ -x "$BIN" ] || { echo "FAIL: no binary at $BIN"; exit 1; }
 
-ARTIFACTS=${ARTIFACTS:-$(mktemp -d /tmp/xvfb_live.XXXXXX)}
-mkdir -p "$ARTIFACTS"
+xvfb_artifacts xvfb_live
 HOME_DIR="$ARTIFACTS/home"
 rm -rf "$HOME_DIR"
-APP_PID=
-cleanup() {
-    [ -n "$APP_PID" ] && kill "$APP_PID" 2>/dev/null || true
-    xvfb_stop
-    wait 2>/dev/null || true
-    echo "artifacts: $ARTIFACTS"
-}
-trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "--- live stderr"; tail -40 "$ARTIFACTS/live.err" || true; exit 1; }
 
 "$BIN" demo --output "$ARTIFACTS/drive.mp4" >"$ARTIFACTS/demo.log" 2>&1 || { cat "$ARTIFACTS/demo.log"; fail "demo clip"; }
@@ -73,11 +64,7 @@ echo "recording $RECORDING: width,height,frames = $FRAMES"
 N=${FRAMES##*,}
 [ "$N" -ge "$MIN_RECORDED_FRAMES" ] || fail "recording has only $N frames"
 
-xdotool key ctrl+q
-for _ in $(seq $((QUIT_TIMEOUT_S * 10))); do kill -0 "$APP_PID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$APP_PID" 2>/dev/null; then fail "live still running ${QUIT_TIMEOUT_S}s after ctrl+q"; fi
-wait "$APP_PID" || fail "live exited with status $?"
-APP_PID=
+xvfb_quit live "$QUIT_TIMEOUT_S"
 [ -f "$HOME_DIR/settings.json" ] || fail "no settings.json after quitting"
 grep -q '"selected_identity": "' "$HOME_DIR/settings.json" || fail "settings do not remember the selected identity"
 echo "PASS"

@@ -25,26 +25,17 @@ if [ -z "${1:-}" ]; then
 fi
 [ -x "$BIN" ] || { echo "FAIL: no demo binary at $BIN"; exit 1; }
 
-ARTIFACTS=${ARTIFACTS:-$(mktemp -d /tmp/xvfb_window.XXXXXX)}
-mkdir -p "$ARTIFACTS"
+xvfb_artifacts xvfb_window
 MARKER="$ARTIFACTS/recording.marker"
 rm -f "$MARKER"
-DEMO_PID=
-cleanup() {
-    [ -n "$DEMO_PID" ] && kill "$DEMO_PID" 2>/dev/null || true
-    xvfb_stop
-    wait 2>/dev/null || true
-    echo "artifacts: $ARTIFACTS"
-}
-trap cleanup EXIT
 fail() { echo "FAIL: $*"; echo "--- demo stdout"; tail -20 "$ARTIFACTS/demo.out" || true; echo "--- demo stderr"; tail -30 "$ARTIFACTS/demo.err" || true; exit 1; }
 
 xvfb_start
 START_S=$(date +%s.%N)
 WGPU_BACKEND=vulkan RUST_LOG=${RUST_LOG:-info,wgpu=warn,naga=warn} "$BIN" --marker "$MARKER" \
     >"$ARTIFACTS/demo.out" 2>"$ARTIFACTS/demo.err" &
-DEMO_PID=$!
-xvfb_wait_window "$DEMO_PID"
+APP_PID=$!
+xvfb_wait_window "$APP_PID"
 # Wait for the first frames (lavapipe compiles shaders on first use).
 xvfb_wait_drawn
 echo "window drawn after $("$PY" -c "print(f'{$(date +%s.%N) - $START_S:.1f}')") s"
@@ -67,11 +58,7 @@ echo "record marker written; 2 selected identity 2; space recalibrated"
 sleep 1
 xvfb_shot "$ARTIFACTS/shot_recording.png"
 
-xdotool key ctrl+q
-for _ in $(seq $((QUIT_TIMEOUT_S * 10))); do kill -0 "$DEMO_PID" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$DEMO_PID" 2>/dev/null; then fail "demo still running ${QUIT_TIMEOUT_S}s after ctrl+q"; fi
-wait "$DEMO_PID" || fail "demo exited with status $?"
-DEMO_PID=
+xvfb_quit demo "$QUIT_TIMEOUT_S"
 grep -q 'COMMAND Quit' "$ARTIFACTS/demo.out" || fail "no Quit command on close"
 grep '^FINAL_SETTINGS ' "$ARTIFACTS/demo.out" || fail "no final settings printed"
 echo "PASS"

@@ -115,35 +115,52 @@ fn first_input(session: &OrtSession, path: &Path) -> Result<String, FaceError> {
         .ok_or_else(|| output_error(&path.display().to_string(), "the model has no input".into()))
 }
 
-/// MediaPipe's 468-point face mesh.
-pub struct MeshModel {
+/// A mesh network's session: both mesh models run on the same crop of a region of interest.
+struct RoiSession {
     session: OrtSession,
     input: String,
     calls: u64,
+    /// The model's name in errors.
+    model: &'static str,
+}
+
+impl RoiSession {
+    fn from_file(path: &Path, options: &SessionOptions, model: &'static str) -> Result<Self, FaceError> {
+        let session = load_session(path, options)?;
+        let input = first_input(&session, path)?;
+        Ok(Self { session, input, calls: 0, model })
+    }
+
+    /// The raw outputs on the `MESH_INPUT_SIZE`² crop of `roi` (edges replicated, values in [0, 1]).
+    fn run(&mut self, image: &RgbImage, roi: &Roi) -> Result<BTreeMap<String, HostTensor>, FaceError> {
+        let input = crop_tensor(image, roi, MESH_INPUT_SIZE, Border::Replicate, RANGE_UNIT);
+        self.calls += 1;
+        self.session
+            .run(&[(self.input.as_str(), &input)])
+            .map_err(|cause| FaceError::Runtime { model: self.model.into(), cause })
+    }
+}
+
+/// MediaPipe's 468-point face mesh.
+pub struct MeshModel {
+    session: RoiSession,
 }
 
 const MESH_MODEL: &str = "face mesh";
 
 impl MeshModel {
     pub fn from_file(path: &Path, options: &SessionOptions) -> Result<Self, FaceError> {
-        let session = load_session(path, options)?;
-        let input = first_input(&session, path)?;
-        Ok(Self { session, input, calls: 0 })
+        Ok(Self { session: RoiSession::from_file(path, options, MESH_MODEL)? })
     }
 
     /// How many times the model has run.
     pub fn calls(&self) -> u64 {
-        self.calls
+        self.session.calls
     }
 
     /// The 468 landmarks in `roi`, in image pixels.
     pub fn infer(&mut self, image: &RgbImage, roi: &Roi) -> Result<FaceLandmarks, FaceError> {
-        let input = crop_tensor(image, roi, MESH_INPUT_SIZE, Border::Replicate, RANGE_UNIT);
-        self.calls += 1;
-        let outputs = self
-            .session
-            .run(&[(self.input.as_str(), &input)])
-            .map_err(|cause| FaceError::Runtime { model: MESH_MODEL.into(), cause })?;
+        let outputs = self.session.run(image, roi)?;
         let by_len = |len: usize| outputs.values().find(|t| t.len() == len);
         let mesh = outputs
             .get(MESH_OUTPUT)
@@ -299,31 +316,22 @@ impl AttentionOutputs {
 
 /// MediaPipe's 478-point attention mesh (refined lips, eyes and irises).
 pub struct AttentionMeshModel {
-    session: OrtSession,
-    input: String,
-    calls: u64,
+    session: RoiSession,
 }
 
 impl AttentionMeshModel {
     pub fn from_file(path: &Path, options: &SessionOptions) -> Result<Self, FaceError> {
-        let session = load_session(path, options)?;
-        let input = first_input(&session, path)?;
-        Ok(Self { session, input, calls: 0 })
+        Ok(Self { session: RoiSession::from_file(path, options, ATTENTION_MODEL)? })
     }
 
     /// How many times the model has run.
     pub fn calls(&self) -> u64 {
-        self.calls
+        self.session.calls
     }
 
     /// The 478 refined landmarks in `roi`, in image pixels.
     pub fn infer(&mut self, image: &RgbImage, roi: &Roi) -> Result<FaceLandmarks, FaceError> {
-        let input = crop_tensor(image, roi, MESH_INPUT_SIZE, Border::Replicate, RANGE_UNIT);
-        self.calls += 1;
-        let outputs = self
-            .session
-            .run(&[(self.input.as_str(), &input)])
-            .map_err(|cause| FaceError::Runtime { model: ATTENTION_MODEL.into(), cause })?;
+        let outputs = self.session.run(image, roi)?;
         let parsed = AttentionOutputs::from_outputs(&outputs)?;
         Ok(FaceLandmarks { points: back_project(&parsed.refine(), roi), presence: parsed.presence, roi: *roi })
     }

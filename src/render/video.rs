@@ -12,6 +12,7 @@ use eframe::egui_wgpu::{self, CallbackResources, ScreenDescriptor};
 use eframe::wgpu;
 
 use super::messages::{OutputFrame, PixelFormat};
+use crate::wgpu_kit;
 
 /// The output-view shader (`shaders/video_quad.wgsl`).
 pub const VIDEO_QUAD_WGSL: &str = include_str!("../../shaders/video_quad.wgsl");
@@ -84,37 +85,12 @@ impl VideoQuad {
             label: Some("video_quad"),
             source: wgpu::ShaderSource::Wgsl(VIDEO_QUAD_WGSL.into()),
         });
-        let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("video_quad"),
-            entries: &[
-                wgpu::BindGroupLayoutEntry {
-                    binding: 0,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
-                    ty: wgpu::BindingType::Texture {
-                        multisampled: false,
-                        sample_type: wgpu::TextureSampleType::Float { filterable: true },
-                        view_dimension: wgpu::TextureViewDimension::D2,
-                    },
-                    count: None,
-                },
-                wgpu::BindGroupLayoutEntry {
-                    binding: 1,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
-                    ty: wgpu::BindingType::Sampler(wgpu::SamplerBindingType::Filtering),
-                    count: None,
-                },
-                wgpu::BindGroupLayoutEntry {
-                    binding: 2,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
-                    ty: wgpu::BindingType::Buffer {
-                        ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
-                        min_binding_size: wgpu::BufferSize::new(size_of::<LetterboxUniform>() as u64),
-                    },
-                    count: None,
-                },
-            ],
-        });
+        let bind_group_layout = wgpu_kit::textured_layout(
+            device,
+            "video_quad",
+            wgpu::ShaderStages::FRAGMENT,
+            wgpu::BufferSize::new(size_of::<LetterboxUniform>() as u64),
+        );
         let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("video_quad"),
             bind_group_layouts: &[Some(&bind_group_layout)],
@@ -145,14 +121,7 @@ impl VideoQuad {
             multiview_mask: None,
             cache: None,
         });
-        let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
-            label: Some("video_quad"),
-            address_mode_u: wgpu::AddressMode::ClampToEdge,
-            address_mode_v: wgpu::AddressMode::ClampToEdge,
-            mag_filter: wgpu::FilterMode::Linear,
-            min_filter: wgpu::FilterMode::Linear,
-            ..Default::default()
-        });
+        let sampler = wgpu_kit::linear_clamp_sampler(device, "video_quad");
         let letterbox = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("video_quad_letterbox"),
             size: size_of::<LetterboxUniform>() as u64,
@@ -263,26 +232,10 @@ fn create_frame_texture(
     width: u32,
     height: u32,
 ) -> FrameTexture {
-    let texture = device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("video_quad_frame"),
-        size: wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format,
-        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-        view_formats: &[],
-    });
+    let usage = wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST;
+    let texture = wgpu_kit::texture_2d(device, "video_quad_frame", width, height, format, usage);
     let view = texture.create_view(&wgpu::TextureViewDescriptor::default());
-    let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("video_quad_frame"),
-        layout,
-        entries: &[
-            wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::TextureView(&view) },
-            wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::Sampler(sampler) },
-            wgpu::BindGroupEntry { binding: 2, resource: letterbox.as_entire_binding() },
-        ],
-    });
+    let bind_group = wgpu_kit::textured_bind_group(device, "video_quad_frame", layout, &view, sampler, letterbox);
     FrameTexture { texture, bind_group, width, height }
 }
 

@@ -9,6 +9,7 @@ use eframe::wgpu;
 use image::RgbImage;
 
 use super::{MeshWarp, PreviewError};
+use crate::wgpu_kit;
 
 /// The WGSL source of the mesh-warp pipeline.
 pub const MESH_WARP_WGSL: &str = include_str!("../../../shaders/mesh_warp.wgsl");
@@ -85,16 +86,14 @@ impl GpuMeshWarp {
         let queue = gpu.queue.clone();
         let (width, height) = mesh.portrait().dimensions();
         let size = wgpu::Extent3d { width, height, depth_or_array_layers: 1 };
-        let portrait = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("mesh_warp_portrait"),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: TEXTURE_FORMAT,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
+        let portrait = wgpu_kit::texture_2d(
+            &device,
+            "mesh_warp_portrait",
+            width,
+            height,
+            TEXTURE_FORMAT,
+            wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        );
         let rgba: Vec<u8> = mesh.portrait().pixels().flat_map(|p| [p[0], p[1], p[2], OPAQUE]).collect();
         queue.write_texture(
             wgpu::TexelCopyTextureInfo {
@@ -111,14 +110,7 @@ impl GpuMeshWarp {
             },
             size,
         );
-        let sampler = device.create_sampler(&wgpu::SamplerDescriptor {
-            label: Some("mesh_warp"),
-            address_mode_u: wgpu::AddressMode::ClampToEdge,
-            address_mode_v: wgpu::AddressMode::ClampToEdge,
-            mag_filter: wgpu::FilterMode::Linear,
-            min_filter: wgpu::FilterMode::Linear,
-            ..Default::default()
-        });
+        let sampler = wgpu_kit::linear_clamp_sampler(&device, "mesh_warp");
         let frame_uniform: [f32; 4] = [width as f32, height as f32, 0.0, 0.0];
         let uniform = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("mesh_warp_frame"),
@@ -131,48 +123,11 @@ impl GpuMeshWarp {
             label: Some("mesh_warp"),
             source: wgpu::ShaderSource::Wgsl(MESH_WARP_WGSL.into()),
         });
-        let layout_entries = [
-            wgpu::BindGroupLayoutEntry {
-                binding: 0,
-                visibility: wgpu::ShaderStages::FRAGMENT,
-                ty: wgpu::BindingType::Texture {
-                    multisampled: false,
-                    sample_type: wgpu::TextureSampleType::Float { filterable: true },
-                    view_dimension: wgpu::TextureViewDimension::D2,
-                },
-                count: None,
-            },
-            wgpu::BindGroupLayoutEntry {
-                binding: 1,
-                visibility: wgpu::ShaderStages::FRAGMENT,
-                ty: wgpu::BindingType::Sampler(wgpu::SamplerBindingType::Filtering),
-                count: None,
-            },
-            wgpu::BindGroupLayoutEntry {
-                binding: 2,
-                visibility: wgpu::ShaderStages::VERTEX,
-                ty: wgpu::BindingType::Buffer {
-                    ty: wgpu::BufferBindingType::Uniform,
-                    has_dynamic_offset: false,
-                    min_binding_size: None,
-                },
-                count: None,
-            },
-        ];
-        let bind_group_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("mesh_warp"),
-            entries: &layout_entries,
-        });
+        // The vertex stage reads the frame size from the uniform.
+        let bind_group_layout = wgpu_kit::textured_layout(&device, "mesh_warp", wgpu::ShaderStages::VERTEX, None);
         let portrait_view = portrait.create_view(&wgpu::TextureViewDescriptor::default());
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("mesh_warp"),
-            layout: &bind_group_layout,
-            entries: &[
-                wgpu::BindGroupEntry { binding: 0, resource: wgpu::BindingResource::TextureView(&portrait_view) },
-                wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::Sampler(&sampler) },
-                wgpu::BindGroupEntry { binding: 2, resource: uniform.as_entire_binding() },
-            ],
-        });
+        let bind_group =
+            wgpu_kit::textured_bind_group(&device, "mesh_warp", &bind_group_layout, &portrait_view, &sampler, &uniform);
         let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("mesh_warp"),
             bind_group_layouts: &[Some(&bind_group_layout)],
@@ -224,16 +179,14 @@ impl GpuMeshWarp {
             mapped_at_creation: false,
         });
         queue.write_buffer(&index_buffer, 0, bytemuck::cast_slice(&indices));
-        let target = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("mesh_warp_target"),
-            size,
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: TEXTURE_FORMAT,
-            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
-            view_formats: &[],
-        });
+        let target = wgpu_kit::texture_2d(
+            &device,
+            "mesh_warp_target",
+            width,
+            height,
+            TEXTURE_FORMAT,
+            wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+        );
         let target_view = target.create_view(&wgpu::TextureViewDescriptor::default());
         let padded_row_bytes =
             (width * BYTES_PER_TEXEL).div_ceil(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) * wgpu::COPY_BYTES_PER_ROW_ALIGNMENT;
