@@ -57,6 +57,9 @@ fn the_inner_loop_lowers_the_loss_and_can_be_cancelled() {
     assert!((losses[0].total as f64 - before).abs() < 1e-4 * before.max(1.0), "first step sees the start model");
     assert!(after < before, "loss {before} -> {after}");
     assert!(losses[0].terms.iter().any(|(n, _)| *n == loss::TERM_EYE));
+    // The terms are the weighted parts of the total (read back together, in order).
+    let parts: f32 = losses[0].terms.iter().map(|(_, v)| v).sum();
+    assert!((parts - losses[0].total).abs() <= 1e-4 * losses[0].total, "{:?}", losses[0]);
 
     let cancelled = AtomicBool::new(true);
     let mut untouched = tiny();

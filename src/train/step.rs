@@ -71,11 +71,18 @@ pub(crate) fn forward_loss(
         Stage::Warp => net::warp::warp_forward(exec, &model.config, &ins)?.deformed,
     };
     let terms = loss::generator_loss(exec, objective.weights, objective.vgg, &output, &target, &eye, &mouth)?;
-    let report = LossReport {
-        total: first(&exec.to_host(&terms.total)),
-        terms: terms.terms.iter().map(|(n, t)| (*n, first(&exec.to_host(t)))).collect(),
-    };
+    let report = read_report(exec, &terms.total, &terms.terms);
     Ok((terms.total, report))
+}
+
+/// The loss and its terms in one readback (each readback waits for the device, so not one per term).
+fn read_report(exec: &mut BurnExec<'_>, total: &BurnValue, terms: &[(&'static str, BurnValue)]) -> LossReport {
+    use crate::model::ops::Ops;
+    let values: Vec<BurnValue> = std::iter::once(total).chain(terms.iter().map(|(_, t)| t)).cloned().collect();
+    let all = exec.concat(&values.iter().collect::<Vec<_>>(), 0);
+    let host = exec.to_host(&all);
+    let at = |i: usize| host.data().get(i).copied().unwrap_or(f32::NAN);
+    LossReport { total: at(0), terms: terms.iter().enumerate().map(|(i, (name, _))| (*name, at(i + 1))).collect() }
 }
 
 /// The training loss of `sample`, its gradients, and one Adam update of `model`.
@@ -118,16 +125,18 @@ pub fn evaluate(
     Ok(forward_loss(&mut exec, model, sample, objective, Stage::Full)?.1)
 }
 
-/// Mean loss over samples (the held-out measure of personalization).
+/// Mean loss over samples (the held-out measure of personalization). One executor serves every sample, so the
+/// weights are uploaded once.
 pub fn evaluate_mean(
     model: &GeneratorModel,
     device: &Device,
     samples: &[TrainSample],
     objective: Objective<'_>,
 ) -> Result<f64, ModelError> {
+    let mut exec = BurnExec::new(&model.weights, device, false);
     let mut sum = 0.0f64;
     for s in samples {
-        sum += evaluate(model, device, s, objective)?.total as f64;
+        sum += forward_loss(&mut exec, model, s, objective, Stage::Full)?.1.total as f64;
     }
     Ok(sum / samples.len().max(1) as f64)
 }
