@@ -145,7 +145,7 @@ fn produce(p: Producer, demo: Arc<Mutex<Demo>>, stop: Arc<AtomicBool>) {
             let progress = d.personalize_step.map(|step| {
                 let next = step + 1;
                 d.personalize_step = (next < PERSONALIZE_STEPS).then_some(next);
-                (next < PERSONALIZE_STEPS).then(|| Progress {
+                (next < PERSONALIZE_STEPS).then(|| Progress::Training {
                     step: next,
                     total: PERSONALIZE_STEPS,
                     loss: 1.0 / (1.0 + next as f32),

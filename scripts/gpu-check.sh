@@ -98,7 +98,9 @@ step generator-forward-burn-vulkan "$BIN" model forward --config "$GEN/tiny_conf
     --weights "$GEN/tiny_weights.safetensors" --inputs "$GEN/tiny_io.safetensors" \
     --output "$WORK/gen-vulkan.safetensors" --executor burn --device vulkan
 step generator-parity-burn-vulkan compare "$WORK/gen-vulkan.safetensors" "$GEN/tiny_io.safetensors" "$OUTPUTS" 1e-4
-step bench-step-vulkan "$BIN" bench step --config official --device vulkan --iters 2
+# Personalization steps keep parameters and Adam moments on the GPU; the host optimizer is timed for comparison.
+step bench-step-vulkan "$BIN" bench step --config official --device vulkan --iters 4
+step bench-step-vulkan-host-optimizer "$BIN" bench step --config official --device vulkan --iters 4 --host-optimizer
 step bench-generator-burn-vulkan "$BIN" bench generator --config official --executor burn --device vulkan --iters 3
 
 rm -rf "$WORK"

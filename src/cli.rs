@@ -1270,7 +1270,7 @@ fn default_vgg_path() -> PathBuf {
 fn personalize(args: &PersonalizeArgs) -> Result<()> {
     use metaportrait::face::embed::{IdEmbedder, default_id_model_path};
     use metaportrait::personalize::clip::prepare_clip;
-    use metaportrait::personalize::job::{PersonalizeJob, personalize};
+    use metaportrait::personalize::job::{PersonalizeJob, PersonalizeProgress, personalize};
     if args.steps == 0 || args.frames < metaportrait::personalize::clip::MIN_FRAMES {
         bail!("--steps must be at least 1 and --frames at least {}", metaportrait::personalize::clip::MIN_FRAMES);
     }
@@ -1309,13 +1309,27 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
         device: &device,
         base_sha256: Some(base_sha256),
     };
-    let bar = ProgressBar::new(args.steps as u64);
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len} {elapsed} ETA {eta}")?);
-    bar.set_message("personalizing");
+    let bar = ProgressBar::new(clip.holdout.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed} ETA {eta}")?);
     let cancel = std::sync::atomic::AtomicBool::new(false);
+    let mut phase = None;
     let (identity, report) = personalize(&base, &clip, id_vector, &job, &cancel, |p| {
-        bar.set_position(p.step as u64);
-        bar.set_message(format!("personalizing · loss {:.4}", p.loss.total));
+        // A new phase restarts the bar, so its elapsed time and ETA are the phase's own.
+        let (this_phase, done, total) = match p {
+            PersonalizeProgress::Scoring { after, done, total } => (Some(*after), *done, *total),
+            PersonalizeProgress::Step(s) => (None, s.step, s.total),
+        };
+        if phase != Some(this_phase) {
+            phase = Some(this_phase);
+            bar.reset();
+            bar.set_length(total as u64);
+        }
+        bar.set_position(done as u64);
+        bar.set_message(match p {
+            PersonalizeProgress::Scoring { after: false, .. } => "held-out loss before".to_owned(),
+            PersonalizeProgress::Scoring { after: true, .. } => "held-out loss after".to_owned(),
+            PersonalizeProgress::Step(s) => format!("personalizing · loss {:.4}", s.loss.total),
+        });
     })?;
     bar.finish_and_clear();
     let id = store.add(&identity)?;

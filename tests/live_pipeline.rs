@@ -400,12 +400,34 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     assert_eq!(after_cancel.meta, before.meta, "cancel must leave the identity untouched");
 
     // A full run: progress reaches the panel, then the identity is replaced by the personalized one.
+    window.progress.clear();
     window.send(UiCommand::PersonalizeFromClip { id: "astronaut".into(), clip });
     let notice = window.wait_for_notice("personalized", Duration::from_secs(120));
     assert!(notice.is_some(), "no completion notice; last: {:?}", window.stats.last().and_then(|s| s.notice.clone()));
-    let steps: Vec<u32> = window.progress.iter().flatten().map(|p| p.step).collect();
-    assert!(!steps.is_empty() && steps.iter().all(|&s| (1..=STEPS as u32).contains(&s)), "progress {steps:?}");
-    assert!(window.progress.iter().flatten().all(|p| p.total == STEPS as u32 && p.loss.is_finite()));
+    // Phases arrive in order (the channel keeps only the newest, so some updates may be skipped): reading the clip,
+    // held-out scoring, training steps, scoring again; then the bar is cleared.
+    use metaportrait::render::Progress;
+    let rank = |p: &Progress| match p {
+        Progress::ReadingClip { .. } => 0,
+        Progress::Scoring { after: false, .. } => 1,
+        Progress::Training { .. } => 2,
+        Progress::Scoring { after: true, .. } => 3,
+    };
+    let seen: Vec<&Progress> = window.progress.iter().flatten().collect();
+    assert!(seen.windows(2).all(|w| rank(w[0]) <= rank(w[1])), "phases out of order: {seen:?}");
+    // Scoring a frame and a training step each take long enough for the panel to see every phase after reading.
+    assert!((1..=3).all(|r| seen.iter().any(|p| rank(p) == r)), "a phase is missing: {seen:?}");
+    let steps: Vec<u32> = seen
+        .iter()
+        .filter_map(|p| match p {
+            Progress::Training { step, total, loss, .. } => {
+                assert!(*total == STEPS as u32 && loss.is_finite(), "{p:?}");
+                Some(*step)
+            }
+            _ => None,
+        })
+        .collect();
+    assert!(!steps.is_empty() && steps.iter().all(|&s| (1..=STEPS as u32).contains(&s)), "progress {seen:?}");
     assert!(matches!(window.progress.last(), Some(None)), "the progress bar is cleared at the end");
     let personalized = store.load("astronaut").expect("identity");
     let info = personalized.meta.personalization.as_ref().expect("personalization recorded");

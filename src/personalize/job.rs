@@ -7,7 +7,7 @@
 //! a report with the held-out loss before and after. Cancelling leaves nothing behind: the caller's store is only
 //! written with a finished result.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -23,7 +23,7 @@ use crate::tensor::HostTensor;
 use crate::train::adam::AdamConfig;
 use crate::train::loss::{LossWeights, TERM_EYE, TERM_L1, TERM_MOUTH, TERM_PERCEPTUAL};
 use crate::train::reptile::{InnerLoop, InnerProgress, LoopError, inner_loop};
-use crate::train::step::{Objective, TrainSample, evaluate_mean};
+use crate::train::step::{Objective, TrainSample, evaluate_mean_until};
 use crate::train::vgg::Vgg19;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +55,13 @@ pub struct PersonalizeReport {
     /// Weight tensors that changed and are stored as the identity's delta.
     pub tensors_changed: usize,
     pub loss_per_step: Vec<f32>,
+}
+
+/// Where a personalization is: scoring the held-out frames before or after training, or a training step.
+#[derive(Clone, Debug)]
+pub enum PersonalizeProgress {
+    Scoring { after: bool, done: usize, total: usize },
+    Step(InnerProgress),
 }
 
 /// Settings of one run.
@@ -107,14 +114,42 @@ pub fn pair_sample(
     })
 }
 
-/// Fine-tunes `base` on the clip and returns the identity to store and the report. `progress` sees every step.
+/// The held-out frames and how to score a model on them.
+struct HeldOut<'a> {
+    samples: &'a [TrainSample],
+    objective: Objective<'a>,
+    device: &'a burn::tensor::Device,
+    cancel: &'a AtomicBool,
+}
+
+impl HeldOut<'_> {
+    /// The mean held-out loss of `model`, reporting each frame; a cancel ends it as `Cancelled(steps_done)`.
+    fn score(
+        &self,
+        model: &GeneratorModel,
+        after: bool,
+        steps_done: usize,
+        progress: &mut dyn FnMut(&PersonalizeProgress),
+    ) -> Result<f64, PersonalizeError> {
+        let total = self.samples.len();
+        progress(&PersonalizeProgress::Scoring { after, done: 0, total });
+        let mean = evaluate_mean_until(model, self.device, self.samples, self.objective, |done| {
+            progress(&PersonalizeProgress::Scoring { after, done, total });
+            !self.cancel.load(Ordering::Relaxed)
+        })?;
+        mean.ok_or(PersonalizeError::Loop(LoopError::Cancelled(steps_done)))
+    }
+}
+
+/// Fine-tunes `base` on the clip and returns the identity to store and the report. `progress` sees every held-out
+/// frame scored and every step; `cancel` is honoured between any two of them.
 pub fn personalize(
     base: &GeneratorModel,
     clip: &ClipFrames,
     id_vector: Vec<f32>,
     job: &PersonalizeJob<'_>,
     cancel: &AtomicBool,
-    progress: impl FnMut(&InnerProgress),
+    mut progress: impl FnMut(&PersonalizeProgress),
 ) -> Result<(NewIdentity, PersonalizeReport), PersonalizeError> {
     let started = Instant::now();
     let mut builder = InputBuilder::new(&base.config)?;
@@ -126,11 +161,15 @@ pub fn personalize(
         LossWeights { perceptual: [0.0; crate::train::vgg::VGG_FEATURES], ..LossWeights::default() }
     };
     let objective = Objective { weights: &weights, vgg: job.vgg };
-    let before = evaluate_mean(base, job.device, &heldout, objective)?;
+    if cancel.load(Ordering::Relaxed) {
+        return Err(PersonalizeError::Loop(LoopError::Cancelled(0)));
+    }
+    let scorer = HeldOut { samples: &heldout, objective, device: job.device, cancel };
+    let before = scorer.score(base, false, 0, &mut progress)?;
     let mut tuned = base.clone();
     let run = InnerLoop { steps: job.steps, adam: &job.adam, device: job.device, objective };
-    let losses = inner_loop(&mut tuned, &train, &run, cancel, progress)?;
-    let after = evaluate_mean(&tuned, job.device, &heldout, objective)?;
+    let losses = inner_loop(&mut tuned, &train, &run, cancel, |p| progress(&PersonalizeProgress::Step(p.clone())))?;
+    let after = scorer.score(&tuned, true, losses.len(), &mut progress)?;
     if !after.is_finite() || losses.iter().any(|l| !l.total.is_finite()) {
         return Err(PersonalizeError::Diverged);
     }

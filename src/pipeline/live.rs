@@ -864,6 +864,8 @@ impl Control {
         };
         match super::personalizer::Running::start(base, id, name.clone(), clip.clone(), self.progress_tx.clone()) {
             Ok(running) => {
+                // The bar (and its Cancel button) shows at once, before the worker has read a frame.
+                self.progress_tx.send(Some(Progress::ReadingClip { frames: 0 })).ok();
                 self.notify(format!("personalizing `{name}` from {}", clip.display()));
                 self.personalizing = Some(running);
             }

@@ -1,9 +1,10 @@
 //! Personalization from the window: the panel's "personalize from a clip" run on its own thread.
 //!
 //! Owns the worker thread, its cancel flag and its result channel. Receives the base model (the neural engine's
-//! weights), the clip, the identity to personalize and the models it needs; emits `Progress` to the panel on every
-//! step and, when done, the finished identity for the control thread to store (which replaces the selected identity
-//! atomically). Cancelling stops before the next step and stores nothing, so the identity stays as it was.
+//! weights), the clip, the identity to personalize and the models it needs; emits `Progress` to the panel through
+//! every phase (reading the clip, scoring the held-out frames, each training step, scoring again) and, when done, the
+//! finished identity for the control thread to store (which replaces the selected identity atomically). Cancelling
+//! stops at the next frame or step in any phase and stores nothing, so the identity stays as it was.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,11 +15,12 @@ use std::time::Instant;
 use crossbeam::channel::{Receiver, TryRecvError, bounded};
 
 use super::channel::LatestSender;
+use crate::capture::{CaptureError, Frame, FrameSize, FrameSource};
 use crate::face::FaceMesher;
 use crate::face::embed::IdEmbedder;
 use crate::model::engine::GeneratorModel;
 use crate::personalize::clip::{DEFAULT_MAX_FRAMES, prepare_clip};
-use crate::personalize::job::{PersonalizeJob, PersonalizeReport, personalize};
+use crate::personalize::job::{PersonalizeJob, PersonalizeProgress, PersonalizeReport, personalize};
 use crate::personalize::store::NewIdentity;
 use crate::render::Progress;
 use crate::train::vgg::Vgg19;
@@ -97,6 +99,29 @@ impl Running {
     }
 }
 
+/// The notice of a cancelled run.
+const CANCELLED: &str = "personalization cancelled; the identity is unchanged";
+
+/// A frame source that ends early once `cancel` is set, so reading a long clip stops promptly.
+struct UntilCancelled<'a> {
+    inner: Box<dyn FrameSource>,
+    cancel: &'a AtomicBool,
+}
+
+impl FrameSource for UntilCancelled<'_> {
+    fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
+        if self.cancel.load(Ordering::Acquire) { Ok(None) } else { self.inner.next_frame() }
+    }
+
+    fn frame_rate_hz(&self) -> f64 {
+        self.inner.frame_rate_hz()
+    }
+
+    fn size(&self) -> FrameSize {
+        self.inner.size()
+    }
+}
+
 fn run(
     base: &PersonalizeBase,
     id: String,
@@ -107,9 +132,15 @@ fn run(
 ) -> Result<Finished, String> {
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("personalization failed: {what}: {e}");
     let mut mesher = FaceMesher::from_dir(&base.models_dir).map_err(|e| fail("face models", &e))?;
-    let mut source = super::live::open_file_source(clip_path).map_err(|e| fail("clip", &e))?;
-    let clip =
-        prepare_clip(&mut mesher, source.as_mut(), None, DEFAULT_MAX_FRAMES, |_| {}).map_err(|e| fail("clip", &e))?;
+    let source = super::live::open_file_source(clip_path).map_err(|e| fail("clip", &e))?;
+    let mut source = UntilCancelled { inner: source, cancel };
+    let clip = prepare_clip(&mut mesher, &mut source, None, DEFAULT_MAX_FRAMES, |n| {
+        progress.send(Some(Progress::ReadingClip { frames: u32::try_from(n).unwrap_or(u32::MAX) })).ok();
+    });
+    if cancel.load(Ordering::Acquire) {
+        return Err(CANCELLED.to_owned());
+    }
+    let clip = clip.map_err(|e| fail("clip", &e))?;
     let mut embedder = IdEmbedder::new(&base.id_model).map_err(|e| fail("identity embedding", &e))?;
     let id_vector = embedder
         .embed(&clip.source_picture, &clip.source_picture_landmarks)
@@ -127,17 +158,29 @@ fn run(
         device: &device,
         base_sha256: Some(base.weights_sha256.clone()),
     };
-    let started = Instant::now();
-    let total = base.steps as u32;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    // The ETA counts training time only: from the end of the first held-out scoring.
+    let mut training_since = Instant::now();
     let (identity, report) = personalize(&base.model, &clip, id_vector, &job, cancel, |p| {
-        let step = p.step as u32;
-        let per_step_s = started.elapsed().as_secs_f32() / step.max(1) as f32;
-        let eta_s = Some(per_step_s * total.saturating_sub(step) as f32);
-        progress.send(Some(Progress { step, total, loss: p.loss.total, eta_s })).ok();
+        let shown = match p {
+            PersonalizeProgress::Scoring { after, done, total } => {
+                if !after && done == total {
+                    training_since = Instant::now();
+                }
+                Progress::Scoring { after: *after, done: count(*done), total: count(*total) }
+            }
+            PersonalizeProgress::Step(step) => {
+                let (done, total) = (count(step.step), count(step.total));
+                let per_step_s = training_since.elapsed().as_secs_f32() / done.max(1) as f32;
+                let eta_s = Some(per_step_s * total.saturating_sub(done) as f32);
+                Progress::Training { step: done, total, loss: step.loss.total, eta_s }
+            }
+        };
+        progress.send(Some(shown)).ok();
     })
     .map_err(|e| match e {
         crate::personalize::job::PersonalizeError::Loop(crate::train::reptile::LoopError::Cancelled(_)) => {
-            "personalization cancelled; the identity is unchanged".to_owned()
+            CANCELLED.to_owned()
         }
         other => fail("training", &other),
     })?;

@@ -105,14 +105,33 @@ pub struct IdentityEntry {
     pub thumbnail: Option<Thumbnail>,
 }
 
-/// Progress of a running personalization.
+/// What a running personalization is doing, phase by phase, so the panel can show (and cancel) all of it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Progress {
-    pub step: u32,
-    pub total: u32,
-    pub loss: f32,
-    /// Estimated seconds left, once the trainer can tell.
-    pub eta_s: Option<f32>,
+pub enum Progress {
+    /// Reading and meshing the clip: `frames` read so far.
+    ReadingClip { frames: u32 },
+    /// Measuring the held-out loss before (`after` false) or after training: `done` of `total` frames.
+    Scoring { after: bool, done: u32, total: u32 },
+    /// Training step `step` of `total` and its loss.
+    Training {
+        step: u32,
+        total: u32,
+        loss: f32,
+        /// Estimated seconds left, once the trainer can tell.
+        eta_s: Option<f32>,
+    },
+}
+
+impl Progress {
+    /// How far the current phase is, in [0, 1]; `None` when its length is unknown (reading the clip).
+    pub fn fraction(&self) -> Option<f32> {
+        let of = |done: u32, total: u32| if total == 0 { 0.0 } else { (done as f32 / total as f32).clamp(0.0, 1.0) };
+        match *self {
+            Self::ReadingClip { .. } => None,
+            Self::Scoring { done, total, .. } => Some(of(done, total)),
+            Self::Training { step, total, .. } => Some(of(step, total)),
+        }
+    }
 }
 
 /// How driving motion is applied to the portrait (defined by the face stage).

@@ -34,10 +34,19 @@ pub fn format_elapsed(elapsed_s: f64) -> String {
     format!("{minutes:02.0}:{seconds:02.0}")
 }
 
-/// One line summarising a personalization step.
+/// One line summarising where a personalization is.
 pub fn progress_text(progress: &Progress) -> String {
-    let eta = progress.eta_s.map_or_else(|| "ETA …".to_owned(), |s| format!("ETA {}", format_elapsed(f64::from(s))));
-    format!("step {}/{} · loss {:.4} · {eta}", progress.step, progress.total, progress.loss)
+    match *progress {
+        Progress::ReadingClip { frames } => format!("reading the clip · {frames} frames"),
+        Progress::Scoring { after, done, total } => {
+            let when = if after { "after" } else { "before" };
+            format!("held-out loss {when} training · {done}/{total}")
+        }
+        Progress::Training { step, total, loss, eta_s } => {
+            let eta = eta_s.map_or_else(|| "ETA …".to_owned(), |s| format!("ETA {}", format_elapsed(f64::from(s))));
+            format!("step {step}/{total} · loss {loss:.4} · {eta}")
+        }
+    }
 }
 
 impl App {
@@ -203,8 +212,12 @@ impl App {
     fn personalize_ui(&mut self, ui: &mut egui::Ui) {
         ui.strong("Personalize");
         if let Some(progress) = self.progress.clone() {
-            let fraction = if progress.total == 0 { 0.0 } else { progress.step as f32 / progress.total as f32 };
-            ui.add(egui::ProgressBar::new(fraction.clamp(0.0, 1.0)).text(progress_text(&progress)));
+            let bar = match progress.fraction() {
+                Some(fraction) => egui::ProgressBar::new(fraction),
+                // Unknown length: an animated bar says it is working.
+                None => egui::ProgressBar::new(0.0).animate(true),
+            };
+            ui.add(bar.text(progress_text(&progress)));
             if ui.button("Cancel").clicked() {
                 self.send(UiCommand::CancelPersonalize);
             }
@@ -318,8 +331,16 @@ mod tests {
     }
 
     #[test]
-    fn progress_text_shows_step_loss_and_eta() {
-        let progress = Progress { step: 3, total: 10, loss: 0.5, eta_s: Some(61.0) };
-        assert_eq!(progress_text(&progress), "step 3/10 · loss 0.5000 · ETA 01:01");
+    fn progress_text_names_each_phase() {
+        let training = Progress::Training { step: 3, total: 10, loss: 0.5, eta_s: Some(61.0) };
+        assert_eq!(progress_text(&training), "step 3/10 · loss 0.5000 · ETA 01:01");
+        assert_eq!(training.fraction(), Some(0.3));
+        let reading = Progress::ReadingClip { frames: 12 };
+        assert_eq!(progress_text(&reading), "reading the clip · 12 frames");
+        assert_eq!(reading.fraction(), None);
+        let scoring = Progress::Scoring { after: true, done: 1, total: 4 };
+        assert_eq!(progress_text(&scoring), "held-out loss after training · 1/4");
+        assert_eq!(scoring.fraction(), Some(0.25));
+        assert_eq!(Progress::Scoring { after: false, done: 0, total: 0 }.fraction(), Some(0.0));
     }
 }

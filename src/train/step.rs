@@ -133,12 +133,27 @@ pub fn evaluate_mean(
     samples: &[TrainSample],
     objective: Objective<'_>,
 ) -> Result<f64, ModelError> {
+    Ok(evaluate_mean_until(model, device, samples, objective, |_| true)?.unwrap_or(f64::NAN))
+}
+
+/// `evaluate_mean` that calls `keep_going(samples done)` after each sample and stops with `None` when it says no
+/// (progress and cancellation).
+pub fn evaluate_mean_until(
+    model: &GeneratorModel,
+    device: &Device,
+    samples: &[TrainSample],
+    objective: Objective<'_>,
+    mut keep_going: impl FnMut(usize) -> bool,
+) -> Result<Option<f64>, ModelError> {
     let mut exec = BurnExec::new(&model.weights, device, false);
     let mut sum = 0.0f64;
-    for s in samples {
+    for (i, s) in samples.iter().enumerate() {
         sum += forward_loss(&mut exec, model, s, objective, Stage::Full)?.1.total as f64;
+        if !keep_going(i + 1) {
+            return Ok(None);
+        }
     }
-    Ok(sum / samples.len().max(1) as f64)
+    Ok(Some(sum / samples.len().max(1) as f64))
 }
 
 /// `mean|G(inputs) − target|` (the loss of `bench step`).
