@@ -862,13 +862,19 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         losses.push(report.loss.total);
         bar.inc(1);
     }
+    // A personalization ends by reading the trained weights back once: part of its wall time.
+    let write_back = Instant::now();
+    resident.finish(&mut model.weights)?;
+    let write_back_s = write_back.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let steps = samples.len();
+    let total_s = samples.iter().sum::<f64>() + write_back_s;
     let first = samples.remove(0);
     let med = median(samples);
-    eprintln!("step: first {first:.2} s, median {med:.2} s; losses {losses:?}");
+    eprintln!("step: first {first:.2} s, median {med:.2} s; {steps} steps in {total_s:.2} s; losses {losses:?}");
     let result = serde_json::json!({
         "config": cfg.name, "executor": "burn", "device": args.device.to_string(), "first_step_s": first,
-        "step_s": med, "iters": args.iters,
+        "step_s": med, "iters": args.iters, "steps": steps, "total_s": total_s, "losses": losses,
         "optimizer": if args.host_optimizer { "host" } else { "resident" },
     });
     println!("{result}");

@@ -1,4 +1,5 @@
-//! The command-line interface of the model: the state-dict listing, `model forward`, and clear errors on bad input.
+//! The command-line interface of the model: the state-dict listing, `model forward`, clear errors on bad input, and
+//! what `bench step` reports.
 
 mod common;
 
@@ -120,4 +121,30 @@ fn wrong_input_shapes_are_reported_by_both_executors() {
         assert!(!err.contains("panicked"), "{executor}: {err}");
     }
     assert!(!dir.join("out.safetensors").exists());
+}
+
+#[test]
+fn bench_step_reports_a_whole_loop_with_either_optimizer() {
+    let run = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["bench", "step", "--config", "tiny", "--iters", "2", "--device", "cpu"];
+        args.extend(extra);
+        let out = Command::new(common::bin()).args(&args).output().expect("run");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("json")
+    };
+    let resident = run(&[]);
+    let host = run(&["--host-optimizer"]);
+    for (report, optimizer) in [(&resident, "resident"), (&host, "host")] {
+        assert_eq!(report["optimizer"], optimizer);
+        assert_eq!(report["steps"], 3, "--iters 2 runs one untimed-for-the-median step and two more");
+        let f = |k: &str| report[k].as_f64().unwrap_or_else(|| panic!("{k} in {report}"));
+        // The loop's total holds the first step and at least the two others' median each.
+        assert!(f("total_s") >= f("first_step_s") + f("step_s") - 1e-9, "{report}");
+        let losses: Vec<f64> = report["losses"].as_array().expect("losses").iter().filter_map(|v| v.as_f64()).collect();
+        assert_eq!(losses.len(), 3);
+        assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{report}");
+    }
+    // Both start from the same weights and inputs, so the first loss is the same number.
+    assert_eq!(resident["losses"][0], host["losses"][0]);
 }
