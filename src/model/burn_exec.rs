@@ -156,7 +156,7 @@ pub struct BurnExec<'s> {
     extra: Option<&'s WeightStore>,
     /// Parameters already on the device (a training run's current values), preferred over the stores: a step
     /// builds its leaves from these without a host round trip.
-    resident: Option<&'s BTreeMap<String, BurnValue>>,
+    resident: Vec<&'s BTreeMap<String, BurnValue>>,
     device: Device,
     trainable: bool,
     /// Bilinear resizes as two matrix products (`R_h · x · R_wᵀ`) instead of burn's interpolate: cubecl's kernels (the
@@ -181,7 +181,7 @@ impl<'s> BurnExec<'s> {
         Self {
             store,
             extra: None,
-            resident: None,
+            resident: Vec::new(),
             device,
             trainable,
             separable_resize,
@@ -199,9 +199,9 @@ impl<'s> BurnExec<'s> {
     }
 
     /// Takes parameters from `resident` (device tensors without autodiff, by official key) before the stores. Their
-    /// shapes are the leaf shapes the architecture asks for.
+    /// shapes are the leaf shapes the architecture asks for. May be given once per network of a joint executor.
     pub fn with_resident(mut self, resident: &'s BTreeMap<String, BurnValue>) -> Self {
-        self.resident = Some(resident);
+        self.resident.push(resident);
         self
     }
 
@@ -325,7 +325,7 @@ impl<'s> BurnExec<'s> {
         if let Some(p) = self.params.get(key) {
             return if p.shape() == shape { Ok(p.clone()) } else { Err(mismatch(&p.shape())) };
         }
-        if let Some(p) = self.resident.and_then(|r| r.get(key)) {
+        if let Some(p) = self.resident.iter().find_map(|r| r.get(key)) {
             if p.shape() != shape {
                 return Err(mismatch(&p.shape()));
             }
@@ -367,6 +367,13 @@ impl<'s> BurnExec<'s> {
         self.sn_uv.insert(prefix.to_owned(), uv.clone());
         Ok(uv)
     }
+}
+
+/// A device copy of a host tensor (no autodiff), as `BurnExec` holds values.
+pub fn device_copy(host: &HostTensor, device: &Device) -> Result<BurnValue, ModelError> {
+    let (dims, rank) = pad4(host.shape())
+        .ok_or_else(|| ModelError::Tensor { name: "upload".into(), reason: "rank above 4".into() })?;
+    Ok(BurnValue::new(Tensor::from_data(TensorData::new(host.data().to_vec(), dims), device), rank))
 }
 
 /// Host copy of a burn value with its logical shape (a readback: on a GPU it waits for the queue).

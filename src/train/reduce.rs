@@ -9,11 +9,28 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
+use crate::model::ModelError;
+use crate::model::burn_exec::{BurnValue, device_copy, host_copy};
 use crate::tensor::HostTensor;
 
 /// Turns this replica's gradients into the mean over all replicas, in place.
 pub trait GradientReduce: Sync {
     fn all_reduce(&self, grads: &mut BTreeMap<String, HostTensor>);
+
+    /// `all_reduce` on gradients that live on the training device (`train::resident`). By default they are read
+    /// back, reduced on the host and uploaded again; an exchange that works on device buffers overrides this.
+    fn all_reduce_device(&self, grads: &mut BTreeMap<String, BurnValue>) -> Result<(), ModelError> {
+        let mut host: BTreeMap<String, HostTensor> = grads.iter().map(|(k, g)| (k.clone(), host_copy(g))).collect();
+        self.all_reduce(&mut host);
+        for (key, g) in grads.iter_mut() {
+            if let Some(reduced) = host.get(key) {
+                let device = g.t.device();
+                *g = device_copy(reduced, &device)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Replicas taking part (1: no exchange).
     fn replicas(&self) -> usize;
 }
@@ -23,6 +40,10 @@ pub struct SingleReplica;
 
 impl GradientReduce for SingleReplica {
     fn all_reduce(&self, _grads: &mut BTreeMap<String, HostTensor>) {}
+
+    fn all_reduce_device(&self, _grads: &mut BTreeMap<String, BurnValue>) -> Result<(), ModelError> {
+        Ok(())
+    }
 
     fn replicas(&self) -> usize {
         1
@@ -79,6 +100,23 @@ mod tests {
         let mut g = grads(&[1.0, -2.0]);
         SingleReplica.all_reduce(&mut g);
         assert_eq!(g, grads(&[1.0, -2.0]));
+    }
+
+    #[test]
+    fn device_gradients_are_reduced_like_host_ones() {
+        use crate::model::burn_exec::{device_copy, host_copy};
+        let device = burn::tensor::Device::flex();
+        let on_device = |g: &BTreeMap<String, HostTensor>| -> BTreeMap<String, BurnValue> {
+            g.iter().map(|(k, t)| (k.clone(), device_copy(t, &device).unwrap())).collect()
+        };
+        let reduce = LocalReplicas::new(2);
+        let (mut a, mut b) = (on_device(&grads(&[1.0, 6.0])), on_device(&grads(&[3.0, 0.0])));
+        reduce.all_reduce_device(&mut a).unwrap();
+        reduce.all_reduce_device(&mut b).unwrap();
+        assert_eq!(host_copy(&b["w"]), grads(&[2.0, 3.0])["w"]);
+        let mut single = on_device(&grads(&[5.0]));
+        SingleReplica.all_reduce_device(&mut single).unwrap();
+        assert_eq!(host_copy(&single["w"]), grads(&[5.0])["w"]);
     }
 
     #[test]

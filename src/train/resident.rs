@@ -2,11 +2,12 @@
 //!
 //! Owns device copies of every parameter a step has touched and their first/second moments. Receives the model's
 //! host weights (each parameter is uploaded once, the first time a forward asks for it) and, per step, a forward
-//! that builds the loss; backward, global-norm clipping and the Adam update all run on the device, and only the loss
-//! terms and one vector of per-tensor squared gradient norms come back. Emits step reports, and on `finish` writes
-//! the trained parameters into the host store once. The update rule is `adam::Adam`'s (checked against it in the
-//! tests); the host optimizer moves every parameter up and every gradient down on each step, which on a GPU costs
-//! more than the arithmetic.
+//! that builds the loss; backward, the gradient all-reduce (`reduce`), global-norm clipping and the Adam update all
+//! run on the device, and only the loss terms and one vector of per-tensor squared gradient norms come back. Emits
+//! step reports; `sync` writes the trained parameters into the host store (checkpoints, the end of a run) and
+//! `to_adam`/`from_adam` convert the optimizer state to and from the host optimizer's checkpoint form. The update
+//! rule is `adam::Adam`'s (checked against it in the tests); the host optimizer moves every parameter up and every
+//! gradient down on each step, which on a GPU costs more than the arithmetic.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,8 @@ use crate::model::engine::{GeneratorModel, Stage};
 use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;
 
-use super::adam::{AdamConfig, StepStats};
+use super::adam::{Adam, AdamConfig, StepStats};
+use super::reduce::{GradientReduce, SingleReplica};
 use super::step::{LossReport, Objective, StepReport, TrainSample, forward_l1, forward_loss};
 
 /// Adam's moment estimates of one parameter, shaped like its leaf.
@@ -36,12 +38,57 @@ pub struct ResidentTrainer {
     /// Current values by official key, without autodiff.
     params: BTreeMap<String, BurnValue>,
     moments: BTreeMap<String, Moments>,
+    /// Moments of a resumed optimizer (flat, `m.<key>`/`v.<key>` as `Adam::state` writes them), uploaded when their
+    /// parameter first gets a gradient.
+    restored: WeightStore,
+}
+
+/// A second network in a step's graph: its host weights and its trainer's resident values. Its parameters get
+/// gradients (and count in the clip norm, as in the official joint step) but are not this trainer's to update.
+#[derive(Clone, Copy)]
+pub struct Joint<'a> {
+    pub store: &'a WeightStore,
+    pub resident: &'a BTreeMap<String, BurnValue>,
 }
 
 impl ResidentTrainer {
     /// A fresh optimizer on `device` (the plain device; steps add autodiff themselves).
     pub fn new(config: AdamConfig, device: &Device) -> Self {
-        Self { device: device.clone(), config, step: 0, params: BTreeMap::new(), moments: BTreeMap::new() }
+        Self {
+            device: device.clone(),
+            config,
+            step: 0,
+            params: BTreeMap::new(),
+            moments: BTreeMap::new(),
+            restored: WeightStore::new(),
+        }
+    }
+
+    /// Continues a host optimizer (a resumed checkpoint): its configuration, step count and moments.
+    pub fn from_adam(adam: &Adam, device: &Device) -> Self {
+        let (step, restored) = adam.state();
+        Self { step, restored, ..Self::new(adam.config().clone(), device) }
+    }
+
+    /// The host optimizer in the same state (for checkpoints).
+    pub fn to_adam(&self) -> Result<Adam, ModelError> {
+        let mut state = self.restored.clone();
+        for (key, moments) in &self.moments {
+            for (prefix, value) in [("m.", &moments.m), ("v.", &moments.v)] {
+                let host = host_copy(value);
+                let flat = host
+                    .reshaped(vec![value.t.shape().num_elements()])
+                    .map_err(|e| ModelError::Tensor { name: format!("{prefix}{key}"), reason: e.to_string() })?;
+                state.insert(format!("{prefix}{key}"), flat);
+            }
+        }
+        Adam::from_state(self.config.clone(), self.step, &state)
+            .map_err(|reason| ModelError::Tensor { name: "optimizer state".into(), reason })
+    }
+
+    /// The current values of the parameters trained so far, by official key.
+    pub fn params(&self) -> &BTreeMap<String, BurnValue> {
+        &self.params
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -54,21 +101,43 @@ impl ResidentTrainer {
     where
         F: FnOnce(&mut BurnExec<'_>) -> Result<(BurnValue, LossReport), ModelError>,
     {
-        let (grads, loss, fresh) = {
-            let mut exec = BurnExec::new(store, &self.device, true).with_resident(&self.params);
-            let (total, loss) = forward(&mut exec)?;
+        let forward = |exec: &mut BurnExec<'_>| forward(exec).map(|(total, loss)| (total, loss, ()));
+        Ok(self.step_joint(store, None, &SingleReplica, forward)?.0)
+    }
+
+    /// `step` with a second network in the graph (`joint`), the gradients passed through `reduce` before the update,
+    /// and whatever else the forward wants to hand out (`X`, e.g. a detached prediction).
+    pub fn step_joint<F, X>(
+        &mut self,
+        store: &WeightStore,
+        joint: Option<Joint<'_>>,
+        reduce: &dyn GradientReduce,
+        forward: F,
+    ) -> Result<(StepReport, X), ModelError>
+    where
+        F: FnOnce(&mut BurnExec<'_>) -> Result<(BurnValue, LossReport, X), ModelError>,
+    {
+        let (mut grads, loss, extra, fresh) = {
+            let mut exec = match joint {
+                Some(other) => BurnExec::joint(store, other.store, &self.device, true).with_resident(other.resident),
+                None => BurnExec::new(store, &self.device, true),
+            }
+            .with_resident(&self.params);
+            let (total, loss, extra) = forward(&mut exec)?;
             let grads = exec.backward_device(&total)?;
+            // Leaves of this network seen for the first time; the joint network's stay its trainer's.
             let fresh: Vec<(String, BurnValue)> = exec
                 .params()
                 .iter()
-                .filter(|(key, _)| !self.params.contains_key(*key))
+                .filter(|(key, _)| !self.params.contains_key(*key) && store.get(key).is_some())
                 .map(|(key, p)| (key.clone(), BurnValue::new(p.t.clone().without_autodiff(), p.rank)))
                 .collect();
-            (grads, loss, fresh)
+            (grads, loss, extra, fresh)
         };
+        reduce.all_reduce_device(&mut grads)?;
         self.params.extend(fresh);
         let stats = self.apply(&grads)?;
-        Ok(StepReport { loss, stats })
+        Ok((StepReport { loss, stats }, extra))
     }
 
     /// `step::loss_step_on` on the device: the training loss of `sample` on the stage's output.
@@ -111,10 +180,14 @@ impl ResidentTrainer {
                 continue;
             }
             let step_size = (self.config.lr_for(key) as f64 / bias1) as f32;
-            let moments = self.moments.entry(key.clone()).or_insert_with(|| Moments {
-                m: BurnValue::new(param.t.zeros_like(), param.rank),
-                v: BurnValue::new(param.t.zeros_like(), param.rank),
-            });
+            if !self.moments.contains_key(key) {
+                let first = Moments {
+                    m: restored_moment(&mut self.restored, "m.", key, param)?,
+                    v: restored_moment(&mut self.restored, "v.", key, param)?,
+                };
+                self.moments.insert(key.clone(), first);
+            }
+            let Some(moments) = self.moments.get_mut(key) else { continue };
             let g = grad.t.clone().mul_scalar(clip);
             let m = moments.m.t.clone().mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1);
             let v = moments.v.t.clone().mul_scalar(b2) + g.square().mul_scalar(1.0 - b2);
@@ -141,6 +214,11 @@ impl ResidentTrainer {
 
     /// Writes the trained parameters into `store` (each in the shape the store holds it in) and ends the run.
     pub fn finish(self, store: &mut WeightStore) -> Result<(), ModelError> {
+        self.sync(store)
+    }
+
+    /// Writes the trained parameters into `store` (each in the shape the store holds it in); training goes on.
+    pub fn sync(&self, store: &mut WeightStore) -> Result<(), ModelError> {
         for (key, value) in &self.params {
             let host = host_copy(value);
             let shape = store.get(key).map_or_else(|| host.shape().to_vec(), |old| old.shape().to_vec());
@@ -150,6 +228,27 @@ impl ResidentTrainer {
             store.insert(key.clone(), host);
         }
         Ok(())
+    }
+}
+
+/// A moment estimate of `param` to start from: the resumed optimizer's (`prefix` `m.` or `v.`), else zeros.
+fn restored_moment(
+    restored: &mut WeightStore,
+    prefix: &str,
+    key: &str,
+    param: &BurnValue,
+) -> Result<BurnValue, ModelError> {
+    let name = format!("{prefix}{key}");
+    match restored.remove(&name) {
+        Some(flat) => {
+            let shaped = flat.reshaped(param.shape()).map_err(|e| ModelError::Tensor {
+                name: name.clone(),
+                reason: format!("the resumed optimizer state does not fit the parameter: {e}"),
+            })?;
+            let device = param.t.device();
+            crate::model::burn_exec::device_copy(&shaped, &device)
+        }
+        None => Ok(BurnValue::new(param.t.zeros_like(), param.rank)),
     }
 }
 
@@ -213,6 +312,38 @@ mod tests {
             assert!(diff < 1e-6, "{key}: resident and host Adam differ by {diff}");
             // Five steps of lr 0.05 (×0.1 for b) moved every element.
             assert!(a.data().iter().zip(store().get(key).unwrap().data()).all(|(x, y)| x != y), "{key} did not move");
+        }
+    }
+
+    #[test]
+    fn a_run_resumed_through_the_host_optimizer_state_continues_exactly() {
+        let device = Device::flex();
+        let config = AdamConfig { lr: 0.05, ..AdamConfig::default() };
+        let base = store();
+        let mut straight = ResidentTrainer::new(config.clone(), &device);
+        for _ in 0..4 {
+            straight.step(&base, scalar_loss).unwrap();
+        }
+        let mut first = ResidentTrainer::new(config.clone(), &device);
+        for _ in 0..2 {
+            first.step(&base, scalar_loss).unwrap();
+        }
+        // What a checkpoint holds: the weights and the host optimizer's flat moments.
+        let mut halfway = store();
+        first.sync(&mut halfway).unwrap();
+        let (step, moments) = first.to_adam().unwrap().state();
+        assert_eq!((step, moments.len()), (2, 4), "m and v of both parameters");
+        let adam = Adam::from_state(config, step, &moments).unwrap();
+        let mut resumed = ResidentTrainer::from_adam(&adam, &device);
+        for _ in 0..2 {
+            resumed.step(&halfway, scalar_loss).unwrap();
+        }
+        let (mut a, mut b) = (store(), store());
+        straight.finish(&mut a).unwrap();
+        resumed.finish(&mut b).unwrap();
+        for key in ["w", "b"] {
+            assert_eq!(a.get(key).unwrap().data(), b.get(key).unwrap().data(), "{key}");
+            assert_ne!(a.get(key).unwrap().data(), halfway.get(key).unwrap().data(), "{key} moved after resuming");
         }
     }
 

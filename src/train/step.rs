@@ -76,7 +76,11 @@ pub(crate) fn forward_loss(
 }
 
 /// The loss and its terms in one readback (each readback waits for the device, so not one per term).
-fn read_report(exec: &mut BurnExec<'_>, total: &BurnValue, terms: &[(&'static str, BurnValue)]) -> LossReport {
+pub(crate) fn read_report(
+    exec: &mut BurnExec<'_>,
+    total: &BurnValue,
+    terms: &[(&'static str, BurnValue)],
+) -> LossReport {
     use crate::model::ops::Ops;
     let values: Vec<BurnValue> = std::iter::once(total).chain(terms.iter().map(|(_, t)| t)).cloned().collect();
     let all = exec.concat(&values.iter().collect::<Vec<_>>(), 0);

@@ -1,7 +1,8 @@
 //! Supervised pre-training stages on the dataset, with checkpoints and resume: `train warp` and `train full`.
 //!
 //! Owns the per-step draw (an identity, one of its clips, a source and a different driving frame — depending only
-//! on the seed and the step, so a resumed run continues exactly), the Adam updates and checkpointing. Stage `warp`
+//! on the seed and the step, so a resumed run continues exactly), the Adam updates (parameters and moments resident
+//! on the training device between checkpoints, `resident`) and checkpointing. Stage `warp`
 //! is the official warping pre-training: only the warping network runs and learns, on the VGG-19 pyramid perceptual
 //! loss of the warped source against the driving frame (10 per layer; L1 instead when no VGG weights are given).
 //! Stage `full` is the official joint stage: the whole generator on its loss (perceptual on the prediction and on
@@ -27,8 +28,9 @@ use super::meta::{
     AdversarialLog, GENERATOR_RUN_MATCH, RunState, StepLog, TrainError, matching_checkpoint, resume_or_start,
 };
 use super::reduce::GradientReduce;
-use super::step::{Objective, TrainSample, loss_step_on};
-use crate::model::burn_exec::BurnExec;
+use super::resident::{Joint, ResidentTrainer};
+use super::step::{Objective, TrainSample, read_report};
+use crate::model::burn_exec::BurnValue;
 use crate::model::engine::{GeneratorModel, Stage};
 use crate::model::inputs::InputBuilder;
 use crate::model::net;
@@ -62,7 +64,9 @@ pub fn train_warp(
     cancel: &AtomicBool,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(GeneratorModel, RunState), TrainError> {
-    let (mut state, mut adam) = resume_or_start(run.run_dir, STAGE_WARP, &mut model, run.adam.clone(), run.seed)?;
+    let (mut state, adam) = resume_or_start(run.run_dir, STAGE_WARP, &mut model, run.adam.clone(), run.seed)?;
+    // Parameters and moments stay on the training device between checkpoints.
+    let mut trainer = ResidentTrainer::from_adam(&adam, run.device);
     let mut draw = PairDraw::new(&model, run.dataset)?;
     while state.step < run.steps {
         if cancel.load(Ordering::Relaxed) {
@@ -70,15 +74,17 @@ pub fn train_warp(
         }
         let step = state.step + 1;
         let sample = draw.sample(state.seed, step)?;
-        let report = loss_step_on(&mut model, &mut adam, run.device, &sample, run.objective, Stage::Warp)?;
+        let report = trainer.loss_step(&model, &sample, run.objective, Stage::Warp)?;
         state.step = step;
         let log = StepLog { step, loss: f64::from(report.loss.total), meta: None, adversarial: None };
         progress(&log);
         state.log.push(log);
         if step % run.checkpoint_every.max(1) == 0 || step == run.steps {
-            super::checkpoint::save(run.run_dir, step, &state, &model.weights, &adam.state().1)?;
+            trainer.sync(&mut model.weights)?;
+            super::checkpoint::save(run.run_dir, step, &state, &model.weights, &trainer.to_adam()?.state().1)?;
         }
     }
+    trainer.finish(&mut model.weights)?;
     Ok((model, state))
 }
 
@@ -137,64 +143,62 @@ pub fn discriminator_adam_config() -> AdamConfig {
     AdamConfig { lr_multipliers: Vec::new(), ..AdamConfig::default() }
 }
 
+/// Names of the adversarial terms in the generator step's report.
+const TERM_GAN: &str = "gan";
+const TERM_FEATURE_MATCHING: &str = "feature_matching";
+
 /// One joint step: the generator's update (its loss plus the adversarial terms), then the discriminator's on the
-/// detached prediction. Returns the generator's loss terms and the adversarial log.
+/// detached prediction, each by its trainer on the device. Returns the generator's loss and the adversarial log.
 pub fn full_step(
-    model: &mut GeneratorModel,
-    disc: &mut Discriminator,
-    optimizers: (&mut Adam, &mut Adam),
-    device: &burn::tensor::Device,
+    model: &GeneratorModel,
+    disc: &Discriminator,
+    trainers: (&mut ResidentTrainer, &mut ResidentTrainer),
     sample: &TrainSample,
     run: &FullTraining<'_>,
 ) -> Result<(f32, AdversarialLog), TrainError> {
-    let (adam_g, adam_d) = optimizers;
+    let (generator, discriminator) = trainers;
     let objective = run.common.objective;
-    let first = |t: &crate::tensor::HostTensor| f64::from(t.data().first().copied().unwrap_or(f32::NAN));
-    let (mut grads, generator_total, prediction, gan, fm) = {
-        let mut exec = BurnExec::joint(&model.weights, &disc.weights, device, true);
+    let joint = Joint { store: &disc.weights, resident: discriminator.params() };
+    let (g_report, prediction) = generator.step_joint(&model.weights, Some(joint), run.reduce, |exec| {
         let ins = sample.inputs.map(|t| exec.input(t));
         let target = exec.input(&sample.target);
         let (eye, mouth) = (exec.input(&sample.eye_mask), exec.input(&sample.mouth_mask));
-        let outs = net::generator_forward(&mut exec, &model.config, &ins)?;
+        let outs = net::generator_forward(exec, &model.config, &ins)?;
         let terms =
-            loss::generator_loss(&mut exec, objective.weights, objective.vgg, &outs.prediction, &target, &eye, &mouth)?;
+            loss::generator_loss(exec, objective.weights, objective.vgg, &outs.prediction, &target, &eye, &mouth)?;
         let mut total = terms.total;
         if let Some(vgg) = objective.vgg {
             let warp_weights = LossWeights { l1: 0.0, eye: 0.0, mouth: 0.0, perceptual: run.warp_perceptual };
             let warp =
-                loss::generator_loss(&mut exec, &warp_weights, Some(vgg), &outs.warp.deformed, &target, &eye, &mouth)?;
+                loss::generator_loss(exec, &warp_weights, Some(vgg), &outs.warp.deformed, &target, &eye, &mouth)?;
             total = exec.add(&total, &warp.total);
         }
-        let real = discriminator_forward(&mut exec, &disc.config, &target)?;
-        let fake = discriminator_forward(&mut exec, &disc.config, &outs.prediction)?;
-        let adv = generator_adversarial(&mut exec, &run.adversarial, &real, &fake);
+        let real = discriminator_forward(exec, &disc.config, &target)?;
+        let fake = discriminator_forward(exec, &disc.config, &outs.prediction)?;
+        let adv = generator_adversarial(exec, &run.adversarial, &real, &fake);
         total = exec.add(&total, &adv.gan);
         total = exec.add(&total, &adv.feature_matching);
-        let grads = exec.backward(&total)?;
-        let value = first(&exec.to_host(&total));
-        (
-            grads,
-            value,
-            exec.to_host(&outs.prediction),
-            first(&exec.to_host(&adv.gan)),
-            first(&exec.to_host(&adv.feature_matching)),
-        )
-    };
-    run.reduce.all_reduce(&mut grads);
-    adam_g.step(model.weights.tensors_mut(), &grads);
-    let (mut d_grads, d_loss) = {
-        let mut exec = BurnExec::new(&disc.weights, device, true);
+        let report = read_report(exec, &total, &[(TERM_GAN, adv.gan), (TERM_FEATURE_MATCHING, adv.feature_matching)]);
+        // The discriminator judges the prediction as a constant: no autodiff history.
+        let prediction = BurnValue::new(outs.prediction.t.clone().without_autodiff(), outs.prediction.rank);
+        Ok((total, report, prediction))
+    })?;
+    let (d_report, ()) = discriminator.step_joint(&disc.weights, None, run.reduce, |exec| {
         let real_image = exec.input(&sample.target);
-        let fake_image = exec.input(&prediction);
-        let real = discriminator_forward(&mut exec, &disc.config, &real_image)?;
-        let fake = discriminator_forward(&mut exec, &disc.config, &fake_image)?;
-        let loss = discriminator_loss(&mut exec, &run.adversarial, &real, &fake);
-        (exec.backward(&loss)?, first(&exec.to_host(&loss)))
+        let real = discriminator_forward(exec, &disc.config, &real_image)?;
+        let fake = discriminator_forward(exec, &disc.config, &prediction)?;
+        let loss = discriminator_loss(exec, &run.adversarial, &real, &fake);
+        let report = read_report(exec, &loss, &[]);
+        Ok((loss, report, ()))
+    })?;
+    let term =
+        |name: &str| g_report.loss.terms.iter().find(|(n, _)| *n == name).map_or(f64::NAN, |(_, v)| f64::from(*v));
+    let log = AdversarialLog {
+        generator_gan: term(TERM_GAN),
+        feature_matching: term(TERM_FEATURE_MATCHING),
+        discriminator: f64::from(d_report.loss.total),
     };
-    run.reduce.all_reduce(&mut d_grads);
-    adam_d.step(disc.weights.tensors_mut(), &d_grads);
-    let log = AdversarialLog { generator_gan: gan, feature_matching: fm, discriminator: d_loss };
-    Ok((generator_total as f32, log))
+    Ok((g_report.loss.total, log))
 }
 
 /// Runs (or resumes) the joint stage until `steps`; `progress` sees every step.
@@ -206,8 +210,10 @@ pub fn train_full(
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(GeneratorModel, Discriminator, RunState), TrainError> {
     let common = &run.common;
-    let (mut state, mut adam_g, mut adam_d) =
-        resume_full(common, &mut model, &mut disc, run.discriminator_adam.clone())?;
+    let (mut state, adam_g, adam_d) = resume_full(common, &mut model, &mut disc, run.discriminator_adam.clone())?;
+    // Both networks' parameters and moments stay on the training device between checkpoints.
+    let mut generator = ResidentTrainer::from_adam(&adam_g, common.device);
+    let mut discriminator = ResidentTrainer::from_adam(&adam_d, common.device);
     let mut draw = PairDraw::new(&model, common.dataset)?;
     while state.step < common.steps {
         if cancel.load(Ordering::Relaxed) {
@@ -215,19 +221,22 @@ pub fn train_full(
         }
         let step = state.step + 1;
         let sample = draw.sample(state.seed, step)?;
-        let (loss, adversarial) =
-            full_step(&mut model, &mut disc, (&mut adam_g, &mut adam_d), common.device, &sample, run)?;
+        let (loss, adversarial) = full_step(&model, &disc, (&mut generator, &mut discriminator), &sample, run)?;
         state.step = step;
         let log = StepLog { step, loss: f64::from(loss), meta: None, adversarial: Some(adversarial) };
         tracing::info!(?log, "full training step");
         progress(&log);
         state.log.push(log);
         if step % common.checkpoint_every.max(1) == 0 || step == common.steps {
+            generator.sync(&mut model.weights)?;
+            discriminator.sync(&mut disc.weights)?;
             let weights = join(&model.weights, &disc.weights);
-            let moments = join(&adam_g.state().1, &adam_d.state().1);
+            let moments = join(&generator.to_adam()?.state().1, &discriminator.to_adam()?.state().1);
             super::checkpoint::save(common.run_dir, step, &state, &weights, &moments)?;
         }
     }
+    generator.finish(&mut model.weights)?;
+    discriminator.finish(&mut disc.weights)?;
     Ok((model, disc, state))
 }
 
