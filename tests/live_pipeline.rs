@@ -103,6 +103,15 @@ impl FakeWindow {
         }
     }
 
+    /// Pumps until at least `n` frames have arrived or `timeout` passes: for checks that frames come at all, where a
+    /// slow machine only delays the first one (the neural engine warms up on its first frame).
+    fn pump_until_frames(&mut self, n: usize, timeout: Duration) {
+        let until = Instant::now() + timeout;
+        while self.frames.len() < n && Instant::now() < until {
+            self.pump(Duration::from_millis(100));
+        }
+    }
+
     /// Pumps until the newest notice contains `text` (or `timeout` passes); returns that notice.
     fn wait_for_notice(&mut self, text: &str, timeout: Duration) -> Option<String> {
         let until = Instant::now() + timeout;
@@ -385,7 +394,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
     let (pipeline, inputs) = start(live_config, Box::new(engine), UiSettings::default()).expect("pipeline starts");
     let mut window = FakeWindow::new(inputs);
-    window.pump(Duration::from_secs(1));
+    window.pump_until_frames(1, Duration::from_secs(30));
     assert!(!window.frames.is_empty(), "the bundled portrait (128-d embedding) animates with an id_dim-128 model");
     let store = IdentityStore::open(&home.join("identities")).expect("store");
     let before = store.load("astronaut").expect("identity");
@@ -436,7 +445,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     assert!(!personalized.weights_delta.is_empty());
     // The selected identity is reloaded with its delta and keeps animating.
     window.frames.clear();
-    window.pump(Duration::from_secs(1));
+    window.pump_until_frames(1, Duration::from_secs(30));
     assert!(!window.frames.is_empty(), "no frames after the personalized identity was loaded");
     window.quit(pipeline);
 }

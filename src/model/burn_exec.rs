@@ -105,8 +105,22 @@ fn vulkan_device() -> Result<Device, String> {
     }))
     .map_err(|e| format!("no Vulkan adapter: {e}"))?;
     let info = adapter.get_info();
+    usable_vulkan_adapter(&info.name, info.device_type == wgpu::DeviceType::Cpu)?;
     tracing::info!("burn executor on Vulkan: {} ({:?})", info.name, info.device_type);
     Ok(Device::vulkan(burn::tensor::DeviceKind::DefaultDevice))
+}
+
+/// Whether burn may train on this Vulkan adapter. A software rasterizer (Mesa's llvmpipe/lavapipe, what a machine
+/// without a GPU reports) crashes compiling cubecl's compute kernels, and would be slower than `--device cpu` anyway.
+#[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
+fn usable_vulkan_adapter(name: &str, software: bool) -> Result<(), String> {
+    if software {
+        return Err(format!(
+            "the only Vulkan adapter is `{name}`, a software rasterizer on the CPU: use `--device cpu` (burn's CPU \
+             backend is faster, and this adapter cannot run burn's kernels)"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(not(feature = "vulkan"))]
@@ -1108,6 +1122,13 @@ mod tests {
     }
 
     // ---- parameter handling and errors ----
+
+    #[test]
+    fn software_vulkan_adapters_are_refused_with_the_alternative() {
+        let err = usable_vulkan_adapter("llvmpipe (LLVM 15.0.6, 256 bits)", true).unwrap_err();
+        assert!(err.contains("llvmpipe") && err.contains("--device cpu"), "{err}");
+        assert!(usable_vulkan_adapter("NVIDIA H200", false).is_ok());
+    }
 
     #[test]
     fn params_are_checked_cached_and_replaceable() {
