@@ -298,10 +298,9 @@ impl<'s> BurnExec<'s> {
 
     /// Replaces a parameter's value with host data (a fresh leaf). If the leaf exists its shape must not change.
     pub fn set_param(&mut self, key: &str, value: &HostTensor) -> Result<(), ModelError> {
-        let (dims, rank) = pad4(value.shape())
-            .ok_or_else(|| ModelError::Tensor { name: key.to_owned(), reason: "rank above 4".into() })?;
-        let t = Tensor::from_data(TensorData::new(value.data().to_vec(), dims), &self.device);
-        self.replace_param(key, BurnValue::new(t, rank))
+        let value = device_copy(value, &self.device)
+            .map_err(|_| ModelError::Tensor { name: key.to_owned(), reason: "rank above 4".into() })?;
+        self.replace_param(key, value)
     }
 
     /// Like `set_param` with a burn value (no host round trip): its graph history is dropped and it becomes a leaf.
@@ -383,10 +382,10 @@ impl<'s> BurnExec<'s> {
     }
 }
 
-/// A device copy of a host tensor (no autodiff), as `BurnExec` holds values.
+/// A device copy of a host tensor (no autodiff on a plain device), as `BurnExec` holds values.
 pub fn device_copy(host: &HostTensor, device: &Device) -> Result<BurnValue, ModelError> {
     let (dims, rank) = pad4(host.shape())
-        .ok_or_else(|| ModelError::Tensor { name: "upload".into(), reason: "rank above 4".into() })?;
+        .ok_or_else(|| ModelError::Tensor { name: "device copy".into(), reason: "rank above 4".into() })?;
     Ok(BurnValue::new(Tensor::from_data(TensorData::new(host.data().to_vec(), dims), device), rank))
 }
 

@@ -132,10 +132,11 @@ fn run(
 ) -> Result<Finished, String> {
     let fail = |what: &str, e: &dyn std::fmt::Display| format!("personalization failed: {what}: {e}");
     let mut mesher = FaceMesher::from_dir(&base.models_dir).map_err(|e| fail("face models", &e))?;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let source = super::live::open_file_source(clip_path).map_err(|e| fail("clip", &e))?;
     let mut source = UntilCancelled { inner: source, cancel };
     let clip = prepare_clip(&mut mesher, &mut source, None, DEFAULT_MAX_FRAMES, |n| {
-        progress.send(Some(Progress::ReadingClip { frames: u32::try_from(n).unwrap_or(u32::MAX) })).ok();
+        progress.send(Some(Progress::ReadingClip { frames: count(n) })).ok();
     });
     if cancel.load(Ordering::Acquire) {
         return Err(CANCELLED.to_owned());
@@ -158,7 +159,6 @@ fn run(
         device: &device,
         base_sha256: Some(base.weights_sha256.clone()),
     };
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     // The ETA counts training time only: from the end of the first held-out scoring.
     let mut training_since = Instant::now();
     let (identity, report) = personalize(&base.model, &clip, id_vector, &job, cancel, |p| {

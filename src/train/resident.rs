@@ -140,7 +140,8 @@ impl ResidentTrainer {
         Ok((StepReport { loss, stats }, extra))
     }
 
-    /// `step::loss_step_on` on the device: the training loss of `sample` on the stage's output.
+    /// The training loss of `sample` on the stage's output (`Warp`: only the warping network runs, gets gradients and
+    /// moves) and one update, on the device.
     pub fn loss_step(
         &mut self,
         model: &GeneratorModel,

@@ -89,7 +89,8 @@ pub(crate) fn read_report(
     LossReport { total: at(0), terms: terms.iter().enumerate().map(|(i, (name, _))| (*name, at(i + 1))).collect() }
 }
 
-/// The training loss of `sample`, its gradients, and one Adam update of `model`.
+/// The training loss of `sample`, its gradients, and one Adam update of `model` on the host (the reference the
+/// device-resident `ResidentTrainer::loss_step` is tested against).
 pub fn loss_step(
     model: &mut GeneratorModel,
     adam: &mut Adam,
@@ -97,36 +98,13 @@ pub fn loss_step(
     sample: &TrainSample,
     objective: Objective<'_>,
 ) -> Result<StepReport, ModelError> {
-    loss_step_on(model, adam, device, sample, objective, Stage::Full)
-}
-
-/// `loss_step` on a stage's output (`Warp`: only the warping network gets gradients and moves).
-pub fn loss_step_on(
-    model: &mut GeneratorModel,
-    adam: &mut Adam,
-    device: &Device,
-    sample: &TrainSample,
-    objective: Objective<'_>,
-    stage: Stage,
-) -> Result<StepReport, ModelError> {
     let (grads, loss) = {
         let mut exec = BurnExec::new(&model.weights, device, true);
-        let (total, report) = forward_loss(&mut exec, model, sample, objective, stage)?;
+        let (total, report) = forward_loss(&mut exec, model, sample, objective, Stage::Full)?;
         (exec.backward(&total)?, report)
     };
     let stats = adam.step(model.weights.tensors_mut(), &grads);
     Ok(StepReport { loss, stats })
-}
-
-/// The training loss of `sample` without gradients.
-pub fn evaluate(
-    model: &GeneratorModel,
-    device: &Device,
-    sample: &TrainSample,
-    objective: Objective<'_>,
-) -> Result<LossReport, ModelError> {
-    let mut exec = BurnExec::new(&model.weights, device, false);
-    Ok(forward_loss(&mut exec, model, sample, objective, Stage::Full)?.1)
 }
 
 /// Mean loss over samples (the held-out measure of personalization). One executor serves every sample, so the
