@@ -13,6 +13,7 @@ use metaportrait::tensor::HostTensor;
 use metaportrait::train::adam::{Adam, AdamConfig};
 use metaportrait::train::loss::{self, LossWeights};
 use metaportrait::train::reptile::{self, InnerLoop, LoopError};
+use metaportrait::train::resident::ResidentTrainer;
 use metaportrait::train::step::{self, Objective, TrainSample};
 
 fn tiny() -> GeneratorModel {
@@ -144,10 +145,12 @@ fn reptile_applies_the_mean_task_delta_through_the_outer_adam_and_skips_broken_t
     assert!(!mean.keys().any(|k| k.ends_with("weight_u")), "buffers are not meta-learned");
     Adam::new(reptile::outer_adam_config()).step(expected.weights.tensors_mut(), &mean);
 
+    // The outer step on the device: θ and the outer moments resident, written back by `sync`.
     let mut model = tiny();
-    let mut outer = Adam::new(reptile::outer_adam_config());
-    let report = reptile::reptile_step(&mut model, &mut outer, &tasks, &inner, &never).expect("meta");
+    let mut outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
+    let report = reptile::reptile_step(&model, &mut outer, &tasks, &inner, &never).expect("meta");
     assert_eq!((report.tasks_used, report.tasks_skipped, report.applied), (2, 0, true));
+    outer.sync(&mut model.weights).expect("sync");
     for (k, t) in expected.weights.iter() {
         let got = model.weights.get(k).expect("key");
         let diff = got.max_abs_diff(t).expect("shape");
@@ -158,9 +161,10 @@ fn reptile_applies_the_mean_task_delta_through_the_outer_adam_and_skips_broken_t
     let mut broken = sample(0.0);
     broken.target.data_mut()[0] = f32::NAN;
     let mut model = tiny();
-    let mut outer = Adam::new(reptile::outer_adam_config());
+    let mut outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
     let report =
-        reptile::reptile_step(&mut model, &mut outer, &[vec![broken], tasks[0].clone()], &inner, &never).expect("meta");
+        reptile::reptile_step(&model, &mut outer, &[vec![broken], tasks[0].clone()], &inner, &never).expect("meta");
     assert_eq!((report.tasks_used, report.tasks_skipped), (1, 1));
+    outer.sync(&mut model.weights).expect("sync");
     assert!(model.weights.iter().all(|(_, t)| t.data().iter().all(|v| v.is_finite())));
 }

@@ -2,7 +2,7 @@
 //!
 //! Owns the outer loop: per outer step, draw `tasks_per_step` identities (one clip each, a support set of its frames),
 //! run `reptile::reptile_step` (K inner Adam steps per task from a copy of θ; outer Adam lr 2e-5, betas (0.5, 0.999),
-//! clip 0.3 on the mean of θ − θ′; non-finite tasks skipped), log, and checkpoint (`checkpoint`: staged, renamed,
+//! clip 0.3 on the mean of θ − θ′; non-finite tasks skipped; θ and its moments stay on the device), log, and checkpoint (`checkpoint`: staged, renamed,
 //! `latest` rewritten atomically). Receives the initial model, a `Dataset` and a run folder; emits checkpoints, so
 //! a killed run resumes from its last checkpoint.
 //! The draw of step s depends only on (seed, s), so a resumed run continues exactly as the uninterrupted one would.
@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::adam::{Adam, AdamConfig};
 use super::dataset::{ClipRef, Dataset, DatasetError};
 use super::reptile::{InnerLoop, LoopError, MetaReport, outer_adam_config, reptile_step};
+use super::resident::ResidentTrainer;
 use super::step::{Objective, TrainSample};
 use crate::model::ModelError;
 use crate::model::engine::GeneratorModel;
@@ -160,7 +161,9 @@ pub fn meta_train(
     cancel: &AtomicBool,
     mut progress: impl FnMut(&StepLog),
 ) -> Result<(GeneratorModel, RunState), TrainError> {
-    let (mut state, mut outer) = resume_or_start(run.run_dir, "meta", &mut model, outer_adam_config(), run.seed)?;
+    let (mut state, outer_adam) = resume_or_start(run.run_dir, "meta", &mut model, outer_adam_config(), run.seed)?;
+    // θ and the outer moments stay on the device; the host weights are written at checkpoints and at the end.
+    let mut outer = ResidentTrainer::from_adam(&outer_adam, run.device);
     let mut builder = InputBuilder::new(&model.config).map_err(PersonalizeError::from)?;
     let mut cache: BTreeMap<PathBuf, (ClipFrames, Vec<f32>)> = BTreeMap::new();
     let inner =
@@ -187,7 +190,7 @@ pub fn meta_train(
             others.truncate(take);
             tasks.push(samples(&mut builder, clip, &others, id_vector)?);
         }
-        let report: MetaReport = reptile_step(&mut model, &mut outer, &tasks, &inner, cancel)?;
+        let report: MetaReport = reptile_step(&model, &mut outer, &tasks, &inner, cancel)?;
         state.step = step;
         let log = StepLog {
             step,
@@ -204,8 +207,10 @@ pub fn meta_train(
         progress(&log);
         state.log.push(log);
         if step % run.checkpoint_every.max(1) == 0 || step == run.outer_steps {
-            super::checkpoint::save(run.run_dir, step, &state, &model.weights, &outer.state().1)?;
+            outer.sync(&mut model.weights)?;
+            super::checkpoint::save(run.run_dir, step, &state, &model.weights, &outer.to_adam()?.state().1)?;
         }
     }
+    outer.sync(&mut model.weights)?;
     Ok((model, state))
 }

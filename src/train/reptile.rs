@@ -2,9 +2,9 @@
 //!
 //! Owns the loop structure: K Adam steps on a support set from a starting model (inner loop), and Reptile's outer
 //! step — per task (identity), run the inner loop from a copy of θ, take θ − θ′, average over tasks and apply it as
-//! a gradient to θ with the outer Adam (lr 2e-5, betas (0.5, 0.999), clip 0.3). Receives a base model and tasks of
-//! `TrainSample`s; emits updated weights, per-step losses through a callback, and reports. Non-finite inner results
-//! are dropped (the task is skipped, counted) so one bad clip cannot poison θ.
+//! a gradient to θ with the outer Adam (lr 2e-5, betas (0.5, 0.999), clip 0.3), all on the executor's device.
+//! Receives a base model and tasks of `TrainSample`s; emits updated weights, per-step losses through a callback, and
+//! reports. Non-finite inner results are dropped (the task is skipped, counted) so one bad clip cannot poison θ.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::Device;
 
 use crate::model::ModelError;
+use crate::model::burn_exec::BurnValue;
 use crate::model::engine::{GeneratorModel, Stage};
-use crate::tensor::HostTensor;
 
-use super::adam::{Adam, AdamConfig};
+use super::adam::AdamConfig;
 use super::resident::ResidentTrainer;
 use super::step::{LossReport, Objective, TrainSample};
 
@@ -64,24 +64,36 @@ pub fn inner_loop(
     samples: &[TrainSample],
     run: &InnerLoop<'_>,
     cancel: &AtomicBool,
+    progress: impl FnMut(&InnerProgress),
+) -> Result<Vec<LossReport>, LoopError> {
+    // The parameters and moments stay on the device for the whole loop; `model` is written once at the end.
+    let mut trainer = ResidentTrainer::new(run.adam.clone(), run.device);
+    let losses = run_inner(&mut trainer, model, samples, run, cancel, progress)?;
+    trainer.finish(&mut model.weights)?;
+    Ok(losses)
+}
+
+/// The steps of an inner loop on `trainer` (parameters it does not hold yet come from `model`).
+fn run_inner(
+    trainer: &mut ResidentTrainer,
+    model: &GeneratorModel,
+    samples: &[TrainSample],
+    run: &InnerLoop<'_>,
+    cancel: &AtomicBool,
     mut progress: impl FnMut(&InnerProgress),
 ) -> Result<Vec<LossReport>, LoopError> {
-    let (steps, device, objective) = (run.steps, run.device, run.objective);
     if samples.is_empty() {
         return Err(LoopError::NoSamples);
     }
-    // The parameters and moments stay on the device for the whole loop; `model` is written once at the end.
-    let mut trainer = ResidentTrainer::new(run.adam.clone(), device);
-    let mut losses = Vec::with_capacity(steps);
-    for step in 0..steps {
+    let mut losses = Vec::with_capacity(run.steps);
+    for step in 0..run.steps {
         if cancel.load(Ordering::Relaxed) {
             return Err(LoopError::Cancelled(step));
         }
-        let report = trainer.loss_step(model, &samples[step % samples.len()], objective, Stage::Full)?;
-        progress(&InnerProgress { step: step + 1, total: steps, loss: report.loss.clone() });
+        let report = trainer.loss_step(model, &samples[step % samples.len()], run.objective, Stage::Full)?;
+        progress(&InnerProgress { step: step + 1, total: run.steps, loss: report.loss.clone() });
         losses.push(report.loss);
     }
-    trainer.finish(&mut model.weights)?;
     Ok(losses)
 }
 
@@ -96,26 +108,25 @@ pub struct MetaReport {
     pub applied: bool,
 }
 
-fn all_finite(store: &BTreeMap<String, HostTensor>) -> bool {
-    store.values().all(|t| t.data().iter().all(|v| v.is_finite()))
-}
-
-/// One Reptile outer step over `tasks` (each a support set of one identity).
+/// One Reptile outer step over `tasks` (each a support set of one identity). θ lives in `outer` (the outer Adam's
+/// resident parameters; keys it has not seen yet come from `base`, whose host weights are only read): every inner
+/// loop starts from a device copy of it, θ − θ′ is summed on the device, and the mean goes through the outer Adam
+/// there too. Nothing crosses to the host but losses and one finiteness check per task; `outer.sync` writes θ back.
 pub fn reptile_step(
-    base: &mut GeneratorModel,
-    outer: &mut Adam,
+    base: &GeneratorModel,
+    outer: &mut ResidentTrainer,
     tasks: &[Vec<TrainSample>],
     inner: &InnerLoop<'_>,
     cancel: &AtomicBool,
 ) -> Result<MetaReport, LoopError> {
-    let mut delta: BTreeMap<String, HostTensor> = BTreeMap::new();
+    let mut delta: BTreeMap<String, BurnValue> = BTreeMap::new();
     let (mut used, mut skipped) = (0usize, 0usize);
     let (mut first_sum, mut last_sum) = (0.0f64, 0.0f64);
     for task in tasks {
-        let mut fast = base.clone();
-        let losses = inner_loop(&mut fast, task, inner, cancel, |_| {})?;
+        let mut fast = ResidentTrainer::new(inner.adam.clone(), inner.device).starting_from(outer.params());
+        let losses = run_inner(&mut fast, base, task, inner, cancel, |_| {})?;
         let finite_losses = losses.iter().all(|l| l.total.is_finite());
-        if !finite_losses || !all_finite(fast.weights.tensors_mut()) {
+        if !finite_losses || !fast.trained_all_finite()? {
             tracing::warn!("meta step: skipping a task whose inner loop produced non-finite values");
             skipped += 1;
             continue;
@@ -123,15 +134,15 @@ pub fn reptile_step(
         used += 1;
         first_sum += losses.first().map_or(0.0, |l| l.total as f64);
         last_sum += losses.last().map_or(0.0, |l| l.total as f64);
-        let fast_weights = fast.weights.tensors_mut();
-        for (key, theta) in base.weights.iter() {
-            let Some(theta_prime) = fast_weights.get(key) else { continue };
-            if theta.data() == theta_prime.data() {
-                continue; // buffers and untouched tensors
-            }
-            let d = delta.entry(key.clone()).or_insert_with(|| HostTensor::zeros(theta.shape()));
-            for ((acc, a), b) in d.data_mut().iter_mut().zip(theta.data()).zip(theta_prime.data()) {
-                *acc += a - b;
+        for key in fast.trained_keys() {
+            let Some(theta_prime) = fast.params().get(key) else { continue };
+            let theta = outer.resident_or_upload(&base.weights, key, &theta_prime.shape())?;
+            let d = BurnValue::new(theta.t.clone() - theta_prime.t.clone(), theta.rank);
+            match delta.get_mut(key) {
+                Some(acc) => acc.t = acc.t.clone() + d.t,
+                None => {
+                    delta.insert(key.clone(), d);
+                }
             }
         }
     }
@@ -145,10 +156,10 @@ pub fn reptile_step(
         });
     }
     let inv = 1.0 / used as f32;
-    for t in delta.values_mut() {
-        t.data_mut().iter_mut().for_each(|v| *v *= inv);
+    for d in delta.values_mut() {
+        d.t = d.t.clone().mul_scalar(inv);
     }
-    let stats = outer.step(base.weights.tensors_mut(), &delta);
+    let stats = outer.apply_gradients(&delta)?;
     Ok(MetaReport {
         tasks_used: used,
         tasks_skipped: skipped,

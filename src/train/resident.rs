@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::ModelError;
-use crate::model::burn_exec::{BurnExec, BurnValue, host_copy};
+use crate::model::burn_exec::{BurnExec, BurnValue, device_copy, host_copy};
 use crate::model::engine::{GeneratorModel, Stage};
 use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;
@@ -86,9 +86,68 @@ impl ResidentTrainer {
             .map_err(|reason| ModelError::Tensor { name: "optimizer state".into(), reason })
     }
 
+    /// The same optimizer starting from parameter values already on the device (Reptile's inner loop starts from
+    /// the outer trainer's θ without a round trip through the host). Keys it lacks still come from the store.
+    pub fn starting_from(mut self, params: &BTreeMap<String, BurnValue>) -> Self {
+        self.params = params.clone();
+        self
+    }
+
     /// The current values of the parameters trained so far, by official key.
     pub fn params(&self) -> &BTreeMap<String, BurnValue> {
         &self.params
+    }
+
+    /// Keys whose parameters have received a gradient (and so have moments); buffers never do.
+    pub fn trained_keys(&self) -> impl Iterator<Item = &String> {
+        self.moments.keys()
+    }
+
+    /// The resident value of `key`, uploaded from `store` in `shape` (the leaf shape a forward used) the first time.
+    pub fn resident_or_upload(
+        &mut self,
+        store: &WeightStore,
+        key: &str,
+        shape: &[usize],
+    ) -> Result<&BurnValue, ModelError> {
+        if !self.params.contains_key(key) {
+            let host = store
+                .get(key)
+                .ok_or_else(|| ModelError::Tensor { name: key.into(), reason: "missing from the weights".into() })?
+                .clone()
+                .reshaped(shape.to_vec())
+                .map_err(|e| ModelError::Tensor { name: key.into(), reason: e.to_string() })?;
+            let value = device_copy(&host, &self.device)?;
+            self.params.insert(key.to_owned(), value);
+        }
+        self.params.get(key).ok_or_else(|| ModelError::Tensor { name: key.into(), reason: "not resident".into() })
+    }
+
+    /// One Adam update with gradients computed elsewhere (Reptile's mean θ − θ′), clipped by their global norm like
+    /// a step's; every key must already be resident (`resident_or_upload`).
+    pub fn apply_gradients(&mut self, grads: &BTreeMap<String, BurnValue>) -> Result<StepStats, ModelError> {
+        if let Some(missing) = grads.keys().find(|k| !self.params.contains_key(*k)) {
+            return Err(ModelError::Tensor {
+                name: missing.clone(),
+                reason: "gradient for a parameter that is not resident".into(),
+            });
+        }
+        self.apply(grads)
+    }
+
+    /// Whether every element of the trained parameters is finite: one sum per tensor on the device, one readback (a
+    /// sum is finite exactly when its terms are, short of an overflow that only a diverged run reaches).
+    pub fn trained_all_finite(&self) -> Result<bool, ModelError> {
+        let sums: Vec<Tensor<1>> =
+            self.trained_keys().filter_map(|k| self.params.get(k)).map(|p| p.t.clone().sum()).collect();
+        if sums.is_empty() {
+            return Ok(true);
+        }
+        let sums = Tensor::cat(sums, 0).try_into_vec_as::<f32>().map_err(|e| ModelError::Executor {
+            executor: "burn",
+            reason: format!("reading the parameter sums back failed: {e:?}"),
+        })?;
+        Ok(sums.iter().all(|s| s.is_finite()))
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -247,7 +306,7 @@ fn restored_moment(
                 reason: format!("the resumed optimizer state does not fit the parameter: {e}"),
             })?;
             let device = param.t.device();
-            crate::model::burn_exec::device_copy(&shaped, &device)
+            device_copy(&shaped, &device)
         }
         None => Ok(BurnValue::new(param.t.zeros_like(), param.rank)),
     }
@@ -314,6 +373,39 @@ mod tests {
             // Five steps of lr 0.05 (×0.1 for b) moved every element.
             assert!(a.data().iter().zip(store().get(key).unwrap().data()).all(|(x, y)| x != y), "{key} did not move");
         }
+    }
+
+    #[test]
+    fn external_gradients_update_like_the_host_optimizer_and_need_resident_parameters() {
+        let device = Device::flex();
+        let config = AdamConfig { lr: 0.1, clip_grad_norm: Some(0.3), ..AdamConfig::default() };
+        let base = store();
+        let grad = HostTensor::new(vec![2, 3], vec![0.5, -0.25, 1.0, 0.0, 2.0, -1.0]).unwrap();
+        let mut resident = ResidentTrainer::new(config.clone(), &device);
+        let grads = BTreeMap::from([("w".to_owned(), device_copy(&grad, &device).unwrap())]);
+        let err = resident.apply_gradients(&grads).unwrap_err();
+        assert!(err.to_string().contains("not resident"), "{err}");
+        // Uploaded in the leaf shape asked for, once.
+        assert_eq!(resident.resident_or_upload(&base, "w", &[3, 2]).unwrap().shape(), [3, 2]);
+        assert_eq!(resident.resident_or_upload(&base, "w", &[3, 2]).unwrap().shape(), [3, 2]);
+        assert!(resident.resident_or_upload(&base, "nope", &[1]).is_err());
+        let grads = BTreeMap::from([(
+            "w".to_owned(),
+            device_copy(&grad.clone().reshaped(vec![3, 2]).unwrap(), &device).unwrap(),
+        )]);
+        let mut host_weights = store();
+        let mut host = Adam::new(config);
+        for _ in 0..3 {
+            assert!(resident.apply_gradients(&grads).unwrap().applied);
+            host.step(host_weights.tensors_mut(), &BTreeMap::from([("w".to_owned(), grad.clone())]));
+        }
+        assert_eq!(resident.trained_keys().collect::<Vec<_>>(), ["w"]);
+        assert!(resident.trained_all_finite().unwrap());
+        let mut written = store();
+        resident.sync(&mut written).unwrap();
+        let diff = written.get("w").unwrap().max_abs_diff(host_weights.get("w").unwrap()).unwrap();
+        assert!(diff < 1e-6, "{diff}");
+        assert_eq!(written.get("w").unwrap().shape(), [2, 3], "written back in the store's shape");
     }
 
     #[test]
