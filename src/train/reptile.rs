@@ -6,7 +6,6 @@
 //! Receives a base model and tasks of `TrainSample`s; emits updated weights, per-step losses through a callback, and
 //! reports. Non-finite inner results are dropped (the task is skipped, counted) so one bad clip cannot poison θ.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use burn::tensor::Device;
@@ -16,7 +15,7 @@ use crate::model::burn_exec::BurnValue;
 use crate::model::engine::{GeneratorModel, Stage};
 
 use super::adam::AdamConfig;
-use super::resident::ResidentTrainer;
+use super::resident::{DeviceSum, ResidentTrainer};
 use super::step::{LossReport, Objective, TrainSample};
 
 /// Inner steps of the paper's personalization and of the meta-training inner loop.
@@ -119,8 +118,8 @@ pub fn reptile_step(
     inner: &InnerLoop<'_>,
     cancel: &AtomicBool,
 ) -> Result<MetaReport, LoopError> {
-    let mut delta: BTreeMap<String, BurnValue> = BTreeMap::new();
-    let (mut used, mut skipped) = (0usize, 0usize);
+    let mut delta = DeviceSum::default();
+    let mut skipped = 0usize;
     let (mut first_sum, mut last_sum) = (0.0f64, 0.0f64);
     for task in tasks {
         let mut fast = ResidentTrainer::new(inner.adam.clone(), inner.device).starting_from(outer.params());
@@ -131,21 +130,17 @@ pub fn reptile_step(
             skipped += 1;
             continue;
         }
-        used += 1;
         first_sum += losses.first().map_or(0.0, |l| l.total as f64);
         last_sum += losses.last().map_or(0.0, |l| l.total as f64);
+        let mut task_delta = Vec::new();
         for key in fast.trained_keys() {
             let Some(theta_prime) = fast.params().get(key) else { continue };
             let theta = outer.resident_or_upload(&base.weights, key, &theta_prime.shape())?;
-            let d = BurnValue::new(theta.t.clone() - theta_prime.t.clone(), theta.rank);
-            match delta.get_mut(key) {
-                Some(acc) => acc.t = acc.t.clone() + d.t,
-                None => {
-                    delta.insert(key.clone(), d);
-                }
-            }
+            task_delta.push((key.clone(), BurnValue::new(theta.t.clone() - theta_prime.t.clone(), theta.rank)));
         }
+        delta.add(task_delta);
     }
+    let used = delta.terms();
     if used == 0 {
         return Ok(MetaReport {
             tasks_used: 0,
@@ -155,11 +150,7 @@ pub fn reptile_step(
             applied: false,
         });
     }
-    let inv = 1.0 / used as f32;
-    for d in delta.values_mut() {
-        d.t = d.t.clone().mul_scalar(inv);
-    }
-    let stats = outer.apply_gradients(&delta)?;
+    let stats = outer.apply_gradients(&delta.mean())?;
     Ok(MetaReport {
         tasks_used: used,
         tasks_skipped: skipped,

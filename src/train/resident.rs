@@ -176,7 +176,25 @@ impl ResidentTrainer {
     where
         F: FnOnce(&mut BurnExec<'_>) -> Result<(BurnValue, LossReport, X), ModelError>,
     {
-        let (mut grads, loss, extra, fresh) = {
+        let (mut grads, loss, extra) = self.gradients(store, joint, forward)?;
+        reduce.all_reduce_device(&mut grads)?;
+        let stats = self.apply(&grads)?;
+        Ok((StepReport { loss, stats }, extra))
+    }
+
+    /// Forward and backward without an update (for steps that average several of them): the gradients by key, this
+    /// network's and a joint one's, on the device; the loss; the forward's extra. Leaves of this network seen for the
+    /// first time become resident.
+    pub fn gradients<F, X>(
+        &mut self,
+        store: &WeightStore,
+        joint: Option<Joint<'_>>,
+        forward: F,
+    ) -> Result<(BTreeMap<String, BurnValue>, LossReport, X), ModelError>
+    where
+        F: FnOnce(&mut BurnExec<'_>) -> Result<(BurnValue, LossReport, X), ModelError>,
+    {
+        let (grads, loss, extra, fresh) = {
             let mut exec = match joint {
                 Some(other) => BurnExec::joint(store, other.store, &self.device, true).with_resident(other.resident),
                 None => BurnExec::new(store, &self.device, true),
@@ -193,10 +211,13 @@ impl ResidentTrainer {
                 .collect();
             (grads, loss, extra, fresh)
         };
-        reduce.all_reduce_device(&mut grads)?;
         self.params.extend(fresh);
-        let stats = self.apply(&grads)?;
-        Ok((StepReport { loss, stats }, extra))
+        Ok((grads, loss, extra))
+    }
+
+    /// Sets the learning rate of the next updates (a schedule).
+    pub fn set_lr(&mut self, lr: f32) {
+        self.config.lr = lr;
     }
 
     /// The training loss of `sample` on the stage's output (`Warp`: only the warping network runs, gets gradients and
@@ -279,15 +300,97 @@ impl ResidentTrainer {
 
     /// Writes the trained parameters into `store` (each in the shape the store holds it in); training goes on.
     pub fn sync(&self, store: &mut WeightStore) -> Result<(), ModelError> {
-        for (key, value) in &self.params {
-            let host = host_copy(value);
-            let shape = store.get(key).map_or_else(|| host.shape().to_vec(), |old| old.shape().to_vec());
-            let host = host
-                .reshaped(shape)
-                .map_err(|e| ModelError::Tensor { name: key.clone(), reason: format!("writing back: {e}") })?;
-            store.insert(key.clone(), host);
+        write_back(&self.params, store)
+    }
+}
+
+/// Reads `values` back into `store`, each in the shape the store already holds it in (a leaf may be shaped
+/// differently from its stored tensor).
+fn write_back(values: &BTreeMap<String, BurnValue>, store: &mut WeightStore) -> Result<(), ModelError> {
+    for (key, value) in values {
+        let host = host_copy(value);
+        let shape = store.get(key).map_or_else(|| host.shape().to_vec(), |old| old.shape().to_vec());
+        let host = host
+            .reshaped(shape)
+            .map_err(|e| ModelError::Tensor { name: key.clone(), reason: format!("writing back: {e}") })?;
+        store.insert(key.clone(), host);
+    }
+    Ok(())
+}
+
+/// A running sum of per-key tensors on the device: the gradients of a step's several clips, or Reptile's θ − θ′ over
+/// its tasks. Tensors of a key must all have one shape.
+#[derive(Default)]
+pub struct DeviceSum {
+    terms: usize,
+    sum: BTreeMap<String, BurnValue>,
+}
+
+impl DeviceSum {
+    /// Adds one term (a map by key; keys may differ between terms).
+    pub fn add(&mut self, term: impl IntoIterator<Item = (String, BurnValue)>) {
+        self.terms += 1;
+        for (key, value) in term {
+            match self.sum.get_mut(&key) {
+                Some(acc) => acc.t = acc.t.clone() + value.t,
+                None => {
+                    self.sum.insert(key, value);
+                }
+            }
+        }
+    }
+
+    /// Terms added so far.
+    pub fn terms(&self) -> usize {
+        self.terms
+    }
+
+    /// The element-wise mean over the terms added (a key missing from a term counts as zero there).
+    pub fn mean(self) -> BTreeMap<String, BurnValue> {
+        let scale = 1.0 / self.terms.max(1) as f32;
+        self.sum.into_iter().map(|(key, v)| (key, BurnValue::new(v.t.mul_scalar(scale), v.rank))).collect()
+    }
+}
+
+/// An exponential moving average of a trainer's parameters, kept beside them on the device.
+pub struct ResidentEma {
+    decay: f32,
+    values: BTreeMap<String, BurnValue>,
+}
+
+impl ResidentEma {
+    pub fn new(decay: f32) -> Self {
+        Self { decay, values: BTreeMap::new() }
+    }
+
+    /// `ema ← d·ema + (1 − d)·θ` for every parameter `trainer` has updated. A parameter new to the average starts
+    /// from its entry in `start` (the average a run resumed with, or the weights it started from), else from its
+    /// current value.
+    pub fn update(&mut self, trainer: &ResidentTrainer, start: &WeightStore) -> Result<(), ModelError> {
+        let d = self.decay;
+        for key in trainer.trained_keys() {
+            let Some(theta) = trainer.params().get(key) else { continue };
+            let previous = match (self.values.remove(key), start.get(key)) {
+                (Some(v), _) => v,
+                (None, Some(host)) => {
+                    let host = host
+                        .clone()
+                        .reshaped(theta.shape())
+                        .map_err(|e| ModelError::Tensor { name: key.clone(), reason: format!("EMA: {e}") })?;
+                    device_copy(&host, &theta.t.device())?
+                }
+                (None, None) => theta.clone(),
+            };
+            let next = previous.t.mul_scalar(d) + theta.t.clone().mul_scalar(1.0 - d);
+            self.values.insert(key.clone(), BurnValue::new(next, theta.rank));
         }
         Ok(())
+    }
+
+    /// Writes the average into `store` (each tensor in the shape the store holds it in); parameters never updated
+    /// keep their entry there.
+    pub fn sync(&self, store: &mut WeightStore) -> Result<(), ModelError> {
+        write_back(&self.values, store)
     }
 }
 

@@ -15,7 +15,9 @@
 //!   applied to images already in [0, 1] (so VGG sees [0.5, 1]), as the official run did. L1 alone without VGG.
 //! - Adam lr 1e-4, betas (0.9, 0.99), no clipping, cosine decay to 1e-7 over `lr_period` steps; the StyleGAN2
 //!   decoder stays frozen (`fix_decoder`, `opt_rm_param`); the EMA (0.999) is what the official code ships.
-//! - `batch` clips per step: their gradients are averaged through `GradientReduce` before the update.
+//! - `batch` clips per step: their gradients are averaged on the device and passed through `GradientReduce` (the
+//!   data-parallel seam) before the update. Parameters, Adam moments and the EMA stay on the training device
+//!   (`resident`) between checkpoints.
 //! - Optionally (`gan_weight` > 0; the released configuration has none, GFPGAN's recipe had one) a patch
 //!   discriminator (`discriminator`) judges every output frame: the LSGAN term `gan_weight·mean((1 − D(out))²)`
 //!   joins the loss, and after the network's update the discriminator takes its own step on the detached output
@@ -34,10 +36,12 @@ use super::discriminator::{
 };
 use super::loss::{LossTerms, l1, mean_all};
 use super::meta::{RunState, StepLog, TrainError};
-use super::reduce::{GradientReduce, LocalReplicas};
+use super::reduce::{GradientReduce, SingleReplica};
+use super::resident::{DeviceSum, Joint, ResidentEma, ResidentTrainer};
+use super::step::LossReport;
 use super::vgg::{TSR_LAYERS, Vgg19};
 use crate::model::ModelError;
-use crate::model::burn_exec::BurnExec;
+use crate::model::burn_exec::BurnValue;
 use crate::model::inputs::write_planar_unit;
 use crate::model::ops::Ops;
 use crate::model::weights::WeightStore;
@@ -288,71 +292,74 @@ pub fn tsr_loss<O: Ops>(
     Ok(LossTerms { total, terms })
 }
 
-/// One update from `clips` (their gradients averaged through `reduce`), then, with a GAN term, one discriminator
-/// update on the detached outputs; returns the mean loss of the network.
+/// The discriminator's part in a TSR step: its host weights (for leaves not yet resident), its trainer and the
+/// LSGAN weight.
+pub struct GanStep<'a> {
+    pub gan: &'a TsrGan,
+    pub trainer: &'a mut ResidentTrainer,
+    pub weight: f32,
+}
+
+/// One update from `clips` on the device (their gradients averaged there, then passed through `reduce`, the
+/// data-parallel seam), then, with a GAN term, one discriminator update on the detached outputs; returns the mean
+/// loss of the network.
 pub fn tsr_step(
-    model: &mut TsrModel,
-    adam: &mut Adam,
-    device: &burn::tensor::Device,
+    model: &TsrModel,
+    trainer: &mut ResidentTrainer,
     clips: &[TsrClip],
     vgg: Option<&Vgg19>,
     reduce: &dyn GradientReduce,
-    mut gan: Option<(&mut TsrGan, f32)>,
+    mut gan: Option<GanStep<'_>>,
 ) -> Result<f64, TrainError> {
     let mut loss_sum = 0.0f64;
-    let mut mean_grads = BTreeMap::new();
+    let mut grads_sum = DeviceSum::default();
     let mut outputs = Vec::new();
     for clip in clips {
-        let mut exec = match &gan {
-            Some((d, _)) => BurnExec::joint(&model.weights, &d.weights, device, true),
-            None => BurnExec::new(&model.weights, device, true),
-        };
-        let x = exec.input(&clip.lq);
-        let out = tsr_forward(&mut exec, &model.config, &x)?;
-        let gt = exec.input(&clip.gt);
-        let mut total = tsr_loss(&mut exec, vgg, &out, &gt)?.total;
-        if let Some((d, weight)) = &gan {
-            let fake = discriminator_forward(&mut exec, &d.config, &out)?;
-            let term = lsgan_generator(&mut exec, *weight, &fake);
-            total = exec.add(&total, &term);
-            outputs.push(exec.to_host(&out));
-        }
-        loss_sum += f64::from(exec.to_host(&total).data().first().copied().unwrap_or(f32::NAN));
-        let mut grads = exec.backward(&total)?;
+        let joint = gan.as_ref().map(|g| Joint { store: &g.gan.weights, resident: g.trainer.params() });
+        let adversary = gan.as_ref().map(|g| (&g.gan.config, g.weight));
+        let (mut grads, loss, output) = trainer.gradients(&model.weights, joint, |exec| {
+            let x = exec.input(&clip.lq);
+            let out = tsr_forward(exec, &model.config, &x)?;
+            let gt = exec.input(&clip.gt);
+            let mut total = tsr_loss(exec, vgg, &out, &gt)?.total;
+            if let Some((config, weight)) = adversary {
+                let fake = discriminator_forward(exec, config, &out)?;
+                let term = lsgan_generator(exec, weight, &fake);
+                total = exec.add(&total, &term);
+            }
+            let value = exec.to_host(&total).data().first().copied().unwrap_or(f32::NAN);
+            // The discriminator judges the output as a constant: no autodiff history.
+            let output = BurnValue::new(out.t.clone().without_autodiff(), out.rank);
+            Ok((total, LossReport { total: value, terms: Vec::new() }, output))
+        })?;
+        loss_sum += f64::from(loss.total);
         grads.retain(|key, _| !key.starts_with(FROZEN_PREFIX) && !key.starts_with(DISCRIMINATOR_PREFIX));
-        reduce.all_reduce(&mut grads);
-        mean_grads = grads;
-    }
-    adam.step(model.weights.tensors_mut(), &mean_grads);
-    if let Some((d, _)) = gan.as_mut() {
-        let d_reduce = LocalReplicas::new(clips.len());
-        let mut d_grads = BTreeMap::new();
-        let adversarial = AdversarialWeights::default();
-        for (clip, out) in clips.iter().zip(&outputs) {
-            let mut exec = BurnExec::new(&d.weights, device, true);
-            let (real, fake) = (exec.input(&clip.gt), exec.input(out));
-            let real = discriminator_forward(&mut exec, &d.config, &real)?;
-            let fake = discriminator_forward(&mut exec, &d.config, &fake)?;
-            let loss = discriminator_loss(&mut exec, &adversarial, &real, &fake);
-            let mut grads = exec.backward(&loss)?;
-            d_reduce.all_reduce(&mut grads);
-            d_grads = grads;
+        grads_sum.add(grads);
+        if gan.is_some() {
+            outputs.push(output);
         }
-        d.adam.step(d.weights.tensors_mut(), &d_grads);
+    }
+    let mut mean_grads = grads_sum.mean();
+    reduce.all_reduce_device(&mut mean_grads)?;
+    trainer.apply_gradients(&mean_grads)?;
+    if let Some(g) = gan.as_mut() {
+        let adversarial = AdversarialWeights::default();
+        let mut d_sum = DeviceSum::default();
+        for (clip, fake_image) in clips.iter().zip(&outputs) {
+            let (grads, _, ()) = g.trainer.gradients(&g.gan.weights, None, |exec| {
+                let real_image = exec.input(&clip.gt);
+                let real = discriminator_forward(exec, &g.gan.config, &real_image)?;
+                let fake = discriminator_forward(exec, &g.gan.config, fake_image)?;
+                let loss = discriminator_loss(exec, &adversarial, &real, &fake);
+                Ok((loss, LossReport { total: f32::NAN, terms: Vec::new() }, ()))
+            })?;
+            d_sum.add(grads);
+        }
+        let mut d_grads = d_sum.mean();
+        reduce.all_reduce_device(&mut d_grads)?;
+        g.trainer.apply_gradients(&d_grads)?;
     }
     Ok(loss_sum / clips.len().max(1) as f64)
-}
-
-/// `ema ← d·ema + (1 − d)·θ` for every tensor.
-pub fn update_ema(ema: &mut WeightStore, weights: &WeightStore, decay: f32) {
-    for (key, t) in weights.iter() {
-        match ema.tensors_mut().get_mut(key) {
-            Some(e) if e.shape() == t.shape() => {
-                e.data_mut().iter_mut().zip(t.data()).for_each(|(e, w)| *e = decay * *e + (1.0 - decay) * w);
-            }
-            _ => ema.insert(key.clone(), t.clone()),
-        }
-    }
 }
 
 /// Draws the clips of `step` (depending only on the seed and the step).
@@ -422,9 +429,12 @@ pub fn train_tsr(
             reason: "a GAN term needs a discriminator, and a discriminator needs a GAN weight".into(),
         });
     }
-    let (mut state, mut adam, mut ema) = resume_or_start(run, &mut model, gan.as_mut())?;
+    let (mut state, adam, mut ema_host) = resume_or_start(run, &mut model, gan.as_mut())?;
+    // Parameters, moments and the EMA stay on the device; the host copies are written at checkpoints and at the end.
+    let mut trainer = ResidentTrainer::from_adam(&adam, run.device);
+    let mut d_trainer = gan.as_ref().map(|d| ResidentTrainer::from_adam(&d.adam, run.device));
+    let mut ema = ResidentEma::new(EMA_DECAY);
     let mut draw = ClipDraw { dataset: run.dataset, cache: BTreeMap::new(), out_size: model.config.out_size };
-    let reduce = LocalReplicas::new(run.batch.max(1));
     while state.step < run.steps {
         if cancel.load(Ordering::Relaxed) {
             break;
@@ -432,31 +442,42 @@ pub fn train_tsr(
         let step = state.step + 1;
         let clips = draw.draw(state.seed, step, run.batch.max(1), run.frames)?;
         let lr = cosine_lr(step, run.lr_period);
-        adam.set_lr(lr);
-        if let Some(d) = gan.as_mut() {
-            d.adam.set_lr(lr);
+        trainer.set_lr(lr);
+        if let Some(d) = d_trainer.as_mut() {
+            d.set_lr(lr);
         }
-        let gan_step = gan.as_mut().map(|d| (d, run.gan_weight));
-        let loss = tsr_step(&mut model, &mut adam, run.device, &clips, run.vgg, &reduce, gan_step)?;
-        update_ema(&mut ema, &model.weights, EMA_DECAY);
+        let gan_step = match (gan.as_ref(), d_trainer.as_mut()) {
+            (Some(gan), Some(trainer)) => Some(GanStep { gan, trainer, weight: run.gan_weight }),
+            _ => None,
+        };
+        let loss = tsr_step(&model, &mut trainer, &clips, run.vgg, &SingleReplica, gan_step)?;
+        ema.update(&trainer, &ema_host)?;
         state.step = step;
         let log = StepLog { step, loss, meta: None, adversarial: None };
         tracing::info!(?log, "tsr training step");
         progress(&log);
         state.log.push(log);
         if step % run.checkpoint_every.max(1) == 0 || step == run.steps {
-            let mut optimizer = adam.state().1;
-            for (key, t) in ema.iter() {
+            trainer.sync(&mut model.weights)?;
+            ema.sync(&mut ema_host)?;
+            let mut optimizer = trainer.to_adam()?.state().1;
+            for (key, t) in ema_host.iter() {
                 optimizer.insert(format!("{EMA_PREFIX}{key}"), t.clone());
             }
-            let (weights, optimizer) = match &gan {
-                Some(d) => (join(&model.weights, &d.weights), join(&optimizer, &d.adam.state().1)),
-                None => (model.weights.clone(), optimizer),
+            let (weights, optimizer) = match (gan.as_mut(), d_trainer.as_ref()) {
+                (Some(d), Some(d_trainer)) => {
+                    d_trainer.sync(&mut d.weights)?;
+                    d.adam = d_trainer.to_adam()?;
+                    (join(&model.weights, &d.weights), join(&optimizer, &d.adam.state().1))
+                }
+                _ => (model.weights.clone(), optimizer),
             };
             checkpoint::save(run.run_dir, step, &state, &weights, &optimizer)?;
         }
     }
-    Ok((model, ema, state))
+    trainer.sync(&mut model.weights)?;
+    ema.sync(&mut ema_host)?;
+    Ok((model, ema_host, state))
 }
 
 /// What a run folder must match: the network's configuration and the GAN settings.
@@ -545,16 +566,46 @@ mod tests {
     }
 
     #[test]
-    fn downscale_averages_blocks_and_ema_moves_towards_the_weights() {
+    fn downscale_averages_blocks() {
         let t = HostTensor::new(vec![1, 1, 2, 4], vec![0.0, 1.0, 2.0, 2.0, 1.0, 2.0, 4.0, 4.0]).unwrap();
         assert_eq!(downscale2(&t).unwrap().data(), [1.0, 3.0]);
-        let mut ema = WeightStore::new();
-        ema.insert("w", HostTensor::new(vec![2], vec![1.0, 1.0]).unwrap());
-        let mut w = WeightStore::new();
-        w.insert("w", HostTensor::new(vec![2], vec![2.0, 0.0]).unwrap());
-        w.insert("b", HostTensor::new(vec![1], vec![5.0]).unwrap());
-        update_ema(&mut ema, &w, 0.75);
-        assert_eq!(ema.get("w").unwrap().data(), [1.25, 0.75]);
-        assert_eq!(ema.get("b").unwrap().data(), [5.0], "a new tensor starts at its value");
+    }
+
+    #[test]
+    fn the_device_ema_moves_towards_the_trained_weights_from_where_the_run_started() {
+        use crate::model::ModelError;
+        use crate::model::burn_exec::BurnExec;
+        // loss = mean|w − 0| + mean|b − 0|: each Adam step (lr 0.5, no clip) moves every element by 0.5 towards 0.
+        let forward = |exec: &mut BurnExec<'_>| -> Result<(BurnValue, LossReport), ModelError> {
+            let w = exec.param("w", &[2])?;
+            let b = exec.param("b", &[1])?;
+            let (zw, zb) = (exec.input(&HostTensor::zeros(&[2])), exec.input(&HostTensor::zeros(&[1])));
+            let (lw, lb) = (exec.mean_abs(&w, &zw), exec.mean_abs(&b, &zb));
+            Ok((exec.add(&lw, &lb), LossReport { total: 0.0, terms: Vec::new() }))
+        };
+        let mut weights = WeightStore::new();
+        weights.insert("w", HostTensor::new(vec![2], vec![2.0, -2.0]).unwrap());
+        weights.insert("b", HostTensor::new(vec![1], vec![5.0]).unwrap());
+        // A resumed run's average for `w`; `b` has none and starts from its value after the first step.
+        let mut ema_host = WeightStore::new();
+        ema_host.insert("w", HostTensor::new(vec![2], vec![1.0, 1.0]).unwrap());
+        ema_host.insert("frozen", HostTensor::new(vec![1], vec![7.0]).unwrap());
+        let device = burn::tensor::Device::flex();
+        let config = AdamConfig { lr: 0.5, clip_grad_norm: None, ..tsr_adam_config() };
+        let mut trainer = ResidentTrainer::new(config, &device);
+        let mut ema = ResidentEma::new(0.75);
+        trainer.step(&weights, forward).unwrap();
+        ema.update(&trainer, &ema_host).unwrap();
+        ema.sync(&mut ema_host).unwrap();
+        // w: 0.75·1 + 0.25·(2 − 0.5) and 0.75·1 + 0.25·(−2 + 0.5); b: its value after the step.
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert!(close(ema_host.get("w").unwrap().data(), &[1.125, 0.375]), "{:?}", ema_host.get("w"));
+        assert!(close(ema_host.get("b").unwrap().data(), &[4.5]), "{:?}", ema_host.get("b"));
+        assert_eq!(ema_host.get("frozen").unwrap().data(), [7.0], "entries never trained are kept");
+        trainer.step(&weights, forward).unwrap();
+        ema.update(&trainer, &ema_host).unwrap();
+        ema.sync(&mut ema_host).unwrap();
+        assert!(close(ema_host.get("w").unwrap().data(), &[0.75 * 1.125 + 0.25, 0.75 * 0.375 - 0.25]));
+        assert!(close(ema_host.get("b").unwrap().data(), &[0.75 * 4.5 + 0.25 * 4.0]));
     }
 }
