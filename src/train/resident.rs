@@ -512,6 +512,42 @@ mod tests {
     }
 
     #[test]
+    fn a_device_sum_averages_over_its_terms_with_missing_keys_as_zero() {
+        let device = Device::flex();
+        let term = |pairs: &[(&str, &[f32])]| -> Vec<(String, BurnValue)> {
+            let value = |v: &[f32]| device_copy(&HostTensor::new(vec![v.len()], v.to_vec()).unwrap(), &device).unwrap();
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), value(v))).collect()
+        };
+        let mut sum = DeviceSum::default();
+        sum.add(term(&[("a", &[1.0, 2.0]), ("b", &[4.0])]));
+        sum.add(term(&[("a", &[3.0, -2.0])]));
+        assert_eq!(sum.terms(), 2);
+        let mean = sum.mean();
+        assert_eq!(host_copy(&mean["a"]).data(), [2.0, 0.0]);
+        assert_eq!(host_copy(&mean["b"]).data(), [2.0], "absent from the second term: counted as zero");
+    }
+
+    #[test]
+    fn a_trained_parameter_that_went_non_finite_is_reported() {
+        let device = Device::flex();
+        let base = store();
+        let mut start = BTreeMap::new();
+        let b = HostTensor::new(vec![3], vec![f32::INFINITY, 3.0, -1.0]).unwrap();
+        start.insert("b".to_owned(), device_copy(&b, &device).unwrap());
+        // A fresh trainer has trained nothing yet.
+        assert!(ResidentTrainer::new(AdamConfig::default(), &device).trained_all_finite().unwrap());
+        let mut finite = ResidentTrainer::new(AdamConfig::default(), &device);
+        finite.step(&base, scalar_loss).unwrap();
+        assert!(finite.trained_all_finite().unwrap());
+        // Started from a resident `b` holding +inf: its gradient (the sign) is finite, the step applies and b stays
+        // infinite, which the check must see.
+        let mut broken = ResidentTrainer::new(AdamConfig::default(), &device).starting_from(&start);
+        assert!(broken.step(&base, scalar_loss).unwrap().stats.applied);
+        assert!(broken.trained_keys().any(|k| k == "b"));
+        assert!(!broken.trained_all_finite().unwrap());
+    }
+
+    #[test]
     fn a_run_resumed_through_the_host_optimizer_state_continues_exactly() {
         let device = Device::flex();
         let config = AdamConfig { lr: 0.05, ..AdamConfig::default() };
