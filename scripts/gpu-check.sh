@@ -100,10 +100,14 @@ step generator-forward-burn-vulkan "$BIN" model forward --config "$GEN/tiny_conf
 step generator-parity-burn-vulkan compare "$WORK/gen-vulkan.safetensors" "$GEN/tiny_io.safetensors" "$OUTPUTS" 1e-4
 # Personalization steps keep parameters and Adam moments on the GPU; the host optimizer is timed for comparison.
 # burn autotunes every convolution and matrix-product shape on first use (forward and backward): the first step
-# pays for it, so the whole K = 24 loop gets a longer limit.
+# pays for it, so the whole K = 24 loop gets a longer limit. The step trains personalization's loss; its perceptual
+# term needs the VGG-19 weights at the default location (.runtime/id-model/, ~80 MB, more than a device call carries):
+# without them the JSON's `terms` lack "perceptual" and the time is a lower bound.
 STEP_TIMEOUT=$((STEP_TIMEOUT * 2)) step bench-step-vulkan-k24 "$BIN" bench step --config official --device vulkan \
     --iters 23
 step bench-step-vulkan-host-optimizer "$BIN" bench step --config official --device vulkan --iters 4 --host-optimizer
+# The L1-only step, comparable with the numbers measured before the bench stepped personalization's full loss.
+step bench-step-vulkan-l1 "$BIN" bench step --config official --device vulkan --iters 4 --loss l1
 step bench-generator-burn-vulkan "$BIN" bench generator --config official --executor burn --device vulkan --iters 3
 
 rm -rf "$WORK"

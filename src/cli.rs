@@ -620,6 +620,19 @@ pub struct BenchStepArgs {
     /// and moments on the device as personalization does; for comparison.
     #[arg(long)]
     pub host_optimizer: bool,
+    /// The loss stepped on: `personalization` is what personalization trains (L1, the eye and mouth boxes, and the
+    /// VGG-19 pyramid when its weights are found); `l1` is the prediction's L1 alone (lighter, for comparison).
+    #[arg(long, value_enum, default_value = "personalization")]
+    pub loss: BenchLoss,
+    /// VGG-19 weights for the perceptual term (default: the bundled location next to the face-recognition model).
+    #[arg(long)]
+    pub vgg: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchLoss {
+    Personalization,
+    L1,
 }
 
 #[derive(Args, Debug)]
@@ -832,7 +845,22 @@ fn bench_generator(args: &BenchGeneratorArgs) -> Result<()> {
     Ok(())
 }
 
+/// Eye and mouth boxes of `bench step`'s synthetic sample, as (top, bottom, left, right) fractions of the side: where a
+/// centred face crop has them. Their placement does not change the work a step does.
+const BENCH_EYE_BOX: [f32; 4] = [0.35, 0.47, 0.22, 0.78];
+const BENCH_MOUTH_BOX: [f32; 4] = [0.66, 0.80, 0.34, 0.66];
+
+/// A `[1, 1, side, side]` mask, 1 inside `frac` (top, bottom, left, right fractions of the side).
+fn box_mask(side: usize, frac: [f32; 4]) -> Result<HostTensor> {
+    let at = |f: f32| (f * side as f32).round() as usize;
+    let (rows, cols) = (at(frac[0])..at(frac[1]), at(frac[2])..at(frac[3]));
+    let data = (0..side * side).map(|i| f32::from(u8::from(rows.contains(&(i / side)) && cols.contains(&(i % side)))));
+    Ok(HostTensor::new(vec![1, 1, side, side], data.collect())?)
+}
+
 fn bench_step(args: &BenchStepArgs) -> Result<()> {
+    use metaportrait::train::loss::LossWeights;
+    use metaportrait::train::step::{Objective, TrainSample};
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -843,6 +871,18 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         host.get(n).cloned().ok_or_else(|| metaportrait::model::ModelError::MissingInput(n.to_owned()))
     })?;
     let target = host["input.source"].clone();
+    let vgg = match args.loss {
+        BenchLoss::Personalization => perceptual_vgg(Perceptual::Auto, args.vgg.as_ref())?,
+        BenchLoss::L1 => None,
+    };
+    let loss_weights = LossWeights::default();
+    let objective = Objective { weights: &loss_weights, vgg: vgg.as_ref() };
+    let sample = TrainSample {
+        inputs: inputs.clone(),
+        target: target.clone(),
+        eye_mask: box_mask(cfg.image_size, BENCH_EYE_BOX)?,
+        mouth_mask: box_mask(cfg.image_size, BENCH_MOUTH_BOX)?,
+    };
     let device = burn_exec::exec_device(args.device)?;
     let mut adam = Adam::new(AdamConfig::default());
     let mut resident = ResidentTrainer::new(AdamConfig::default(), &device);
@@ -851,15 +891,20 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
     bar.set_message("step (burn)");
     let mut samples = Vec::with_capacity(args.iters + 1);
     let mut losses = Vec::new();
+    let mut terms = Vec::new();
     for _ in 0..=args.iters {
         let t = Instant::now();
-        let report = if args.host_optimizer {
-            train::step::l1_step(&mut model, &mut adam, &device, &inputs, &target)?
-        } else {
-            resident.l1_step(&model, &inputs, &target)?
+        let report = match (args.loss, args.host_optimizer) {
+            (BenchLoss::L1, true) => train::step::l1_step(&mut model, &mut adam, &device, &inputs, &target)?,
+            (BenchLoss::L1, false) => resident.l1_step(&model, &inputs, &target)?,
+            (BenchLoss::Personalization, true) => {
+                train::step::loss_step(&mut model, &mut adam, &device, &sample, objective)?
+            }
+            (BenchLoss::Personalization, false) => resident.loss_step(&model, &sample, objective, Stage::Full)?,
         };
         samples.push(t.elapsed().as_secs_f64());
         losses.push(report.loss.total);
+        terms = report.loss.terms.iter().map(|(name, _)| *name).collect();
         bar.inc(1);
     }
     // A personalization ends by reading the trained weights back once: part of its wall time.
@@ -871,11 +916,18 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
     let total_s = samples.iter().sum::<f64>() + write_back_s;
     let first = samples.remove(0);
     let med = median(samples);
-    eprintln!("step: first {first:.2} s, median {med:.2} s; {steps} steps in {total_s:.2} s; losses {losses:?}");
+    eprintln!(
+        "step ({}): first {first:.2} s, median {med:.2} s; {steps} steps in {total_s:.2} s; losses {losses:?}",
+        terms.join(" + ")
+    );
+    let loss = match args.loss {
+        BenchLoss::Personalization => "personalization",
+        BenchLoss::L1 => "l1",
+    };
     let result = serde_json::json!({
         "config": cfg.name, "executor": "burn", "device": args.device.to_string(), "first_step_s": first,
         "step_s": med, "iters": args.iters, "steps": steps, "total_s": total_s, "losses": losses,
-        "optimizer": if args.host_optimizer { "host" } else { "resident" },
+        "optimizer": if args.host_optimizer { "host" } else { "resident" }, "loss": loss, "terms": terms,
     });
     println!("{result}");
     Ok(())

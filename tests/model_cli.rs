@@ -124,27 +124,45 @@ fn wrong_input_shapes_are_reported_by_both_executors() {
 }
 
 #[test]
-fn bench_step_reports_a_whole_loop_with_either_optimizer() {
-    let run = |extra: &[&str]| -> serde_json::Value {
-        let mut args = vec!["bench", "step", "--config", "tiny", "--iters", "2", "--device", "cpu"];
+fn bench_step_reports_a_whole_loop_with_either_optimizer_and_loss() {
+    let run = |extra: &[&str]| -> (serde_json::Value, String) {
+        let mut args = vec!["bench", "step", "--config", "tiny", "--iters", "1", "--device", "cpu"];
         args.extend(extra);
         let out = Command::new(common::bin()).args(&args).output().expect("run");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stderr}");
         let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("json")
+        (serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("json"), stderr)
     };
-    let resident = run(&[]);
-    let host = run(&["--host-optimizer"]);
-    for (report, optimizer) in [(&resident, "resident"), (&host, "host")] {
+    let (resident, stderr) = run(&[]);
+    let (host, _) = run(&["--host-optimizer"]);
+    let (l1, _) = run(&["--loss", "l1"]);
+    for (report, optimizer) in [(&resident, "resident"), (&host, "host"), (&l1, "resident")] {
         assert_eq!(report["optimizer"], optimizer);
-        assert_eq!(report["steps"], 3, "--iters 2 runs one untimed-for-the-median step and two more");
+        assert_eq!(report["steps"], 2, "--iters 1 runs one untimed-for-the-median step and one more");
         let f = |k: &str| report[k].as_f64().unwrap_or_else(|| panic!("{k} in {report}"));
-        // The loop's total holds the first step and at least the two others' median each.
+        // The loop's total holds the first step and at least the other's time.
         assert!(f("total_s") >= f("first_step_s") + f("step_s") - 1e-9, "{report}");
         let losses: Vec<f64> = report["losses"].as_array().expect("losses").iter().filter_map(|v| v.as_f64()).collect();
-        assert_eq!(losses.len(), 3);
+        assert_eq!(losses.len(), 2);
         assert!(losses.iter().all(|l| l.is_finite() && *l > 0.0), "{report}");
     }
-    // Both start from the same weights and inputs, so the first loss is the same number.
+    // By default the step trains personalization's loss: the boxes always, the perceptual pyramid when VGG-19 is
+    // there (the bench says when it is not).
+    let terms = |r: &serde_json::Value| -> Vec<String> {
+        r["terms"].as_array().expect("terms").iter().filter_map(|t| t.as_str().map(str::to_owned)).collect()
+    };
+    let vgg_present = !stderr.contains("no VGG-19 weights");
+    let mut expected = vec!["eye", "mouth", "l1"];
+    if vgg_present {
+        expected.insert(0, "perceptual");
+    }
+    assert_eq!(
+        (resident["loss"].as_str(), terms(&resident)),
+        (Some("personalization"), expected.iter().map(|t| t.to_string()).collect())
+    );
+    assert_eq!((l1["loss"].as_str(), terms(&l1)), (Some("l1"), vec!["l1".to_owned()]));
+    // Both optimizers start from the same weights and sample, so the first loss is the same number.
     assert_eq!(resident["losses"][0], host["losses"][0]);
+    assert_ne!(resident["losses"][0], l1["losses"][0], "the two losses are different functions");
 }
