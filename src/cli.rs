@@ -1680,6 +1680,7 @@ fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
         vgg: vgg.as_ref(),
         device: &device,
         gan_weight: args.gan_weight,
+        reduce: &metaportrait::train::reduce::SingleReplica,
     };
     let bar = TrainSetup::bar(args.steps)?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
@@ -1719,6 +1720,7 @@ fn train_meta(args: &TrainMetaArgs) -> Result<()> {
         seed: args.common.seed,
         objective: metaportrait::train::step::Objective { weights: &weights, vgg: setup.vgg.as_ref() },
         device: &setup.device,
+        reduce: &metaportrait::train::reduce::SingleReplica,
     };
     let bar = TrainSetup::bar(args.steps)?;
     let cancel = std::sync::atomic::AtomicBool::new(false);

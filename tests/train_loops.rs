@@ -12,6 +12,7 @@ use metaportrait::model::net::{GeneratorInputs, INPUT_NAMES};
 use metaportrait::tensor::HostTensor;
 use metaportrait::train::adam::{Adam, AdamConfig};
 use metaportrait::train::loss::{self, LossWeights};
+use metaportrait::train::reduce::{LocalReplicas, SingleReplica};
 use metaportrait::train::reptile::{self, InnerLoop, LoopError};
 use metaportrait::train::resident::ResidentTrainer;
 use metaportrait::train::step::{self, Objective, TrainSample};
@@ -148,7 +149,7 @@ fn reptile_applies_the_mean_task_delta_through_the_outer_adam_and_skips_broken_t
     // The outer step on the device: θ and the outer moments resident, written back by `sync`.
     let mut model = tiny();
     let mut outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
-    let report = reptile::reptile_step(&model, &mut outer, &tasks, &inner, &never).expect("meta");
+    let report = reptile::reptile_step(&model, &mut outer, &tasks, &inner, &SingleReplica, &never).expect("meta");
     assert_eq!((report.tasks_used, report.tasks_skipped, report.applied), (2, 0, true));
     outer.sync(&mut model.weights).expect("sync");
     for (k, t) in expected.weights.iter() {
@@ -157,13 +158,29 @@ fn reptile_applies_the_mean_task_delta_through_the_outer_adam_and_skips_broken_t
         assert!(diff <= 1e-6, "{k}: {diff}");
     }
 
+    // Data-parallel: two replicas with one task each, their mean delta exchanged through the reduce seam, land where
+    // one process with both tasks does (`LocalReplicas` hands the second caller the mean of both).
+    let exchange = LocalReplicas::new(2);
+    let (first, second) = (tiny(), tiny());
+    let mut first_outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
+    let mut second_outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
+    reptile::reptile_step(&first, &mut first_outer, &tasks[..1], &inner, &exchange, &never).expect("replica 1");
+    reptile::reptile_step(&second, &mut second_outer, &tasks[1..], &inner, &exchange, &never).expect("replica 2");
+    let mut replicated = tiny();
+    second_outer.sync(&mut replicated.weights).expect("sync");
+    for (k, t) in expected.weights.iter() {
+        let diff = replicated.weights.get(k).expect("key").max_abs_diff(t).expect("shape");
+        assert!(diff <= 1e-6, "replicated {k}: {diff}");
+    }
+
     // A task whose target is NaN is skipped; the other still updates θ.
     let mut broken = sample(0.0);
     broken.target.data_mut()[0] = f32::NAN;
     let mut model = tiny();
     let mut outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
     let report =
-        reptile::reptile_step(&model, &mut outer, &[vec![broken], tasks[0].clone()], &inner, &never).expect("meta");
+        reptile::reptile_step(&model, &mut outer, &[vec![broken], tasks[0].clone()], &inner, &SingleReplica, &never)
+            .expect("meta");
     assert_eq!((report.tasks_used, report.tasks_skipped), (1, 1));
     outer.sync(&mut model.weights).expect("sync");
     assert!(model.weights.iter().all(|(_, t)| t.data().iter().all(|v| v.is_finite())));

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::adam::{Adam, AdamConfig};
 use super::dataset::{ClipRef, Dataset, DatasetError};
+use super::reduce::GradientReduce;
 use super::reptile::{InnerLoop, LoopError, MetaReport, outer_adam_config, reptile_step};
 use super::resident::ResidentTrainer;
 use super::step::{Objective, TrainSample};
@@ -100,6 +101,8 @@ pub struct MetaTraining<'a> {
     pub seed: u64,
     pub objective: Objective<'a>,
     pub device: &'a burn::tensor::Device,
+    /// The data-parallel seam: each outer step's mean θ − θ′ passes through it (replicas would split the tasks).
+    pub reduce: &'a dyn GradientReduce,
 }
 
 /// The latest checkpoint of `run_dir` when it holds a `stage` run of `config`; `None` for a folder without one. A
@@ -190,7 +193,7 @@ pub fn meta_train(
             others.truncate(take);
             tasks.push(samples(&mut builder, clip, &others, id_vector)?);
         }
-        let report: MetaReport = reptile_step(&model, &mut outer, &tasks, &inner, cancel)?;
+        let report: MetaReport = reptile_step(&model, &mut outer, &tasks, &inner, run.reduce, cancel)?;
         state.step = step;
         let log = StepLog {
             step,

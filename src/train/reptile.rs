@@ -15,6 +15,7 @@ use crate::model::burn_exec::BurnValue;
 use crate::model::engine::{GeneratorModel, Stage};
 
 use super::adam::AdamConfig;
+use super::reduce::GradientReduce;
 use super::resident::{DeviceSum, ResidentTrainer};
 use super::step::{LossReport, Objective, TrainSample};
 
@@ -116,6 +117,7 @@ pub fn reptile_step(
     outer: &mut ResidentTrainer,
     tasks: &[Vec<TrainSample>],
     inner: &InnerLoop<'_>,
+    reduce: &dyn GradientReduce,
     cancel: &AtomicBool,
 ) -> Result<MetaReport, LoopError> {
     let mut delta = DeviceSum::default();
@@ -150,7 +152,9 @@ pub fn reptile_step(
             applied: false,
         });
     }
-    let stats = outer.apply_gradients(&delta.mean())?;
+    let mut mean = delta.mean();
+    reduce.all_reduce_device(&mut mean)?;
+    let stats = outer.apply_gradients(&mean)?;
     Ok(MetaReport {
         tasks_used: used,
         tasks_skipped: skipped,

@@ -36,7 +36,7 @@ use super::discriminator::{
 };
 use super::loss::{LossTerms, l1, mean_all};
 use super::meta::{RunState, StepLog, TrainError};
-use super::reduce::{GradientReduce, SingleReplica};
+use super::reduce::GradientReduce;
 use super::resident::{DeviceSum, Joint, ResidentEma, ResidentTrainer};
 use super::step::LossReport;
 use super::vgg::{TSR_LAYERS, Vgg19};
@@ -99,6 +99,8 @@ pub struct TsrTraining<'a> {
     pub device: &'a burn::tensor::Device,
     /// Weight of the LSGAN term (0: no discriminator, the released configuration).
     pub gan_weight: f32,
+    /// The data-parallel seam: a step's mean gradients (network and discriminator) pass through it.
+    pub reduce: &'a dyn GradientReduce,
 }
 
 /// The discriminator of a TSR run with a GAN term, and its optimizer.
@@ -450,7 +452,7 @@ pub fn train_tsr(
             (Some(gan), Some(trainer)) => Some(GanStep { gan, trainer, weight: run.gan_weight }),
             _ => None,
         };
-        let loss = tsr_step(&model, &mut trainer, &clips, run.vgg, &SingleReplica, gan_step)?;
+        let loss = tsr_step(&model, &mut trainer, &clips, run.vgg, run.reduce, gan_step)?;
         ema.update(&trainer, &ema_host)?;
         state.step = step;
         let log = StepLog { step, loss, meta: None, adversarial: None };
