@@ -1724,12 +1724,25 @@ fn train_meta(args: &TrainMetaArgs) -> Result<()> {
     };
     let bar = TrainSetup::bar(args.steps)?;
     let cancel = std::sync::atomic::AtomicBool::new(false);
-    let (_, state) = meta_train(setup.model.clone(), &run, &cancel, |log| {
+    let on_step = |log: &metaportrait::train::meta::StepLog| {
         bar.set_position(log.step);
         if let Some(meta) = &log.meta {
             bar.set_message(format!("meta · inner loss {:.4} → {:.4}", meta.inner_loss_first, meta.inner_loss_last));
         }
-    })?;
+    };
+    // An outer step is tasks × K inner steps: say where it is, so a long step does not look stuck.
+    let on_inner = |p: &metaportrait::train::meta::InnerStepProgress| {
+        bar.set_message(format!(
+            "meta · step {} · task {}/{} · inner {}/{} · loss {:.4}",
+            p.outer_step,
+            p.task + 1,
+            p.tasks,
+            p.inner.step,
+            p.inner.total,
+            p.inner.loss.total
+        ));
+    };
+    let (_, state) = meta_train(setup.model.clone(), &run, &cancel, on_step, on_inner)?;
     bar.finish_and_clear();
     eprintln!("meta-training at step {} (checkpoints in {})", state.step, args.common.out.display());
     Ok(())

@@ -149,7 +149,11 @@ fn reptile_applies_the_mean_task_delta_through_the_outer_adam_and_skips_broken_t
     // The outer step on the device: θ and the outer moments resident, written back by `sync`.
     let mut model = tiny();
     let mut outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
-    let report = reptile::reptile_step(&model, &mut outer, &tasks, &inner, &SingleReplica, &never).expect("meta");
+    let mut seen = Vec::new();
+    let record = |task: usize, p: &reptile::InnerProgress| seen.push((task, p.step, p.total));
+    let report =
+        reptile::reptile_step(&model, &mut outer, &tasks, &inner, &SingleReplica, &never, record).expect("meta");
+    assert_eq!(seen, [(0, 1, 1), (1, 1, 1)], "every inner step of every task is reported with its task");
     assert_eq!((report.tasks_used, report.tasks_skipped, report.applied), (2, 0, true));
     outer.sync(&mut model.weights).expect("sync");
     for (k, t) in expected.weights.iter() {
@@ -164,8 +168,10 @@ fn reptile_applies_the_mean_task_delta_through_the_outer_adam_and_skips_broken_t
     let (first, second) = (tiny(), tiny());
     let mut first_outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
     let mut second_outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
-    reptile::reptile_step(&first, &mut first_outer, &tasks[..1], &inner, &exchange, &never).expect("replica 1");
-    reptile::reptile_step(&second, &mut second_outer, &tasks[1..], &inner, &exchange, &never).expect("replica 2");
+    reptile::reptile_step(&first, &mut first_outer, &tasks[..1], &inner, &exchange, &never, |_, _| {})
+        .expect("replica 1");
+    reptile::reptile_step(&second, &mut second_outer, &tasks[1..], &inner, &exchange, &never, |_, _| {})
+        .expect("replica 2");
     let mut replicated = tiny();
     second_outer.sync(&mut replicated.weights).expect("sync");
     for (k, t) in expected.weights.iter() {
@@ -178,9 +184,16 @@ fn reptile_applies_the_mean_task_delta_through_the_outer_adam_and_skips_broken_t
     broken.target.data_mut()[0] = f32::NAN;
     let mut model = tiny();
     let mut outer = ResidentTrainer::new(reptile::outer_adam_config(), &dev);
-    let report =
-        reptile::reptile_step(&model, &mut outer, &[vec![broken], tasks[0].clone()], &inner, &SingleReplica, &never)
-            .expect("meta");
+    let report = reptile::reptile_step(
+        &model,
+        &mut outer,
+        &[vec![broken], tasks[0].clone()],
+        &inner,
+        &SingleReplica,
+        &never,
+        |_, _| {},
+    )
+    .expect("meta");
     assert_eq!((report.tasks_used, report.tasks_skipped), (1, 1));
     outer.sync(&mut model.weights).expect("sync");
     assert!(model.weights.iter().all(|(_, t)| t.data().iter().all(|v| v.is_finite())));

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::adam::{Adam, AdamConfig};
 use super::dataset::{ClipRef, Dataset, DatasetError};
 use super::reduce::GradientReduce;
-use super::reptile::{InnerLoop, LoopError, MetaReport, outer_adam_config, reptile_step};
+use super::reptile::{InnerLoop, InnerProgress, LoopError, MetaReport, outer_adam_config, reptile_step};
 use super::resident::ResidentTrainer;
 use super::step::{Objective, TrainSample};
 use crate::model::ModelError;
@@ -157,12 +157,25 @@ pub fn draw_tasks(dataset: &Dataset, seed: u64, step: u64, tasks: usize) -> Vec<
     (0..tasks).map(|_| dataset.pick_clip(&mut rng)).collect()
 }
 
-/// Runs (or resumes) meta-training until `outer_steps`; `progress` sees every finished outer step.
+/// Where a run is inside an outer step: one outer step is `tasks_per_step` inner loops, minutes apart on a CPU.
+#[derive(Clone, Debug)]
+pub struct InnerStepProgress {
+    /// The outer step under way (1-based).
+    pub outer_step: u64,
+    /// The task (0-based) of `tasks` whose inner loop took this step.
+    pub task: usize,
+    pub tasks: usize,
+    pub inner: InnerProgress,
+}
+
+/// Runs (or resumes) meta-training until `outer_steps`; `progress` sees every finished outer step and `inner` every
+/// inner step.
 pub fn meta_train(
     mut model: GeneratorModel,
     run: &MetaTraining<'_>,
     cancel: &AtomicBool,
     mut progress: impl FnMut(&StepLog),
+    mut inner_progress: impl FnMut(&InnerStepProgress),
 ) -> Result<(GeneratorModel, RunState), TrainError> {
     let (mut state, outer_adam) = resume_or_start(run.run_dir, "meta", &mut model, outer_adam_config(), run.seed)?;
     // θ and the outer moments stay on the device; the host weights are written at checkpoints and at the end.
@@ -193,7 +206,9 @@ pub fn meta_train(
             others.truncate(take);
             tasks.push(samples(&mut builder, clip, &others, id_vector)?);
         }
-        let report: MetaReport = reptile_step(&model, &mut outer, &tasks, &inner, run.reduce, cancel)?;
+        let report: MetaReport = reptile_step(&model, &mut outer, &tasks, &inner, run.reduce, cancel, |task, p| {
+            inner_progress(&InnerStepProgress { outer_step: step, task, tasks: tasks.len(), inner: p.clone() })
+        })?;
         state.step = step;
         let log = StepLog {
             step,

@@ -112,6 +112,7 @@ pub struct MetaReport {
 /// resident parameters; keys it has not seen yet come from `base`, whose host weights are only read): every inner
 /// loop starts from a device copy of it, θ − θ′ is summed on the device, and the mean goes through the outer Adam
 /// there too. Nothing crosses to the host but losses and one finiteness check per task; `outer.sync` writes θ back.
+/// `on_inner` sees every inner step with the index of its task.
 pub fn reptile_step(
     base: &GeneratorModel,
     outer: &mut ResidentTrainer,
@@ -119,13 +120,14 @@ pub fn reptile_step(
     inner: &InnerLoop<'_>,
     reduce: &dyn GradientReduce,
     cancel: &AtomicBool,
+    mut on_inner: impl FnMut(usize, &InnerProgress),
 ) -> Result<MetaReport, LoopError> {
     let mut delta = DeviceSum::default();
     let mut skipped = 0usize;
     let (mut first_sum, mut last_sum) = (0.0f64, 0.0f64);
-    for task in tasks {
+    for (index, task) in tasks.iter().enumerate() {
         let mut fast = ResidentTrainer::new(inner.adam.clone(), inner.device).starting_from(outer.params());
-        let losses = run_inner(&mut fast, base, task, inner, cancel, |_| {})?;
+        let losses = run_inner(&mut fast, base, task, inner, cancel, |p| on_inner(index, p))?;
         let finite_losses = losses.iter().all(|l| l.total.is_finite());
         if !finite_losses || !fast.trained_all_finite()? {
             tracing::warn!("meta step: skipping a task whose inner loop produced non-finite values");
