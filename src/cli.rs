@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use metaportrait::pipeline::engine::EngineIdentity;
 use metaportrait::pipeline::render::RenderJob;
@@ -920,10 +920,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         "step ({}): first {first:.2} s, median {med:.2} s; {steps} steps in {total_s:.2} s; losses {losses:?}",
         terms.join(" + ")
     );
-    let loss = match args.loss {
-        BenchLoss::Personalization => "personalization",
-        BenchLoss::L1 => "l1",
-    };
+    let loss = args.loss.to_possible_value().map(|v| v.get_name().to_owned());
     let result = serde_json::json!({
         "config": cfg.name, "executor": "burn", "device": args.device.to_string(), "first_step_s": first,
         "step_s": med, "iters": args.iters, "steps": steps, "total_s": total_s, "losses": losses,

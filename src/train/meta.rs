@@ -2,8 +2,8 @@
 //!
 //! Owns the outer loop: per outer step, draw `tasks_per_step` identities (one clip each, a support set of its frames),
 //! run `reptile::reptile_step` (K inner Adam steps per task from a copy of θ; outer Adam lr 2e-5, betas (0.5, 0.999),
-//! clip 0.3 on the mean of θ − θ′; non-finite tasks skipped; θ and its moments stay on the device), log, and checkpoint (`checkpoint`: staged, renamed,
-//! `latest` rewritten atomically). Receives the initial model, a `Dataset` and a run folder; emits checkpoints, so
+//! clip 0.3 on the mean of θ − θ′; non-finite tasks skipped; θ and its moments stay on the device), log, and
+//! checkpoint (`checkpoint`: staged, renamed, `latest` rewritten atomically). Receives the initial model, a `Dataset` and a run folder; emits checkpoints, so
 //! a killed run resumes from its last checkpoint.
 //! The draw of step s depends only on (seed, s), so a resumed run continues exactly as the uninterrupted one would.
 

@@ -113,11 +113,8 @@ impl ResidentTrainer {
         if !self.params.contains_key(key) {
             let host = store
                 .get(key)
-                .ok_or_else(|| ModelError::Tensor { name: key.into(), reason: "missing from the weights".into() })?
-                .clone()
-                .reshaped(shape.to_vec())
-                .map_err(|e| ModelError::Tensor { name: key.into(), reason: e.to_string() })?;
-            let value = device_copy(&host, &self.device)?;
+                .ok_or_else(|| ModelError::Tensor { name: key.into(), reason: "missing from the weights".into() })?;
+            let value = upload_shaped(host, shape, &self.device, key, "")?;
             self.params.insert(key.to_owned(), value);
         }
         self.params.get(key).ok_or_else(|| ModelError::Tensor { name: key.into(), reason: "not resident".into() })
@@ -138,16 +135,8 @@ impl ResidentTrainer {
     /// Whether every element of the trained parameters is finite: one sum per tensor on the device, one readback (a
     /// sum is finite exactly when its terms are, short of an overflow that only a diverged run reaches).
     pub fn trained_all_finite(&self) -> Result<bool, ModelError> {
-        let sums: Vec<Tensor<1>> =
-            self.trained_keys().filter_map(|k| self.params.get(k)).map(|p| p.t.clone().sum()).collect();
-        if sums.is_empty() {
-            return Ok(true);
-        }
-        let sums = Tensor::cat(sums, 0).try_into_vec_as::<f32>().map_err(|e| ModelError::Executor {
-            executor: "burn",
-            reason: format!("reading the parameter sums back failed: {e:?}"),
-        })?;
-        Ok(sums.iter().all(|s| s.is_finite()))
+        let sums = self.trained_keys().filter_map(|k| self.params.get(k)).map(|p| p.t.clone().sum()).collect();
+        Ok(read_scalars(sums, "parameter sums")?.iter().all(|s| s.is_finite()))
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -282,14 +271,8 @@ impl ResidentTrainer {
 
     /// √Σ‖g‖² over all gradients: one squared norm per tensor on the device, one readback, the sum in f64.
     fn global_norm(&self, grads: &BTreeMap<String, BurnValue>) -> Result<f64, ModelError> {
-        if grads.is_empty() {
-            return Ok(0.0);
-        }
-        let per_tensor: Vec<Tensor<1>> = grads.values().map(|g| g.t.clone().square().sum()).collect();
-        let sums = Tensor::cat(per_tensor, 0).try_into_vec_as::<f32>().map_err(|e| ModelError::Executor {
-            executor: "burn",
-            reason: format!("reading the gradient norms back failed: {e:?}"),
-        })?;
+        let per_tensor = grads.values().map(|g| g.t.clone().square().sum()).collect();
+        let sums = read_scalars(per_tensor, "gradient norms")?;
         Ok(sums.iter().map(|s| *s as f64).sum::<f64>().sqrt())
     }
 
@@ -372,13 +355,7 @@ impl ResidentEma {
             let Some(theta) = trainer.params().get(key) else { continue };
             let previous = match (self.values.remove(key), start.get(key)) {
                 (Some(v), _) => v,
-                (None, Some(host)) => {
-                    let host = host
-                        .clone()
-                        .reshaped(theta.shape())
-                        .map_err(|e| ModelError::Tensor { name: key.clone(), reason: format!("EMA: {e}") })?;
-                    device_copy(&host, &theta.t.device())?
-                }
+                (None, Some(host)) => upload_shaped(host, &theta.shape(), &theta.t.device(), key, "EMA: ")?,
                 (None, None) => theta.clone(),
             };
             let next = previous.t.mul_scalar(d) + theta.t.clone().mul_scalar(1.0 - d);
@@ -394,6 +371,33 @@ impl ResidentEma {
     }
 }
 
+/// A device copy of `host` in `shape` (a leaf's shape, which may differ from the stored one); a size mismatch is
+/// reported under `name`, after `context`.
+fn upload_shaped(
+    host: &HostTensor,
+    shape: &[usize],
+    device: &Device,
+    name: &str,
+    context: &str,
+) -> Result<BurnValue, ModelError> {
+    let shaped = host
+        .clone()
+        .reshaped(shape.to_vec())
+        .map_err(|e| ModelError::Tensor { name: name.to_owned(), reason: format!("{context}{e}") })?;
+    device_copy(&shaped, device)
+}
+
+/// One scalar per tensor, read back in a single transfer (each readback waits for the device).
+fn read_scalars(scalars: Vec<Tensor<1>>, what: &str) -> Result<Vec<f32>, ModelError> {
+    if scalars.is_empty() {
+        return Ok(Vec::new());
+    }
+    Tensor::cat(scalars, 0).try_into_vec_as::<f32>().map_err(|e| ModelError::Executor {
+        executor: "burn",
+        reason: format!("reading the {what} back failed: {e:?}"),
+    })
+}
+
 /// A moment estimate of `param` to start from: the resumed optimizer's (`prefix` `m.` or `v.`), else zeros.
 fn restored_moment(
     restored: &mut WeightStore,
@@ -403,14 +407,13 @@ fn restored_moment(
 ) -> Result<BurnValue, ModelError> {
     let name = format!("{prefix}{key}");
     match restored.remove(&name) {
-        Some(flat) => {
-            let shaped = flat.reshaped(param.shape()).map_err(|e| ModelError::Tensor {
-                name: name.clone(),
-                reason: format!("the resumed optimizer state does not fit the parameter: {e}"),
-            })?;
-            let device = param.t.device();
-            device_copy(&shaped, &device)
-        }
+        Some(flat) => upload_shaped(
+            &flat,
+            &param.shape(),
+            &param.t.device(),
+            &name,
+            "the resumed optimizer state does not fit the parameter: ",
+        ),
         None => Ok(BurnValue::new(param.t.zeros_like(), param.rank)),
     }
 }

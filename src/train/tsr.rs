@@ -38,7 +38,7 @@ use super::loss::{LossTerms, l1, mean_all};
 use super::meta::{RunState, StepLog, TrainError};
 use super::reduce::GradientReduce;
 use super::resident::{DeviceSum, Joint, ResidentEma, ResidentTrainer};
-use super::step::LossReport;
+use super::step::{LossReport, read_report};
 use super::vgg::{TSR_LAYERS, Vgg19};
 use crate::model::ModelError;
 use crate::model::burn_exec::BurnValue;
@@ -329,10 +329,10 @@ pub fn tsr_step(
                 let term = lsgan_generator(exec, weight, &fake);
                 total = exec.add(&total, &term);
             }
-            let value = exec.to_host(&total).data().first().copied().unwrap_or(f32::NAN);
+            let report = read_report(exec, &total, &[]);
             // The discriminator judges the output as a constant: no autodiff history.
             let output = BurnValue::new(out.t.clone().without_autodiff(), out.rank);
-            Ok((total, LossReport { total: value, terms: Vec::new() }, output))
+            Ok((total, report, output))
         })?;
         loss_sum += f64::from(loss.total);
         grads.retain(|key, _| !key.starts_with(FROZEN_PREFIX) && !key.starts_with(DISCRIMINATOR_PREFIX));
