@@ -24,7 +24,7 @@ use metaportrait::model::net::{self, GeneratorInputs};
 use metaportrait::model::weights::WeightStore;
 use metaportrait::personalize::store::IdentityStore;
 use metaportrait::rng::SplitMix64;
-use metaportrait::runtime::Device;
+use metaportrait::runtime::{Device, Precision};
 use metaportrait::tensor::HostTensor;
 use metaportrait::train::{
     self,
@@ -343,6 +343,9 @@ pub struct NeuralArgs {
     /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    /// Arithmetic of the neural engine and the TSR network: `fp32`, `tf32` or `fp16` (CUDA).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 impl NeuralArgs {
@@ -359,7 +362,7 @@ impl NeuralArgs {
 
     /// The MetaPortrait generator on ONNX Runtime on `--device`.
     fn engine(&self, model: GeneratorModel) -> Result<metaportrait::pipeline::engine::NeuralEngine> {
-        let options = EngineOptions { device: self.device, ..EngineOptions::default() };
+        let options = EngineOptions { device: self.device, precision: self.precision, ..EngineOptions::default() };
         Ok(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?)
     }
 }
@@ -510,6 +513,10 @@ pub struct ExecArgs {
     /// Intra-op threads; 0 = all cores.
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// ONNX Runtime arithmetic: `fp32`, `tf32` (CUDA convolutions and matrix products) or `fp16` (the float16
+    /// graph; CUDA, or the CPU when `--device cpu` is given explicitly). Reports say what ran.
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: Precision,
 }
 
 #[derive(Args, Debug)]
@@ -694,7 +701,13 @@ fn tsr_keys(config: &str) -> Result<()> {
 }
 
 fn tsr_options(exec: &ExecArgs) -> TsrOptions {
-    TsrOptions { executor: exec.executor, device: exec.device, threads: exec.threads, taps: false }
+    TsrOptions {
+        executor: exec.executor,
+        device: exec.device,
+        threads: exec.threads,
+        taps: false,
+        precision: exec.precision,
+    }
 }
 
 fn tsr_forward(args: &TsrForwardArgs) -> Result<()> {
@@ -722,7 +735,14 @@ fn tsr_forward(args: &TsrForwardArgs) -> Result<()> {
 }
 
 fn engine_options(exec: &ExecArgs, stage: Stage) -> EngineOptions {
-    EngineOptions { executor: exec.executor, device: exec.device, threads: exec.threads, stage, taps: false }
+    EngineOptions {
+        executor: exec.executor,
+        device: exec.device,
+        threads: exec.threads,
+        stage,
+        taps: false,
+        precision: exec.precision,
+    }
 }
 
 fn model_forward(args: &ForwardArgs) -> Result<()> {
@@ -831,11 +851,11 @@ fn bench_generator(args: &BenchGeneratorArgs) -> Result<()> {
         eprintln!(
             "{key}: median {med:.1} ms over {} runs on {}{} (engine setup {setup_s:.2} s)",
             args.iters,
-            engine.device(),
+            engine.placement(),
             if engine.uses_device_buffers() { " with CUDA device buffers" } else { "" }
         );
         result.insert(key.to_owned(), serde_json::json!(med));
-        result.insert("device".into(), serde_json::json!(engine.device().to_string()));
+        result.extend(engine.placement().json_fields());
     }
     result.insert("config".into(), serde_json::json!(cfg.name));
     result.insert("executor".into(), serde_json::json!(args.exec.executor.name()));
@@ -960,6 +980,7 @@ fn bench_tsr(args: &BenchTsrArgs) -> Result<()> {
         );
         result.insert(key.to_owned(), serde_json::json!(per_frame));
     }
+    result.extend(engine.placement().json_fields());
     result.insert("config".into(), serde_json::json!(cfg.name));
     result.insert("out_size".into(), serde_json::json!(cfg.out_size));
     result.insert("executor".into(), serde_json::json!(args.exec.executor.name()));
@@ -1037,7 +1058,7 @@ fn bench_e2e(args: &BenchE2eArgs) -> Result<()> {
         producer.join().map_err(|_| anyhow::anyhow!("the generator thread panicked"))??;
         Ok(ms)
     })?;
-    let device = generator.device();
+    let device = generator.placement().clone();
     eprintln!(
         "{}² end to end on {device}: sequential {sequential_ms:.1} ms/frame ({:.1} fps), pipelined {pipelined_ms:.1} \
          ms/frame ({:.1} fps)",
@@ -1045,11 +1066,15 @@ fn bench_e2e(args: &BenchE2eArgs) -> Result<()> {
         1e3 / sequential_ms,
         1e3 / pipelined_ms
     );
-    let result = serde_json::json!({
-        "config": cfg.name, "tsr_config": tsr_cfg.name, "out_size": tsr_cfg.out_size, "device": device.to_string(),
+    let mut result = serde_json::json!({
+        "config": cfg.name, "tsr_config": tsr_cfg.name, "out_size": tsr_cfg.out_size,
         "frames": args.frames, "sequential_ms_per_frame": sequential_ms, "pipelined_ms_per_frame": pipelined_ms,
         "sequential_fps": 1e3 / sequential_ms, "pipelined_fps": 1e3 / pipelined_ms,
+        "tsr_device": upscaler.placement().describe(),
     });
+    if let Some(map) = result.as_object_mut() {
+        map.extend(device.json_fields());
+    }
     println!("{result}");
     Ok(())
 }
@@ -1771,7 +1796,11 @@ fn render(args: &RenderArgs) -> Result<()> {
     let motion = if args.relative { MotionMode::Relative } else { MotionMode::Absolute };
     let mut tsr = match (args.tsr, args.tsr_model.load()?) {
         (true, Some(model)) => {
-            let options = tsr::engine::TsrOptions { device: args.neural.device, ..Default::default() };
+            let options = tsr::engine::TsrOptions {
+                device: args.neural.device,
+                precision: args.neural.precision,
+                ..Default::default()
+            };
             Some(tsr::engine::TsrEngine::new(model, options)?)
         }
         _ => None,

@@ -20,7 +20,7 @@ const RTOL: f32 = 1e-4;
 fn tiny_engine(executor: ExecutorKind, taps: bool) -> TsrEngine {
     let model =
         TsrModel::load(TsrConfig::tiny(), &common::tsr_fixture("tsr_tiny_weights.safetensors")).expect("weights");
-    TsrEngine::new(model, TsrOptions { executor, device: Device::Cpu, threads: 2, taps }).expect("engine")
+    TsrEngine::new(model, TsrOptions { executor, device: Device::Cpu, threads: 2, taps, ..Default::default() }).expect("engine")
 }
 
 /// `(1, n, 3, h, w)` → `[n, 3, h, w]`.
@@ -237,7 +237,7 @@ fn other_configurations_agree_across_executors() {
     };
     let mut outs = Vec::new();
     for executor in [ExecutorKind::Ort, ExecutorKind::Burn] {
-        let opts = TsrOptions { executor, device: Device::Cpu, threads: 2, taps: false };
+        let opts = TsrOptions { executor, device: Device::Cpu, threads: 2, taps: false, ..Default::default() };
         let mut engine = TsrEngine::new(model.clone(), opts).expect("engine");
         outs.push(engine.run_frames(&frames).expect("forward").remove("output").expect("output"));
     }

@@ -15,8 +15,8 @@ use super::net::{self, GeneratorInputs, INPUT_NAMES};
 use super::onnx::OnnxBuilder;
 use super::shape::ShapeOps;
 use super::weights::{ExpectedEntry, WeightStore};
-use crate::runtime::Device;
 use crate::runtime::ort::{OrtSession, SessionOptions};
+use crate::runtime::{Device, Placement, Precision};
 use crate::tensor::HostTensor;
 
 /// Which executor runs the generator.
@@ -109,11 +109,20 @@ pub struct EngineOptions {
     pub stage: Stage,
     /// Also return the named intermediates (`inter.*`) for parity checks.
     pub taps: bool,
+    /// `--precision`: fp32, TF32 or the float16 graph (CUDA; see `Placement::resolve` for the CPU). ONNX Runtime only.
+    pub precision: Precision,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        Self { executor: ExecutorKind::Ort, device: Device::Cpu, threads: 0, stage: Stage::Full, taps: false }
+        Self {
+            executor: ExecutorKind::Ort,
+            device: Device::Cpu,
+            threads: 0,
+            stage: Stage::Full,
+            taps: false,
+            precision: Precision::Fp32,
+        }
     }
 }
 
@@ -122,6 +131,7 @@ pub struct GeneratorEngine {
     /// Expected input shapes, in `INPUT_NAMES` order: inputs are checked before any executor sees them.
     input_shapes: [Vec<usize>; INPUT_NAMES.len()],
     backend: Backend,
+    placement: Placement,
 }
 
 enum Backend {
@@ -131,18 +141,27 @@ enum Backend {
 
 impl GeneratorEngine {
     pub fn new(model: &GeneratorModel, opts: &EngineOptions) -> Result<Self, ModelError> {
-        let backend = match opts.executor {
+        let (backend, placement) = match opts.executor {
             ExecutorKind::Ort => {
-                let graph = build_onnx(model, opts.stage, opts.taps)?;
-                let session_opts = SessionOptions { threads: opts.threads, device: opts.device };
-                Backend::Ort { session: OrtSession::from_bytes(&graph, &session_opts)? }
+                let build = |p: Precision| build_onnx_at(model, opts.stage, opts.taps, p);
+                let (session, placement) = ort_session(opts.device, opts.precision, opts.threads, build)?;
+                (Backend::Ort { session }, placement)
             }
             ExecutorKind::Burn => {
                 let (device, runs_on) = burn_exec::resolve_device(opts.device)?;
-                Backend::Burn { model: model.clone(), device, runs_on, stage: opts.stage, taps: opts.taps }
+                let placement = burn_placement(opts.device, opts.precision, runs_on);
+                (Backend::Burn { model: model.clone(), device, runs_on, stage: opts.stage, taps: opts.taps }, placement)
             }
         };
-        Ok(Self { input_shapes: net::input_shapes(&model.config), backend })
+        if !placement.is_as_requested() {
+            tracing::info!(placement = %placement, "generator engine");
+        }
+        Ok(Self { input_shapes: net::input_shapes(&model.config), backend, placement })
+    }
+
+    /// Where and at what precision the frames run, against what was asked for, and why they differ.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     pub fn executor(&self) -> ExecutorKind {
@@ -214,10 +233,52 @@ impl GeneratorEngine {
     }
 }
 
+/// An ONNX Runtime session for a graph `build` emits at a precision: the placement is planned first (a half graph
+/// only where fp16 will run), and a session that then falls back from CUDA to the CPU gets the graph again in the
+/// precision it runs. Returns the session and the placement measured against the request.
+pub fn ort_session(
+    device: Device,
+    precision: Precision,
+    threads: usize,
+    build: impl Fn(Precision) -> Result<Vec<u8>, ModelError>,
+) -> Result<(OrtSession, Placement), ModelError> {
+    let plan = crate::runtime::ort::plan_placement(device, precision);
+    let session = OrtSession::from_bytes(&build(plan.precision)?, &SessionOptions { threads, device, precision })?;
+    let placement = session.placement().clone();
+    if placement.precision == plan.precision {
+        return Ok((session, placement));
+    }
+    let again = SessionOptions { threads, device: placement.device, precision: placement.precision };
+    Ok((OrtSession::from_bytes(&build(placement.precision)?, &again)?, placement))
+}
+
+/// burn computes in float32 on the device it resolved to.
+pub fn burn_placement(requested: Device, precision: Precision, runs_on: Device) -> Placement {
+    let mut notes = Vec::new();
+    if runs_on != requested && requested != Device::Auto {
+        notes.push(format!("burn runs on {runs_on}"));
+    }
+    if precision != Precision::Fp32 {
+        notes.push(format!("{precision} is an ONNX Runtime precision; burn computes in fp32"));
+    }
+    let note = (!notes.is_empty()).then(|| notes.join("; "));
+    Placement { requested, requested_precision: precision, device: runs_on, precision: Precision::Fp32, note }
+}
+
 /// Emits the ONNX graph of the generator (or of its warping stage) with the model's weights as initializers.
 pub fn build_onnx(model: &GeneratorModel, stage: Stage, taps: bool) -> Result<Vec<u8>, ModelError> {
+    build_onnx_at(model, stage, taps, Precision::Fp32)
+}
+
+/// `build_onnx` at a precision: `Fp16` emits the float16 graph (float32 inputs and outputs).
+pub fn build_onnx_at(
+    model: &GeneratorModel,
+    stage: Stage,
+    taps: bool,
+    precision: Precision,
+) -> Result<Vec<u8>, ModelError> {
     let cfg = &model.config;
-    let mut b = OnnxBuilder::new(&model.weights).with_taps(taps);
+    let mut b = OnnxBuilder::new(&model.weights).with_taps(taps).with_half(precision.half_graph());
     let inputs = GeneratorInputs::from_spec(cfg, |name, shape| b.input(name, shape));
     match stage {
         Stage::Warp => {

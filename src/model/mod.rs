@@ -16,6 +16,7 @@ pub mod onnx;
 pub mod ops;
 pub mod preview;
 pub mod shape;
+pub mod sn_settle;
 pub mod weights;
 
 #[cfg(test)]

@@ -178,8 +178,9 @@ impl LiveEngine for NeuralEngine {
         "neural (MetaPortrait generator, ONNX Runtime)".into()
     }
 
+    /// The device and precision the generator really runs on (a CUDA request that fell back says so and why).
     fn device(&self) -> String {
-        self.options.device.to_string()
+        self.engine.placement().describe()
     }
 
     fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {

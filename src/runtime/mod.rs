@@ -1,11 +1,16 @@
 //! Inference runtimes and the devices they run on.
 //!
 //! Owns the `Device` choice shared by the CLI and the executors (parsed from `cpu`, `cuda`, `cuda:N`, `auto`), a
-//! panic-free probe of the CUDA driver, and ONNX Runtime (`ort`): locating its shared library, the process-wide
-//! environment, and sessions that run serialised ONNX models on `HostTensor`s.
+//! panic-free probe of the CUDA driver, and ONNX Runtime (`ort`): locating its shared library (and, for its CUDA
+//! provider, the CUDA libraries beside it: `cuda_libs`), the process-wide environment, and sessions that run
+//! serialised ONNX models on `HostTensor`s, each knowing where and at what precision it really runs (`placement`).
 
 pub mod cuda_io;
+pub mod cuda_libs;
 pub mod ort;
+pub mod placement;
+
+pub use placement::{Placement, Precision};
 
 use std::fmt;
 use std::str::FromStr;

@@ -1,10 +1,12 @@
 //! ONNX Runtime: finding the shared library, the process-wide environment, and inference sessions.
 //!
-//! Owns the library search (`ORT_DYLIB_PATH` → `METAPORTRAIT_RUNTIME_DIR` → the project's `.runtime/` → python3's
-//! `onnxruntime` package), the one-time `ort::init_from`, and `OrtSession`: a session built from in-memory model
-//! bytes with a fixed threading policy and an optional CUDA execution provider that falls back to the CPU with one
-//! warning. Receives model bytes and named `HostTensor`s; emits every graph output as a `HostTensor`. Errors are
-//! `ModelError::Executor { executor: "ort", .. }`.
+//! Owns the library search (`ORT_DYLIB_PATH` → `METAPORTRAIT_RUNTIME_DIR` → the project's `.runtime/gpu/` (the CUDA
+//! build, `provision-ort.sh --gpu`) then `.runtime/` → python3's `onnxruntime` package), the one-time
+//! `ort::init_from`, the CUDA readiness probe (driver and device, a build with the CUDA provider, its libraries loaded
+//! from beside the library: `cuda_libs`), and `OrtSession`: a session built from in-memory model bytes with a fixed
+//! threading policy and an optional CUDA execution provider that falls back to the CPU with one warning, recording
+//! where it really runs (`Placement`). Receives model bytes and named `HostTensor`s; emits every graph output as a
+//! `HostTensor`. Errors are `ModelError::Executor { executor: "ort", .. }`.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
 use super::cuda_io::CudaIo;
+use super::placement::{Placement, Precision};
 use super::{Device, probe_cuda};
 use crate::model::ModelError;
 use crate::tensor::HostTensor;
@@ -37,6 +40,12 @@ pub const PROVISION_FIX: &str = "bash scripts/provision-ort.sh";
 const LIB_PREFIX: &str = "libonnxruntime.so";
 /// Where the pip wheel keeps the library, relative to the package's parent directory.
 const WHEEL_CAPI: &str = "onnxruntime/capi";
+/// The GPU build's install root inside `.runtime/` (`scripts/provision-ort.sh --gpu`), searched first.
+pub const LOCAL_GPU_SUBDIR: &str = "gpu";
+/// The command that installs the GPU build and its CUDA libraries.
+pub const PROVISION_GPU_FIX: &str = "bash scripts/provision-ort.sh --gpu";
+/// ONNX Runtime's name for its CUDA provider in `GetAvailableProviders`.
+const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
 const PYTHON_LOCATE: &str = "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))";
 /// CUDA provider option selecting the GPU.
 const CUDA_DEVICE_ID: &str = "device_id";
@@ -107,9 +116,11 @@ impl LibrarySearch {
             dirs.extend([dir.join(WHEEL_CAPI), dir.clone()]);
         }
         for root in &self.project_roots {
-            let dir = root.join(LOCAL_RUNTIME_DIR).join(WHEEL_CAPI);
-            if !dirs.contains(&dir) {
-                dirs.push(dir);
+            let local = root.join(LOCAL_RUNTIME_DIR);
+            for dir in [local.join(LOCAL_GPU_SUBDIR).join(WHEEL_CAPI), local.join(WHEEL_CAPI)] {
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
             }
         }
         if let Some(lib) = dirs.iter().find_map(|d| library_in(d)) {
@@ -139,11 +150,20 @@ fn python_package_dir() -> Option<PathBuf> {
     (out.status.success() && !dir.trim().is_empty()).then(|| PathBuf::from(dir.trim()))
 }
 
+/// Path of the ONNX Runtime library this process loaded (set by `environment`).
+static LIBRARY_PATH: OnceLock<PathBuf> = OnceLock::new();
+
+/// The ONNX Runtime library this process loaded, once `environment` has succeeded.
+pub fn library_path() -> Option<&'static Path> {
+    LIBRARY_PATH.get().map(PathBuf::as_path)
+}
+
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 pub fn environment() -> Result<Environment, ModelError> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let path = LibrarySearch::from_env().find()?;
+        let _ = LIBRARY_PATH.set(path.clone());
         // `ort::init()` would panic without a library; `init_from` reports instead.
         let builder = ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
         let env = builder.with_name("metaportrait").with_telemetry(false).build().map_err(|e| e.to_string())?;
@@ -160,12 +180,71 @@ pub struct SessionOptions {
     /// Intra-op threads; 0 lets ONNX Runtime use one per physical core.
     pub threads: usize,
     pub device: Device,
+    /// The precision asked for: `Tf32` turns on the CUDA provider's TF32 math; for `Fp16` the model bytes must be
+    /// the half graph wherever `plan_placement` says the session runs in fp16 (callers whose session then lands
+    /// elsewhere rebuild in fp32: `placement().precision` says which).
+    pub precision: Precision,
+}
+
+/// The names of the execution providers the loaded ONNX Runtime build has.
+pub fn available_providers() -> Result<Vec<String>, ModelError> {
+    environment()?;
+    let api = ort::api();
+    let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
+    let mut len: std::ffi::c_int = 0;
+    // SAFETY: out-pointers for an array of `len` C strings owned by ONNX Runtime, released below.
+    status_result(unsafe { (api.GetAvailableProviders)(&mut list, &mut len) })
+        .map_err(|e| ort_error("listing execution providers", e))?;
+    let names = (0..len.max(0) as usize)
+        // SAFETY: `list` holds `len` valid NUL-terminated strings until released.
+        .map(|i| unsafe { CStr::from_ptr(*list.add(i)) }.to_string_lossy().into_owned())
+        .collect();
+    // SAFETY: released once with the length it came with.
+    let _ = status_result(unsafe { (api.ReleaseAvailableProviders)(list, len) });
+    Ok(names)
+}
+
+/// Whether CUDA GPU `ordinal` can run ONNX Runtime sessions: the driver sees the device, the loaded build has the
+/// CUDA provider, and the CUDA libraries found beside it (`.runtime/gpu/nvidia/…`) are loaded into the process.
+/// Every unmet condition is named, with the command that fixes the ones this project can fix.
+pub fn cuda_ready(ordinal: usize) -> Result<usize, String> {
+    let mut problems = Vec::new();
+    if let Err(why) = probe_cuda(ordinal) {
+        problems.push(why);
+    }
+    match available_providers() {
+        Ok(list) if list.iter().any(|p| p == CUDA_PROVIDER) => {
+            if let Some(lib) = library_path()
+                && let Err(e) = super::cuda_libs::ensure_loaded(lib)
+            {
+                problems.push(e.to_string());
+            }
+        }
+        Ok(_) => problems.push(format!(
+            "the ONNX Runtime loaded ({}) is the CPU build; run `{PROVISION_GPU_FIX}`",
+            library_path().map_or_else(|| "?".into(), |p| p.display().to_string())
+        )),
+        Err(e) => problems.push(e.to_string()),
+    }
+    if problems.is_empty() { Ok(ordinal) } else { Err(problems.join("; ")) }
+}
+
+/// Where a session for `device` at `precision` will run, known before its graph is built (so a half graph is only
+/// emitted for CUDA). The session itself may still fall back (`OrtSession::placement` has the final word).
+pub fn plan_placement(device: Device, precision: Precision) -> Placement {
+    let cuda = match device {
+        Device::Cuda(n) => cuda_ready(n),
+        Device::Auto => cuda_ready(0),
+        Device::Cpu | Device::Vulkan => Err(String::new()),
+    };
+    Placement::resolve(device, precision, cuda)
 }
 
 /// An ONNX Runtime session over one model.
 pub struct OrtSession {
     session: Session,
     device: Device,
+    placement: Placement,
     /// CUDA sessions: the device buffers bound to every input and output, made on the first run (their shapes come
     /// from it). `Failed` after a binding could not be made: runs then go through ONNX Runtime's own copies.
     cuda_io: CudaBinding,
@@ -192,28 +271,40 @@ impl OrtSession {
             Device::Cuda(n) => Some(n),
             Device::Auto => Some(0),
         };
+        let mut fallback = None;
         if let Some(n) = ordinal {
-            let attempt = probe_cuda(n).and_then(|()| {
+            let attempt = cuda_ready(n).and_then(|_| {
                 let mut builder = base_builder(&env, opts.threads).map_err(|e| e.to_string())?;
-                append_cuda(&mut builder, n)?;
+                append_cuda(&mut builder, n, opts.precision)?;
                 builder.commit_from_memory(model).map_err(|e| e.to_string())
             });
             match attempt {
                 Ok(session) => {
-                    return Ok(Self { session, device: Device::Cuda(n), cuda_io: CudaBinding::Pending(n) });
+                    let placement = Placement::resolve(opts.device, opts.precision, Ok(n));
+                    let cuda_io = CudaBinding::Pending(n);
+                    return Ok(Self { session, device: Device::Cuda(n), placement, cuda_io });
                 }
-                Err(why) => report_cpu_fallback(opts.device, &why),
+                Err(why) => {
+                    report_cpu_fallback(opts.device, &why);
+                    fallback = Some(why);
+                }
             }
         }
         let session = base_builder(&env, opts.threads)?
             .commit_from_memory(model)
             .map_err(|e| ort_error("cannot create the session", e))?;
-        Ok(Self { session, device: Device::Cpu, cuda_io: CudaBinding::NotOnCuda })
+        let placement = Placement::resolve(opts.device, opts.precision, Err(fallback.unwrap_or_default()));
+        Ok(Self { session, device: Device::Cpu, placement, cuda_io: CudaBinding::NotOnCuda })
     }
 
     /// The device the session actually runs on.
     pub fn device(&self) -> Device {
         self.device
+    }
+
+    /// Where and at what precision the session runs, against what was asked for, and why they differ.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     pub fn input_names(&self) -> Vec<String> {
@@ -322,16 +413,18 @@ pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String
 
 /// Appends the CUDA execution provider through the C API, because `ort`'s typed `ep::CUDA` exists only with its `cuda`
 /// Cargo feature. Fails when the loaded build has no CUDA provider (the CPU wheel) or the provider cannot load.
-fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Result<(), String> {
+fn append_cuda(builder: &mut SessionBuilder, ordinal: usize, precision: Precision) -> Result<(), String> {
     let api = ort::api();
     let check = |status| status_result(status).map_err(|msg| format!("CUDA execution provider unavailable: {msg}"));
     let mut options = std::ptr::null_mut();
     // SAFETY: `options` is an out-pointer; on success it owns an OrtCUDAProviderOptionsV2 released below.
     check(unsafe { (api.CreateCUDAProviderOptions)(&mut options) })?;
-    let flag = |name: &str| u8::from(std::env::var(name).is_ok_and(|v| v == "1")).to_string();
+    let env_on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    let flag = |name: &str| u8::from(env_on(name)).to_string();
+    let tf32 = precision == Precision::Tf32 || env_on(CUDA_TF32_ENV);
     let pairs = [
         (CUDA_DEVICE_ID, ordinal.to_string()),
-        (CUDA_USE_TF32, flag(CUDA_TF32_ENV)),
+        (CUDA_USE_TF32, u8::from(tf32).to_string()),
         (CUDA_ENABLE_GRAPH, flag(CUDA_GRAPH_ENV)),
     ];
     let owned = pairs

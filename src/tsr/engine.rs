@@ -15,8 +15,8 @@ use crate::model::engine::ExecutorKind;
 use crate::model::onnx::OnnxBuilder;
 use crate::model::shape::ShapeOps;
 use crate::model::weights::{ExpectedEntry, WeightStore, random_init};
-use crate::runtime::Device;
-use crate::runtime::ort::{OrtSession, SessionOptions};
+use crate::runtime::ort::OrtSession;
+use crate::runtime::{Device, Placement, Precision};
 use crate::tensor::HostTensor;
 
 /// Graph input name (the frames as a batch).
@@ -68,11 +68,13 @@ pub struct TsrOptions {
     pub threads: usize,
     /// Also return the named intermediates (`inter.*`).
     pub taps: bool,
+    /// `--precision` (ONNX Runtime): fp32, TF32 or the float16 graph.
+    pub precision: Precision,
 }
 
 impl Default for TsrOptions {
     fn default() -> Self {
-        Self { executor: ExecutorKind::Ort, device: Device::Cpu, threads: 0, taps: false }
+        Self { executor: ExecutorKind::Ort, device: Device::Cpu, threads: 0, taps: false, precision: Precision::Fp32 }
     }
 }
 
@@ -89,14 +91,25 @@ pub struct TsrEngine {
     opts: TsrOptions,
     /// ONNX Runtime sessions by geometry; graphs have static shapes, so each batch size gets its own.
     sessions: BTreeMap<Geometry, OrtSession>,
+    /// Where the sessions run: planned at construction, then what the first session really got.
+    placement: Placement,
 }
 
 impl TsrEngine {
     pub fn new(model: TsrModel, opts: TsrOptions) -> Result<Self, ModelError> {
-        if opts.executor == ExecutorKind::Burn {
-            burn_exec::exec_device(opts.device)?;
-        }
-        Ok(Self { model, opts, sessions: BTreeMap::new() })
+        let placement = match opts.executor {
+            ExecutorKind::Burn => {
+                let (_, runs_on) = burn_exec::resolve_device(opts.device)?;
+                crate::model::engine::burn_placement(opts.device, opts.precision, runs_on)
+            }
+            ExecutorKind::Ort => crate::runtime::ort::plan_placement(opts.device, opts.precision),
+        };
+        Ok(Self { model, opts, sessions: BTreeMap::new(), placement })
+    }
+
+    /// Where and at what precision the network runs, against what was asked for, and why they differ.
+    pub fn placement(&self) -> &Placement {
+        &self.placement
     }
 
     pub fn config(&self) -> &TsrConfig {
@@ -132,9 +145,13 @@ impl TsrEngine {
 
     fn session(&mut self, geom: Geometry) -> Result<&mut OrtSession, ModelError> {
         if !self.sessions.contains_key(&geom) {
-            let graph = build_onnx(&self.model, geom.frames, geom.side, self.opts.taps)?;
-            let session_opts = SessionOptions { threads: self.opts.threads, device: self.opts.device };
-            let session = OrtSession::from_bytes(&graph, &session_opts)?;
+            let (model, opts) = (&self.model, &self.opts);
+            let build = |p: Precision| build_onnx_at(model, geom.frames, geom.side, opts.taps, p);
+            let (session, placement) =
+                crate::model::engine::ort_session(opts.device, opts.precision, opts.threads, build)?;
+            if self.sessions.is_empty() {
+                self.placement = placement;
+            }
             self.sessions.insert(geom, session);
         }
         self.sessions
@@ -200,7 +217,18 @@ impl TsrEngine {
 
 /// The ONNX graph of the TSR network for `frames` frames of side `side`, weights as initializers.
 pub fn build_onnx(model: &TsrModel, frames: usize, side: usize, taps: bool) -> Result<Vec<u8>, ModelError> {
-    let mut b = OnnxBuilder::new(&model.weights).with_taps(taps);
+    build_onnx_at(model, frames, side, taps, Precision::Fp32)
+}
+
+/// `build_onnx` at a precision: `Fp16` emits the float16 graph (float32 input and output).
+pub fn build_onnx_at(
+    model: &TsrModel,
+    frames: usize,
+    side: usize,
+    taps: bool,
+    precision: Precision,
+) -> Result<Vec<u8>, ModelError> {
+    let mut b = OnnxBuilder::new(&model.weights).with_taps(taps).with_half(precision.half_graph());
     let x = b.input(GRAPH_INPUT, &[frames, RGB, side, side]);
     let y = net::tsr_forward(&mut b, &model.config, &x)?;
     b.output(net::OUTPUT, &y);

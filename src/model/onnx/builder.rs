@@ -5,6 +5,11 @@
 //! serialised `ModelProto` (IR 8, opset 17). Shapes are inferred statically with `model::shape`; since `Ops` methods
 //! are infallible, the first error is kept and returned by `finish`. Every op is lowered to ONNX operators whose
 //! ONNX Runtime kernels match PyTorch's semantics exactly (see the notes on each op below).
+//!
+//! `with_half(true)` emits the float16 variant for CUDA: weights and constants stored as float16, every graph input
+//! cast to float16 on entry and every output back to float32 on exit (callers still exchange float32), the
+//! normalisation statistics and the grid sampling computed in float32 between casts (a float16 sum of squares
+//! overflows; sampling positions need the precision).
 
 use std::collections::{HashMap, HashSet};
 
@@ -83,6 +88,8 @@ enum InitKey {
 pub struct OnnxBuilder<'w> {
     weights: &'w WeightStore,
     taps: bool,
+    /// Emit the float16 variant (see the module doc).
+    half: bool,
     graph: GraphProto,
     /// Names that must stay unique: graph inputs, initializers and graph outputs.
     names: HashSet<String>,
@@ -136,6 +143,13 @@ fn attr_str(name: &str, value: &str) -> AttributeProto {
     }
 }
 
+/// float32 values as little-endian IEEE float16 (round to nearest even).
+fn f16_le_bytes(data: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() * 2);
+    data.iter().for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes()));
+    out
+}
+
 fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
     let dim = shape
         .iter()
@@ -157,6 +171,7 @@ impl<'w> OnnxBuilder<'w> {
         Self {
             weights,
             taps: false,
+            half: false,
             graph: GraphProto { name: Some(GRAPH_NAME.into()), ..Default::default() },
             names: HashSet::new(),
             inits: HashMap::new(),
@@ -171,23 +186,46 @@ impl<'w> OnnxBuilder<'w> {
         self
     }
 
-    /// Declares a float graph input.
+    /// With `half`, the graph computes in float16 between float32 inputs and outputs (see the module doc).
+    pub fn with_half(mut self, half: bool) -> Self {
+        self.half = half;
+        self
+    }
+
+    /// Whether this builder emits the float16 variant.
+    pub fn is_half(&self) -> bool {
+        self.half
+    }
+
+    /// Declares a float32 graph input (cast to float16 on entry in a half graph).
     pub fn input(&mut self, name: &str, shape: &[usize]) -> OnnxValue {
         if !self.names.insert(name.to_owned()) {
             self.fail(graph_error(format!("graph input `{name}` is declared twice")));
         }
         self.graph.input.push(value_info(name, shape));
-        OnnxValue { name: name.to_owned(), shape: shape.to_vec() }
+        let value = OnnxValue { name: name.to_owned(), shape: shape.to_vec() };
+        if self.half { self.cast(&value, data_type::FLOAT16) } else { value }
     }
 
-    /// Exposes `value` as the graph output `name` (through an `Identity`, so one value may have several names).
+    /// Exposes `value` as the float32 graph output `name` (through an `Identity`, or the cast back from float16, so
+    /// one value may have several names).
     pub fn output(&mut self, name: &str, value: &OnnxValue) {
         if !self.names.insert(name.to_owned()) {
             self.fail(graph_error(format!("graph output `{name}` clashes with another input, output or weight")));
             return;
         }
-        self.push_node("Identity", &[&value.name], vec![], name.to_owned());
+        if self.half {
+            let to = vec![attr_int(attr::TO, data_type::FLOAT.into())];
+            self.push_node("Cast", &[&value.name], to, name.to_owned());
+        } else {
+            self.push_node("Identity", &[&value.name], vec![], name.to_owned());
+        }
         self.graph.output.push(value_info(name, &value.shape));
+    }
+
+    /// Element type and bytes of float data as this builder stores it.
+    fn float_data(&self, data: &[f32]) -> (i32, Vec<u8>) {
+        if self.half { (data_type::FLOAT16, f16_le_bytes(data)) } else { (data_type::FLOAT, f32_le_bytes(data)) }
     }
 
     /// The first error met while building, if any.
@@ -265,13 +303,13 @@ impl<'w> OnnxBuilder<'w> {
     }
 
     fn const_f32(&mut self, t: &HostTensor) -> OnnxValue {
-        let raw = f32_le_bytes(t.data());
+        let (elem, raw) = self.float_data(t.data());
         let key = InitKey::F32(t.shape().to_vec(), raw.clone());
         if let Some(v) = self.inits.get(&key) {
             return v.clone();
         }
         let name = format!("/const_{}", self.inits.len());
-        self.initializer(key, name, t.shape(), data_type::FLOAT, raw)
+        self.initializer(key, name, t.shape(), elem, raw)
     }
 
     fn scalar(&mut self, value: f32) -> OnnxValue {
@@ -313,7 +351,8 @@ impl<'w> OnnxBuilder<'w> {
                 reason: format!("stored shape {:?} differs from the declared {declared:?}", t.shape()),
             });
         }
-        Ok(self.initializer(key, name, declared, data_type::FLOAT, f32_le_bytes(t.data())))
+        let (elem, raw) = self.float_data(t.data());
+        Ok(self.initializer(key, name, declared, elem, raw))
     }
 
     fn cached(&self, key: &InitKey, name: &str, declared: &[usize]) -> Option<Result<OnnxValue, ModelError>> {
@@ -345,6 +384,15 @@ impl<'w> OnnxBuilder<'w> {
     /// each row of `w` is summed in f32 (short, vectorised sums) and the rows are combined in f64, in both passes,
     /// which is as accurate as PyTorch and no slower than the fused kernel.
     fn normalize_groups(&mut self, x: &OnnxValue, eps: f32) -> OnnxValue {
+        if self.half {
+            let wide = self.cast(x, data_type::FLOAT);
+            let y = self.normalize_groups_f32(&wide, eps);
+            return self.cast(&y, data_type::FLOAT16);
+        }
+        self.normalize_groups_f32(x, eps)
+    }
+
+    fn normalize_groups_f32(&mut self, x: &OnnxValue, eps: f32) -> OnnxValue {
         let [n, g, r, w] = x.shape[..] else {
             self.fail(graph_error(format!("normalisation view {:?} is not 4-D", x.shape)));
             return x.clone();
@@ -412,7 +460,8 @@ impl Ops for OnnxBuilder<'_> {
                 reason: format!("stored shape {:?} cannot be used as {stored:?} viewed as {view:?}", t.shape()),
             });
         }
-        Ok(self.initializer(init_key, key.to_owned(), view, data_type::FLOAT, f32_le_bytes(t.data())))
+        let (elem, raw) = self.float_data(t.data());
+        Ok(self.initializer(init_key, key.to_owned(), view, elem, raw))
     }
 
     fn sn_weight(&mut self, prefix: &str, dim: SnDim, shape: &[usize]) -> Result<OnnxValue, ModelError> {
@@ -610,6 +659,11 @@ impl Ops for OnnxBuilder<'_> {
             attr_str(attr::PADDING_MODE, "reflection"),
             attr_int(attr::ALIGN_CORNERS, 0),
         ];
+        if self.half {
+            let (x, grid) = (self.cast(x, data_type::FLOAT), self.cast(grid, data_type::FLOAT));
+            let y = self.node("GridSample", &[&x.name, &grid.name], attrs, s);
+            return self.cast(&y, data_type::FLOAT16);
+        }
         self.node("GridSample", &[&x.name, &grid.name], attrs, s)
     }
 

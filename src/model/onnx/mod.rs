@@ -37,7 +37,7 @@ mod tests {
     }
 
     fn session(bytes: &[u8], device: Device) -> OrtSession {
-        OrtSession::from_bytes(bytes, &SessionOptions { threads: 1, device }).unwrap()
+        OrtSession::from_bytes(bytes, &SessionOptions { threads: 1, device, ..Default::default() }).unwrap()
     }
 
     /// Builds `y = f(inputs)` as a one-output graph and runs it on the CPU.
