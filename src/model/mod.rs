@@ -13,6 +13,7 @@ pub mod import;
 pub mod inputs;
 pub mod net;
 pub mod onnx;
+pub mod precision_check;
 pub mod ops;
 pub mod preview;
 pub mod shape;

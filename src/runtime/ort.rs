@@ -290,9 +290,15 @@ impl OrtSession {
                 }
             }
         }
-        let session = base_builder(&env, opts.threads)?
-            .commit_from_memory(model)
-            .map_err(|e| ort_error("cannot create the session", e))?;
+        let mut builder = base_builder(&env, opts.threads)?;
+        if opts.precision.half_graph() {
+            // The CPU provider lacks most float16 kernels: its optimiser warns once per node it cannot fold, and the
+            // casts it inserts instead are expected here.
+            builder = builder
+                .with_log_level(ort::logging::LogLevel::Error)
+                .map_err(|e| ort_error("session options", e))?;
+        }
+        let session = builder.commit_from_memory(model).map_err(|e| ort_error("cannot create the session", e))?;
         let placement = Placement::resolve(opts.device, opts.precision, Err(fallback.unwrap_or_default()));
         Ok(Self { session, device: Device::Cpu, placement, cuda_io: CudaBinding::NotOnCuda })
     }
