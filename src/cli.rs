@@ -1010,8 +1010,9 @@ fn bench_tsr(args: &BenchTsrArgs) -> Result<()> {
         // Offline, a call yields `frames` frames; live, each call yields one (the window's target).
         let per_frame = if key == "stream_ms_per_frame" { call_ms } else { call_ms / frames as f64 };
         eprintln!(
-            "{key}: {per_frame:.1} ms ({frames} frames per call, median of {}; setup {setup_s:.2} s)",
-            args.iters
+            "{key}: {per_frame:.1} ms ({frames} frames per call, median of {}; setup {setup_s:.2} s) on {}",
+            args.iters,
+            engine.placement()
         );
         result.insert(key.to_owned(), serde_json::json!(per_frame));
     }

@@ -328,7 +328,9 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     // The bundled portrait's identity (added by the pipeline) and a copy with an embedding of the tiny model's size.
     let config = GeneratorConfig::from_json_file(&fixtures.join("tiny_config.json")).expect("tiny config");
     let model = GeneratorModel::load(config, &fixtures.join("tiny_weights.safetensors")).expect("tiny weights");
-    let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
+    // CUDA asked for on a GPU that no machine here has: the panel must show the CPU it really runs on, and why.
+    let cuda = metaportrait::runtime::Device::Cuda(63);
+    let engine = NeuralEngine::new(model, EngineOptions { device: cuda, ..Default::default() }).expect("engine");
     let (pipeline, inputs) = start(
         config_with_home(&home, LiveInput::File { path: clip, looped: true }),
         Box::new(engine),
@@ -363,6 +365,7 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     assert!(window.frames.iter().all(|(f, _)| (f.width, f.height) == (256, 256)));
     let stats = window.stats.last().expect("stats");
     assert!(stats.engine.starts_with("neural"), "{}", stats.engine);
+    assert!(stats.device.starts_with("cpu, fp32 (cuda:63 fp32 requested: "), "panel device {:?}", stats.device);
     window.quit(pipeline);
 }
 
