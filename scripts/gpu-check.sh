@@ -129,11 +129,14 @@ step placement-cuda on_cuda bench-generator-cuda-fp32
 json_step bench-generator-cuda-tf32 "$BIN" bench generator --config official --device cuda --iters 20 --precision tf32
 json_step bench-tsr-cuda-fp32 "$BIN" bench tsr --config official --device cuda --iters 5
 json_step bench-tsr-cuda-tf32 "$BIN" bench tsr --config official --device cuda --iters 5 --precision tf32
-# fp16: the float16 graphs against fp32 on the fixture's real frames (official widths, random weights with settled
-# spectral norms; the tiny fixture's own weights too), PSNR and time per call. fp16 becomes the CUDA default only if
-# the official generator's PSNR is >= 40 dB (`fp16_meets_default_bar`).
+# fp16: the float16 graphs against fp32 on the fixture's real frames (official widths; random weights with settled
+# spectral norms unless GEN_WEIGHTS / TSR_WEIGHTS name real ones; the tiny fixture's own weights too), PSNR and time
+# per call. fp16 becomes the CUDA default only if the official generator's PSNR is >= 40 dB
+# (`fp16_meets_default_bar`). Random TSR weights blow up to |x| ~ 1e5 even in fp32 (`tsr_output_in_image_range`
+# false): the TSR's fp16 PSNR needs TSR_WEIGHTS.
 json_step precision-official-cuda "$BIN" bench precision --config official --tsr-config official --device cuda \
-    --inputs "$GEN/tiny_io.safetensors" --precisions tf32,fp16 --iters 20
+    --inputs "$GEN/tiny_io.safetensors" --precisions tf32,fp16 --iters 20 \
+    ${GEN_WEIGHTS:+--weights "$GEN_WEIGHTS"} ${TSR_WEIGHTS:+--tsr-weights "$TSR_WEIGHTS"}
 json_step precision-tiny-fixture-cuda "$BIN" bench precision --config "$GEN/tiny_config.json" \
     --weights "$GEN/tiny_weights.safetensors" --inputs "$GEN/tiny_io.safetensors" --device cuda --precisions fp16 --iters 5
 json_step bench-generator-cuda-fp16-graph env METAPORTRAIT_CUDA_GRAPH=1 "$BIN" bench generator --config official \

@@ -1163,6 +1163,13 @@ fn bench_precision(args: &BenchPrecisionArgs) -> Result<()> {
             let psnr = r.psnr_db.map_or_else(|| "reference".to_owned(), |db| format!("PSNR {db:.1} dB"));
             eprintln!("{what} {}: {:.2} ms, {psnr} ({})", r.precision, r.ms, r.placement);
         }
+        if reports.first().is_some_and(|r| !r.output_in_image_range()) {
+            eprintln!(
+                "{what}: the fp32 frames reach |x| = {:.1e}, not an image: these weights do not behave like trained \
+                 ones, so the PSNR says nothing about fp16 (give real weights)",
+                reports[0].output_max_abs
+            );
+        }
     };
     let generator = precision_check::compare_generator(
         &model,
@@ -1182,6 +1189,7 @@ fn bench_precision(args: &BenchPrecisionArgs) -> Result<()> {
         "iters": args.iters, "threads": args.threads, "generator": modes(&generator),
         "fp16_psnr_db": fp16.and_then(|r| r.psnr_db), "fp16_min_psnr_db": FP16_DEFAULT_MIN_PSNR_DB,
         "fp16_meets_default_bar": fp16.and_then(|r| r.psnr_db).map(|db| db >= FP16_DEFAULT_MIN_PSNR_DB),
+        "generator_output_in_image_range": generator.first().map(ModeReport::output_in_image_range),
     });
     if args.tsr_config != "none" {
         let tsr_cfg = TsrConfig::resolve(&args.tsr_config)?;
@@ -1231,6 +1239,7 @@ fn bench_precision(args: &BenchPrecisionArgs) -> Result<()> {
         if let Some(map) = result.as_object_mut() {
             map.insert("tsr_config".into(), tsr_cfg.name.clone().into());
             map.insert("tsr".into(), modes(&tsr_reports));
+            map.insert("tsr_output_in_image_range".into(), tsr_reports.first().map(ModeReport::output_in_image_range).into());
         }
     }
     println!("{result}");

@@ -198,3 +198,21 @@ fn official_half_generator_psnr_on_real_frames() {
     eprintln!("fp16 vs fp32 (official widths, random weights, real frames, CPU): PSNR {db:.1} dB, grid |diff| {grid:.1e}");
     assert!(db >= MIN_PSNR_DB, "{db:.1} dB");
 }
+
+/// Where the official TSR's float32 activations peak (float16 overflows past 65504); run by hand.
+#[test]
+#[ignore]
+fn official_tsr_activation_ranges() {
+    let model = TsrModel::random(TsrConfig::official(), 0x5453).expect("official tsr");
+    let frames = HostTensor::new(vec![1, 3, 256, 256], (0..3 * 256 * 256).map(|i| (i % 251) as f32 / 251.0).collect())
+        .expect("frames");
+    for precision in [Precision::Fp32, Precision::Fp16] {
+        let opts = TsrOptions { device: Device::Cpu, threads: 2, precision, taps: true, ..Default::default() };
+        let mut engine = TsrEngine::new(model.clone(), opts).expect("engine");
+        let out = engine.run_frames(&frames).expect("forward");
+        for (k, v) in &out {
+            let finite = v.data().iter().all(|x| x.is_finite());
+            eprintln!("{precision} {k}: max |x| {:.3e} finite {finite}", v.max_abs());
+        }
+    }
+}

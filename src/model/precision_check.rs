@@ -32,6 +32,16 @@ pub struct ModeReport {
     pub max_abs: Option<f32>,
     /// Generator only: largest difference of the sampling grid (normalised coordinates).
     pub grid_max_abs: Option<f32>,
+    /// Largest absolute value of its frames: frames are images (about [-1, 1] or [0, 1]); far beyond that, the weights
+    /// are not a trained network's (random TSR weights reach 10⁵) and the PSNR says nothing about float16.
+    pub output_max_abs: f32,
+}
+
+impl ModeReport {
+    /// Whether the frames look like images (|x| ≤ 2) rather than the blow-up of untrained weights.
+    pub fn output_in_image_range(&self) -> bool {
+        self.output_max_abs.is_finite() && self.output_max_abs <= 2.0
+    }
 }
 
 impl ModeReport {
@@ -44,6 +54,7 @@ impl ModeReport {
         if let Some(g) = self.grid_max_abs {
             m.insert("grid_max_abs".into(), g.into());
         }
+        m.insert("output_max_abs".into(), self.output_max_abs.into());
         serde_json::Value::Object(m)
     }
 }
@@ -115,6 +126,7 @@ pub fn compare_generator(
             psnr_db: psnr,
             max_abs,
             grid_max_abs: grid,
+            output_max_abs: out[OUTPUT_PREDICTION].max_abs(),
         });
         if reference.is_none() {
             reference = Some(out);
@@ -147,7 +159,8 @@ pub fn compare_tsr(
             Some(r) => (Some(psnr_db(&out, r, 0.0, 1.0)), out.max_abs_diff(r)),
         };
         let placement = engine.placement().clone();
-        reports.push(ModeReport { precision, placement, ms, psnr_db: psnr, max_abs, grid_max_abs: None });
+        let output_max_abs = out.max_abs();
+        reports.push(ModeReport { precision, placement, ms, psnr_db: psnr, max_abs, grid_max_abs: None, output_max_abs });
         if reference.is_none() {
             reference = Some(out);
         }
