@@ -19,6 +19,10 @@ timings, the last stdout line always one JSON object.
   python3 scripts/torch_reference.py tsr [--config official|tiny|CFG.json] [--frames 4] ...
   python3 scripts/torch_reference.py step [--config official] [--vgg VGG.safetensors] [--iters N] [--modes fp32,bf16]
 
+Not run by CI: PyPI's only Linux x86-64 torch is the CUDA build (a 540 MB wheel plus ~3 GB of NVIDIA wheels; the CPU
+wheels live on PyTorch's own index, which CI cannot reach), too heavy for a parity check of a reference script. Run
+`check` by hand (`pip install torch safetensors numpy`) or on a GPU machine through scripts/gpu-check.sh.
+
 Modes: `fp32` is strict float32 (TF32 off for convolutions and matrix products), `tf32` allows TF32 on CUDA (what
 PyTorch does for cuDNN convolutions by default), `bf16`/`fp16` run under `torch.autocast`. On the CPU only `fp32`
 (and `bf16`, if asked) make sense. Weights are random with the official shapes unless `--weights` is given; speed

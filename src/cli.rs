@@ -1171,14 +1171,8 @@ fn bench_precision(args: &BenchPrecisionArgs) -> Result<()> {
             );
         }
     };
-    let generator = precision_check::compare_generator(
-        &model,
-        &inputs,
-        args.device,
-        args.threads,
-        args.iters,
-        &args.precisions,
-    )?;
+    let generator =
+        precision_check::compare_generator(&model, &inputs, args.device, args.threads, args.iters, &args.precisions)?;
     show("generator", &generator);
     let fp16 = generator.iter().find(|r| r.placement.precision == Precision::Fp16 && r.psnr_db.is_some());
     let mut result = serde_json::json!({
@@ -1227,19 +1221,16 @@ fn bench_precision(args: &BenchPrecisionArgs) -> Result<()> {
         } else {
             bail!("the TSR network reads {want}² frames, which {side}² frames cannot be subsampled to");
         };
-        let tsr_reports = precision_check::compare_tsr(
-            &tsr_model,
-            &frames,
-            args.device,
-            args.threads,
-            args.iters,
-            &args.precisions,
-        )?;
+        let tsr_reports =
+            precision_check::compare_tsr(&tsr_model, &frames, args.device, args.threads, args.iters, &args.precisions)?;
         show("tsr", &tsr_reports);
         if let Some(map) = result.as_object_mut() {
             map.insert("tsr_config".into(), tsr_cfg.name.clone().into());
             map.insert("tsr".into(), modes(&tsr_reports));
-            map.insert("tsr_output_in_image_range".into(), tsr_reports.first().map(ModeReport::output_in_image_range).into());
+            map.insert(
+                "tsr_output_in_image_range".into(),
+                tsr_reports.first().map(ModeReport::output_in_image_range).into(),
+            );
         }
     }
     println!("{result}");

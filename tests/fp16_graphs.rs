@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use metaportrait::model::config::GeneratorConfig;
 use metaportrait::model::engine::{self, EngineOptions, GeneratorEngine, GeneratorModel, Stage};
 use metaportrait::model::net::{INPUT_NAMES, OUTPUT_DEFORMATION, OUTPUT_PREDICTION};
-use metaportrait::model::sn_settle::{SETTLE_ITERATIONS, settle_spectral_norms};
 use metaportrait::model::onnx::proto::{ModelProto, data_type, type_proto};
+use metaportrait::model::sn_settle::{SETTLE_ITERATIONS, settle_spectral_norms};
 use metaportrait::model::weights::WeightStore;
 use metaportrait::runtime::{Device, Precision};
 use metaportrait::tensor::HostTensor;
@@ -111,7 +111,9 @@ fn half_generator_on_the_cpu_stays_close_to_float32() {
     let (half, full) = (run(Precision::Fp16), run(Precision::Fp32));
     let prediction = psnr(&half[OUTPUT_PREDICTION], &full[OUTPUT_PREDICTION], -1.0, 1.0);
     let grid = half[OUTPUT_DEFORMATION].max_abs_diff(&full[OUTPUT_DEFORMATION]).expect("same shape");
-    eprintln!("fp16 vs fp32 (tiny fixture, real frames, CPU): prediction PSNR {prediction:.1} dB, grid |diff| {grid:.1e}");
+    eprintln!(
+        "fp16 vs fp32 (tiny fixture, real frames, CPU): prediction PSNR {prediction:.1} dB, grid |diff| {grid:.1e}"
+    );
     assert!(prediction >= MIN_PSNR_DB, "prediction PSNR {prediction:.1} dB < {MIN_PSNR_DB}");
     // One float16 ulp at 1 is 1e-3 (a quarter pixel at 256²); the grid goes through many such roundings.
     assert!(grid < 2e-2, "deformation moved by {grid}");
@@ -195,7 +197,9 @@ fn official_half_generator_psnr_on_real_frames() {
     }
     let db = psnr(&half[OUTPUT_PREDICTION], &full[OUTPUT_PREDICTION], -1.0, 1.0);
     let grid = half[OUTPUT_DEFORMATION].max_abs_diff(&full[OUTPUT_DEFORMATION]).expect("same shape");
-    eprintln!("fp16 vs fp32 (official widths, random weights, real frames, CPU): PSNR {db:.1} dB, grid |diff| {grid:.1e}");
+    eprintln!(
+        "fp16 vs fp32 (official widths, random weights, real frames, CPU): PSNR {db:.1} dB, grid |diff| {grid:.1e}"
+    );
     assert!(db >= MIN_PSNR_DB, "{db:.1} dB");
 }
 

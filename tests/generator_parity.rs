@@ -27,8 +27,14 @@ fn run(executor: ExecutorKind) -> BTreeMap<String, HostTensor> {
     let io = common::load("tiny_io.safetensors");
     let inputs: BTreeMap<String, HostTensor> =
         INPUT_NAMES.iter().map(|n| ((*n).to_owned(), io.get(n).expect("fixture input").clone())).collect();
-    let opts =
-        EngineOptions { executor, device: Device::Cpu, threads: 2, stage: Stage::Full, taps: true, ..Default::default() };
+    let opts = EngineOptions {
+        executor,
+        device: Device::Cpu,
+        threads: 2,
+        stage: Stage::Full,
+        taps: true,
+        ..Default::default()
+    };
     let mut engine = GeneratorEngine::new(&model, &opts).expect("engine");
     engine.run(&inputs).expect("forward")
 }

@@ -33,12 +33,32 @@ fn assert_fell_back(json: &serde_json::Value, precision: &str) {
 #[test]
 fn bench_reports_the_device_in_use_when_cuda_is_missing() {
     let generator = bench_json(&[
-        "generator", "--config", "tiny", "--device", MISSING_GPU, "--iters", "1", "--threads", "2", "--precision", "fp16",
+        "generator",
+        "--config",
+        "tiny",
+        "--device",
+        MISSING_GPU,
+        "--iters",
+        "1",
+        "--threads",
+        "2",
+        "--precision",
+        "fp16",
     ]);
     assert_fell_back(&generator, "fp16");
     assert!(generator["warp_refine_ms"].as_f64().is_some_and(|ms| ms > 0.0));
     let tsr = bench_json(&[
-        "tsr", "--config", "tiny", "--device", MISSING_GPU, "--iters", "1", "--frames", "2", "--threads", "2",
+        "tsr",
+        "--config",
+        "tiny",
+        "--device",
+        MISSING_GPU,
+        "--iters",
+        "1",
+        "--frames",
+        "2",
+        "--threads",
+        "2",
     ]);
     assert_fell_back(&tsr, "fp32");
     // As asked: no reason, the same device.

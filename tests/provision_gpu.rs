@@ -64,8 +64,16 @@ fn write_wheel(dir: &Path, requirement: &str, files: &[String]) {
     for f in files {
         add(&mut zip, f, format!("stand-in for {f}").as_bytes());
     }
-    add(&mut zip, &format!("{dist}.dist-info/METADATA"), format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n").as_bytes());
-    add(&mut zip, &format!("{dist}.dist-info/WHEEL"), b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n");
+    add(
+        &mut zip,
+        &format!("{dist}.dist-info/METADATA"),
+        format!("Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n").as_bytes(),
+    );
+    add(
+        &mut zip,
+        &format!("{dist}.dist-info/WHEEL"),
+        b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    );
     record.push_str(&format!("{dist}.dist-info/RECORD,,\n"));
     zip.start_file(format!("{dist}.dist-info/RECORD"), opts).expect("record");
     zip.write_all(record.as_bytes()).expect("record write");
@@ -99,7 +107,11 @@ fn gpu_provisioning_installs_the_planned_files_once_and_the_binary_finds_them() 
     }
     // The plan covers every library the binary loads before the CUDA provider.
     let planned: Vec<&String> = packages.iter().flat_map(|(_, f)| f).collect();
-    for lib in CUDA_LIBRARIES.iter().map(|l| format!("{CUDA_LIB_DIR}/{l}")).chain(CUDNN_LIBRARIES.iter().map(|l| format!("{CUDNN_LIB_DIR}/{l}"))) {
+    for lib in CUDA_LIBRARIES
+        .iter()
+        .map(|l| format!("{CUDA_LIB_DIR}/{l}"))
+        .chain(CUDNN_LIBRARIES.iter().map(|l| format!("{CUDNN_LIB_DIR}/{l}")))
+    {
         assert!(planned.contains(&&lib), "{lib} is loaded by the binary but not installed by the script");
     }
     for (req, files) in &packages {

@@ -20,7 +20,8 @@ const RTOL: f32 = 1e-4;
 fn tiny_engine(executor: ExecutorKind, taps: bool) -> TsrEngine {
     let model =
         TsrModel::load(TsrConfig::tiny(), &common::tsr_fixture("tsr_tiny_weights.safetensors")).expect("weights");
-    TsrEngine::new(model, TsrOptions { executor, device: Device::Cpu, threads: 2, taps, ..Default::default() }).expect("engine")
+    TsrEngine::new(model, TsrOptions { executor, device: Device::Cpu, threads: 2, taps, ..Default::default() })
+        .expect("engine")
 }
 
 /// `(1, n, 3, h, w)` → `[n, 3, h, w]`.

@@ -160,7 +160,15 @@ pub fn compare_tsr(
         };
         let placement = engine.placement().clone();
         let output_max_abs = out.max_abs();
-        reports.push(ModeReport { precision, placement, ms, psnr_db: psnr, max_abs, grid_max_abs: None, output_max_abs });
+        reports.push(ModeReport {
+            precision,
+            placement,
+            ms,
+            psnr_db: psnr,
+            max_abs,
+            grid_max_abs: None,
+            output_max_abs,
+        });
         if reference.is_none() {
             reference = Some(out);
         }

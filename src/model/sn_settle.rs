@@ -18,8 +18,7 @@ pub const SETTLE_ITERATIONS: usize = 30;
 /// how many modules were settled. The layout (`Dim0` or the transposed convolution's `Dim1`) follows from `u`'s length.
 pub fn settle_spectral_norms(store: &mut WeightStore, iterations: usize) -> usize {
     let suffix = format!(".{SN_ORIG}");
-    let prefixes: Vec<String> =
-        store.iter().filter_map(|(k, _)| k.strip_suffix(&suffix).map(str::to_owned)).collect();
+    let prefixes: Vec<String> = store.iter().filter_map(|(k, _)| k.strip_suffix(&suffix).map(str::to_owned)).collect();
     let mut settled = 0;
     for prefix in prefixes {
         let (u_key, v_key) = (format!("{prefix}.{SN_U}"), format!("{prefix}.{SN_V}"));
@@ -60,7 +59,10 @@ mod tests {
             let better = spectral_sigma(w, &u2, &v2, dim).unwrap();
             assert!(sigma > 0.0 && (better - sigma).abs() <= 3e-2 * better, "{prefix}: {sigma} vs {better}");
             let raw = GeneratorModel::random(GeneratorConfig::tiny(), DEFAULT_INIT_SEED).unwrap();
-            let (ru, rv) = (raw.weights.get(&format!("{prefix}.weight_u")).unwrap(), raw.weights.get(&format!("{prefix}.weight_v")).unwrap());
+            let (ru, rv) = (
+                raw.weights.get(&format!("{prefix}.weight_u")).unwrap(),
+                raw.weights.get(&format!("{prefix}.weight_v")).unwrap(),
+            );
             let random = spectral_sigma(w, ru.data(), rv.data(), dim).map_or(0.0, f64::abs);
             assert!(random < 0.5 * better, "{prefix}: random buffers gave σ {random} against {better}");
         }

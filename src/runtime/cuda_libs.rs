@@ -56,7 +56,8 @@ pub struct CudaLibraryPlan {
 pub fn runtime_root_of(ort_library: &Path) -> Option<PathBuf> {
     let capi = ort_library.parent()?;
     let package = capi.parent()?;
-    (capi.file_name()? == "capi" && package.file_name()? == "onnxruntime").then(|| package.parent().map(Path::to_owned))?
+    (capi.file_name()? == "capi" && package.file_name()? == "onnxruntime")
+        .then(|| package.parent().map(Path::to_owned))?
 }
 
 /// The libraries to load from `root`. `Ok(None)` when the root has no NVIDIA wheels at all (the CUDA libraries are
@@ -69,7 +70,8 @@ pub fn plan(root: &Path) -> Result<Option<CudaLibraryPlan>, CudaLibsError> {
     }
     let mut libraries = Vec::new();
     let mut missing = Vec::new();
-    let required = CUDA_LIBRARIES.iter().map(|n| (&cuda_dir, *n)).chain(CUDNN_LIBRARIES.iter().map(|n| (&cudnn_dir, *n)));
+    let required =
+        CUDA_LIBRARIES.iter().map(|n| (&cuda_dir, *n)).chain(CUDNN_LIBRARIES.iter().map(|n| (&cudnn_dir, *n)));
     for (dir, name) in required {
         let path = dir.join(name);
         if path.is_file() {

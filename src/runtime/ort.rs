@@ -294,9 +294,8 @@ impl OrtSession {
         if opts.precision.half_graph() {
             // The CPU provider lacks most float16 kernels: its optimiser warns once per node it cannot fold, and the
             // casts it inserts instead are expected here.
-            builder = builder
-                .with_log_level(ort::logging::LogLevel::Error)
-                .map_err(|e| ort_error("session options", e))?;
+            builder =
+                builder.with_log_level(ort::logging::LogLevel::Error).map_err(|e| ort_error("session options", e))?;
         }
         let session = builder.commit_from_memory(model).map_err(|e| ort_error("cannot create the session", e))?;
         let placement = Placement::resolve(opts.device, opts.precision, Err(fallback.unwrap_or_default()));
