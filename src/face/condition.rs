@@ -90,19 +90,23 @@ pub fn canvas_to_tensor(canvas: &RgbCanvas, out: &mut HostTensor) -> Result<(), 
     Ok(())
 }
 
-fn box_mask(keypoints: &Keypoints58, size: usize, boxes: &[[usize; 4]], pad: i64) -> HostTensor {
-    let mut mask = HostTensor::zeros(&[1, 1, size, size]);
+/// Pixel rows `y0..y1` and columns `x0..x1` of one box (keypoint indices left, right, top, bottom) in an `S × S` map.
+fn box_rect(keypoints: &Keypoints58, size: usize, [l, r, t, b]: [usize; 4], pad: i64) -> [usize; 4] {
     let s = size as i64;
     // int((v + 1)·S/2): truncation toward zero, as Python's int().
     let px = |v: f32| ((v as f64 + 1.0) * size as f64 / 2.0) as i64;
+    let (x0, x1) = ((px(keypoints[l][0]) - pad).max(0), (px(keypoints[r][0]) + pad + 1).min(s));
+    let (y0, y1) = ((px(keypoints[t][1]) - pad).max(0), (px(keypoints[b][1]) + pad + 1).min(s));
+    [y0, y1.max(y0), x0, x1.max(x0)].map(|v| v as usize)
+}
+
+fn box_mask(keypoints: &Keypoints58, size: usize, boxes: &[[usize; 4]], pad: i64) -> HostTensor {
+    let mut mask = HostTensor::zeros(&[1, 1, size, size]);
     let data = mask.data_mut();
-    for &[l, r, t, b] in boxes {
-        let (x0, x1) = ((px(keypoints[l][0]) - pad).max(0), (px(keypoints[r][0]) + pad + 1).min(s));
-        let (y0, y1) = ((px(keypoints[t][1]) - pad).max(0), (px(keypoints[b][1]) + pad + 1).min(s));
+    for &corners in boxes {
+        let [y0, y1, x0, x1] = box_rect(keypoints, size, corners, pad);
         for y in y0..y1 {
-            for x in x0..x1 {
-                data[(y * s + x) as usize] = 1.0;
-            }
+            data[y * size + x0..y * size + x1].fill(1.0);
         }
     }
     mask
@@ -116,6 +120,21 @@ pub fn eye_mask(keypoints: &Keypoints58, size: usize) -> HostTensor {
 /// The mouth box (`get_mouth_area`).
 pub fn mouth_mask(keypoints: &Keypoints58, size: usize) -> HostTensor {
     box_mask(keypoints, size, &[[MOUTH_LEFT, MOUTH_RIGHT, MOUTH_TOP, MOUTH_BOTTOM]], MOUTH_PAD_PX)
+}
+
+/// `mouth_line(line, mouth_mask(keypoints, S))` written into `out` (`[1, 3, S, S]`, like `line`) without building
+/// the mask: the line inside the mouth box, zero elsewhere.
+pub fn mouth_line_into(line: &HostTensor, keypoints: &Keypoints58, out: &mut HostTensor) {
+    let size = line.shape().last().copied().unwrap_or(0);
+    let plane = size * size;
+    let [y0, y1, x0, x1] = box_rect(keypoints, size, [MOUTH_LEFT, MOUTH_RIGHT, MOUTH_TOP, MOUTH_BOTTOM], MOUTH_PAD_PX);
+    out.data_mut().fill(0.0);
+    for c in 0..line.len() / plane.max(1) {
+        for y in y0..y1 {
+            let row = c * plane + y * size;
+            out.data_mut()[row + x0..row + x1].copy_from_slice(&line.data()[row + x0..row + x1]);
+        }
+    }
 }
 
 /// `driving_line × mouth_mask`, broadcast over the colour channels.

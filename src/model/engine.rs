@@ -132,6 +132,8 @@ pub struct GeneratorEngine {
     input_shapes: [Vec<usize>; INPUT_NAMES.len()],
     backend: Backend,
     placement: Placement,
+    /// burn's staged mode: the inputs written so far and the last run's outputs (ONNX Runtime keeps its own).
+    burn_staged: (BTreeMap<String, HostTensor>, BTreeMap<String, HostTensor>),
 }
 
 enum Backend {
@@ -156,7 +158,61 @@ impl GeneratorEngine {
         if !placement.is_as_requested() {
             tracing::info!(placement = %placement, "generator engine");
         }
-        Ok(Self { input_shapes: net::input_shapes(&model.config), backend, placement })
+        Ok(Self { input_shapes: net::input_shapes(&model.config), backend, placement, burn_staged: Default::default() })
+    }
+
+    /// Writes input `name` (one of `INPUT_NAMES`, its full length) for the following `run_staged` calls: with ONNX
+    /// Runtime straight into the buffer bound to the session, so an input written once per identity is uploaded once
+    /// on CUDA and the per-frame inputs are copied without allocating.
+    pub fn stage(&mut self, name: &str, values: &[f32]) -> Result<(), ModelError> {
+        let k = INPUT_NAMES.iter().position(|n| *n == name).ok_or_else(|| ModelError::MissingInput(name.to_owned()))?;
+        let shape = &self.input_shapes[k];
+        if values.len() != shape.iter().product::<usize>() {
+            return Err(ModelError::InputShape {
+                name: name.to_owned(),
+                expected: shape.clone(),
+                actual: vec![values.len()],
+            });
+        }
+        match &mut self.backend {
+            Backend::Ort { session } => session.staged_input(name)?.copy_from_slice(values),
+            Backend::Burn { .. } => {
+                let t = HostTensor::new(shape.clone(), values.to_vec())
+                    .map_err(|e| ModelError::Tensor { name: name.to_owned(), reason: e.to_string() })?;
+                self.burn_staged.0.insert(name.to_owned(), t);
+            }
+        }
+        Ok(())
+    }
+
+    /// Only these outputs are needed from `run_staged` (on CUDA the others stay on the GPU).
+    pub fn stage_outputs(&mut self, names: &[&str]) -> Result<(), ModelError> {
+        match &mut self.backend {
+            Backend::Ort { session } => session.download_only(names),
+            Backend::Burn { .. } => Ok(()),
+        }
+    }
+
+    /// Runs on the staged inputs (every input must have been staged once); read results with `staged_output`.
+    pub fn run_staged(&mut self) -> Result<(), ModelError> {
+        match &mut self.backend {
+            Backend::Ort { session } => session.run_staged(),
+            Backend::Burn { .. } => {
+                let inputs = std::mem::take(&mut self.burn_staged.0);
+                let result = self.run(&inputs);
+                self.burn_staged.0 = inputs;
+                self.burn_staged.1 = result?;
+                Ok(())
+            }
+        }
+    }
+
+    /// Output `name` of the last `run_staged`.
+    pub fn staged_output(&self, name: &str) -> Option<&HostTensor> {
+        match &self.backend {
+            Backend::Ort { session } => session.staged_output(name),
+            Backend::Burn { .. } => self.burn_staged.1.get(name),
+        }
     }
 
     /// Where and at what precision the frames run, against what was asked for, and why they differ.

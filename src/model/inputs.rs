@@ -12,7 +12,7 @@ use image::RgbImage;
 
 use super::config::{GeneratorConfig, IMAGE_CHANNELS, NUM_KEYPOINTS};
 use super::net::GeneratorInputs;
-use crate::face::condition::{ConditionError, Conditioner, canvas_to_tensor, mouth_line, mouth_mask};
+use crate::face::condition::{ConditionError, Conditioner, canvas_to_tensor, mouth_line, mouth_line_into, mouth_mask};
 use crate::face::topology::Topology;
 use crate::tensor::HostTensor;
 
@@ -39,6 +39,8 @@ pub struct InputBuilder {
     conditioner: Conditioner,
     /// Reused landmark buffer in [0, 1].
     unit: Vec<[f32; 2]>,
+    /// The per-frame inputs `driving_into` writes: driving line, mouth line, keypoints.
+    pose: [HostTensor; 3],
 }
 
 impl InputBuilder {
@@ -49,7 +51,26 @@ impl InputBuilder {
             id_dim: config.id_dim,
             conditioner: Conditioner::new(Topology::mediapipe(), size)?,
             unit: Vec::new(),
+            pose: [
+                HostTensor::zeros(&[1, IMAGE_CHANNELS, size, size]),
+                HostTensor::zeros(&[1, IMAGE_CHANNELS, size, size]),
+                HostTensor::zeros(&[1, NUM_KEYPOINTS, 2]),
+            ],
         })
+    }
+
+    /// `driving` without allocating: the driving line, mouth line and keypoints written into buffers kept here and
+    /// returned in that order (valid until the next call).
+    pub fn driving_into(&mut self, driving: &[[f32; 3]], crop_side_px: f32) -> Result<&[HostTensor; 3], InputError> {
+        self.load_unit(driving, crop_side_px);
+        let [line, mouth, ldmk] = &mut self.pose;
+        canvas_to_tensor(self.conditioner.draw(&self.unit)?, line)?;
+        let keypoints = self.conditioner.keypoints(&self.unit)?;
+        mouth_line_into(line, &keypoints, mouth);
+        for (dst, src) in ldmk.data_mut().iter_mut().zip(keypoints.iter().flatten()) {
+            *dst = *src;
+        }
+        Ok(&self.pose)
     }
 
     /// Side of the pictures the model works on.
@@ -139,11 +160,16 @@ pub fn write_planar_unit(picture: &RgbImage, dst: &mut [f32]) {
     }
 }
 
+/// `clip(v, 0, 1) · 255`, rounded: one network output value as an 8-bit level.
+fn unit_to_u8(v: f32) -> u8 {
+    (v.clamp(0.0, 1.0) * 255.0).round() as u8
+}
+
 /// Planar RGB of a `width × height` picture (about [0, 1]) as 8 bits: `clip(v, 0, 1) · 255`, as the official code
 /// saves network outputs.
 pub fn planar_unit_to_image(data: &[f32], width: usize, height: usize) -> RgbImage {
     let plane = width * height;
-    let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
+    let to_u8 = unit_to_u8;
     RgbImage::from_fn(width as u32, height as u32, |x, y| {
         let i = y as usize * width + x as usize;
         image::Rgb([to_u8(data[i]), to_u8(data[plane + i]), to_u8(data[2 * plane + i])])
@@ -156,10 +182,17 @@ pub fn prediction_to_image(prediction: &HostTensor, out: &mut RgbImage) -> Resul
     let &[1, 3, h, w] = prediction.shape() else {
         return Err(InputError::PredictionShape(prediction.shape().to_vec()));
     };
+    if out.dimensions() == (w as u32, h as u32) {
+        // In place: no picture is allocated per frame.
+        let (data, plane) = (prediction.data(), w * h);
+        let to_u8 = unit_to_u8;
+        for (i, px) in out.pixels_mut().enumerate() {
+            px.0 = [to_u8(data[i]), to_u8(data[plane + i]), to_u8(data[2 * plane + i])];
+        }
+        return Ok(());
+    }
     let picture = planar_unit_to_image(prediction.data(), w, h);
-    if picture.dimensions() == out.dimensions() {
-        out.copy_from_slice(&picture);
-    } else {
+    {
         *out = image::imageops::resize(&picture, out.width(), out.height(), image::imageops::FilterType::Triangle);
     }
     Ok(())

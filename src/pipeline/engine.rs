@@ -135,10 +135,10 @@ pub struct NeuralEngine {
     /// Whether `engine` runs personalized weights (rebuilt from `base` when an identity without a delta follows).
     personalized: bool,
     inputs: crate::model::inputs::InputBuilder,
-    /// The identity's constant inputs (source, source line, id), `None` until an identity is set.
-    fixed: Option<crate::model::net::GeneratorInputs<crate::tensor::HostTensor>>,
+    /// Whether an identity's constant inputs (source, source line, id) are staged in the engine: they are written
+    /// once per identity, and only the pose's inputs every frame, so a frame allocates nothing.
+    has_identity: bool,
     crop_side_px: f32,
-    named: std::collections::BTreeMap<String, crate::tensor::HostTensor>,
 }
 
 impl NeuralEngine {
@@ -149,16 +149,20 @@ impl NeuralEngine {
     ) -> Result<Self, EngineError> {
         let engine = crate::model::engine::GeneratorEngine::new(&model, &options)?;
         let inputs = crate::model::inputs::InputBuilder::new(&model.config)?;
-        Ok(Self {
-            base: model,
-            options,
-            engine,
-            personalized: false,
-            inputs,
-            fixed: None,
-            crop_side_px: 0.0,
-            named: Default::default(),
-        })
+        Ok(Self { base: model, options, engine, personalized: false, inputs, has_identity: false, crop_side_px: 0.0 })
+    }
+
+    /// Stages the identity's constant inputs and the outputs a frame needs in the (new) engine.
+    fn stage_identity(
+        &mut self,
+        fixed: &crate::model::net::GeneratorInputs<crate::tensor::HostTensor>,
+    ) -> Result<(), EngineError> {
+        use crate::model::net::OUTPUT_PREDICTION;
+        for (name, value) in fixed.named() {
+            self.engine.stage(name, value.data())?;
+        }
+        self.engine.stage_outputs(&[OUTPUT_PREDICTION])?;
+        Ok(())
     }
 
     fn rebuild(&mut self, delta: &crate::model::weights::WeightStore) -> Result<(), EngineError> {
@@ -189,24 +193,31 @@ impl LiveEngine for NeuralEngine {
             self.rebuild(&identity.weights_delta)?;
         }
         let crop_side_px = identity.portrait.width() as f32;
+        self.has_identity = false;
         let frame =
             self.inputs.frame(&identity.portrait, &identity.landmarks, &identity.landmarks, id, crop_side_px)?;
+        self.stage_identity(&frame)?;
         self.crop_side_px = crop_side_px;
-        self.fixed = Some(frame);
+        self.has_identity = true;
         Ok(())
     }
 
+    /// One frame without allocating: the pose's three inputs are drawn into reused buffers and copied into the
+    /// engine's bound inputs, and the prediction is converted in place into `out`.
     fn drive(&mut self, target: &[[f32; 3]], out: &mut RgbImage) -> Result<(), EngineError> {
-        let fixed = self.fixed.as_ref().ok_or(EngineError::NoIdentity)?;
-        let (driving_line, mouth_line, driving_ldmk) = self.inputs.driving(target, self.crop_side_px)?;
-        let names = crate::model::net::INPUT_NAMES;
-        let values = [&fixed.source, &fixed.source_line, &driving_line, &mouth_line, &driving_ldmk, &fixed.src_id];
-        for (name, value) in names.iter().zip(values) {
-            self.named.insert((*name).to_owned(), value.clone());
+        use crate::model::net::{INPUT_NAMES, OUTPUT_PREDICTION};
+        if !self.has_identity {
+            return Err(EngineError::NoIdentity);
         }
-        let outputs = self.engine.run(&self.named)?;
-        let prediction = outputs
-            .get(crate::model::net::OUTPUT_PREDICTION)
+        let pose = self.inputs.driving_into(target, self.crop_side_px)?;
+        // INPUT_NAMES[2..5]: driving line, mouth line, keypoints — the order `driving_into` returns them in.
+        for (name, value) in INPUT_NAMES[2..5].iter().zip(pose) {
+            self.engine.stage(name, value.data())?;
+        }
+        self.engine.run_staged()?;
+        let prediction = self
+            .engine
+            .staged_output(OUTPUT_PREDICTION)
             .ok_or_else(|| EngineError::Other("the generator returned no prediction".into()))?;
         crate::model::inputs::prediction_to_image(prediction, out)?;
         Ok(())

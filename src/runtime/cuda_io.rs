@@ -6,6 +6,11 @@
 //! `IoBinding` that points the session at them, and reused host buffers for the outputs. Receives host tensors each
 //! run (copied into the input buffers); emits the outputs copied back into those host buffers. Weights and every
 //! intermediate stay on the GPU; per frame only the inputs and the outputs cross the bus, and nothing is allocated.
+//!
+//! Staged mode (`new_staged`): the caller writes inputs in place into host staging buffers and only inputs written
+//! since the last run are uploaded — an identity's constant inputs cross the bus once per identity, the pose's every
+//! frame; only the outputs asked for are downloaded; an input can be filled device-to-device from another session's
+//! output (`fill_input_from`), so a frame handed from one network to the next never visits the host.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +38,11 @@ pub struct CudaIo {
     outputs: Vec<DeviceTensor>,
     host_outputs: Vec<HostTensor>,
     stream: Arc<CudaStream>,
+    /// Staged mode: host copies of the inputs (empty otherwise), which of them changed since the last upload, and
+    /// which outputs to download.
+    staging: Vec<HostTensor>,
+    dirty: Vec<bool>,
+    download: Vec<bool>,
 }
 
 fn driver(context: &str, e: impl std::fmt::Display) -> String {
@@ -40,7 +50,7 @@ fn driver(context: &str, e: impl std::fmt::Display) -> String {
 }
 
 /// Static float shape of a graph input or output; dynamic dimensions are taken from `given` when known.
-fn static_shape(name: &str, dtype: &ValueType, given: Option<&[usize]>) -> Result<Vec<usize>, String> {
+pub(crate) fn static_shape(name: &str, dtype: &ValueType, given: Option<&[usize]>) -> Result<Vec<usize>, String> {
     if let Some(shape) = given {
         return Ok(shape.to_vec());
     }
@@ -90,7 +100,97 @@ impl CudaIo {
             binding.bind_output(&t.name, value).map_err(|e| driver(&format!("binding output `{}`", t.name), e))?;
         }
         let host_outputs = device_outputs.iter().map(|t| HostTensor::zeros(&t.shape)).collect::<Vec<_>>();
-        Ok(Self { binding, inputs: device_inputs, outputs: device_outputs, host_outputs, stream })
+        let download = vec![true; device_outputs.len()];
+        Ok(Self {
+            binding,
+            inputs: device_inputs,
+            outputs: device_outputs,
+            host_outputs,
+            stream,
+            staging: Vec::new(),
+            dirty: Vec::new(),
+            download,
+        })
+    }
+
+    /// Staged mode (see the module doc): buffers for every input and output at the graph's static shapes.
+    pub fn new_staged(session: &Session, ordinal: usize) -> Result<Self, String> {
+        let mut io = Self::new(session, ordinal, &[])?;
+        io.staging = io.inputs.iter().map(|t| HostTensor::zeros(&t.shape)).collect();
+        io.dirty = vec![true; io.inputs.len()];
+        Ok(io)
+    }
+
+    /// The host copy of input `name`, to be written in place; it is uploaded before the next `run_staged`.
+    pub fn staged_input(&mut self, name: &str) -> Option<&mut [f32]> {
+        let i = self.inputs.iter().position(|t| t.name == name)?;
+        let t = self.staging.get_mut(i)?;
+        self.dirty[i] = true;
+        Some(t.data_mut())
+    }
+
+    /// Downloads only these outputs after each staged run (the others stay on the GPU); unknown names are ignored.
+    pub fn download_only(&mut self, names: &[&str]) {
+        for (flag, t) in self.download.iter_mut().zip(&self.outputs) {
+            *flag = names.contains(&t.name.as_str());
+        }
+    }
+
+    /// Copies `len` values of `other`'s output `output` (from `src_offset`) into this session's input `input` (at
+    /// `dst_offset`) on the GPU, in stream order with both sessions' runs; the input is then not re-uploaded from its
+    /// host copy. Both sessions must be on the same GPU.
+    pub fn fill_input_from(
+        &mut self,
+        input: &str,
+        dst_offset: usize,
+        other: &CudaIo,
+        output: &str,
+        src_offset: usize,
+        len: usize,
+    ) -> Result<(), String> {
+        let src = other.outputs.iter().find(|t| t.name == output).ok_or_else(|| format!("no output `{output}`"))?;
+        let i = self.inputs.iter().position(|t| t.name == input).ok_or_else(|| format!("no input `{input}`"))?;
+        let dst = &mut self.inputs[i];
+        if src_offset + len > src.buffer.len() || dst_offset + len > dst.buffer.len() {
+            return Err(format!(
+                "copying {len} values from `{output}`+{src_offset} to `{input}`+{dst_offset}: out of range"
+            ));
+        }
+        let from = src.buffer.slice(src_offset..src_offset + len);
+        let mut to = dst.buffer.slice_mut(dst_offset..dst_offset + len);
+        self.stream.memcpy_dtod(&from, &mut to).map_err(|e| driver(&format!("device copy into `{input}`"), e))?;
+        if let Some(flag) = self.dirty.get_mut(i) {
+            *flag = false;
+        }
+        Ok(())
+    }
+
+    /// Uploads the inputs written since the last run, runs `session` on the bound buffers (no allocation) and
+    /// downloads the outputs chosen by `download_only` into the host buffers `output` reads.
+    pub fn run_staged(&mut self, session: &Session) -> Result<(), String> {
+        for ((slot, host), dirty) in self.inputs.iter_mut().zip(&self.staging).zip(&mut self.dirty) {
+            if std::mem::take(dirty) {
+                let name = &slot.name;
+                self.stream
+                    .memcpy_htod(host.data(), &mut slot.buffer)
+                    .map_err(|e| driver(&format!("upload `{name}`"), e))?;
+            }
+        }
+        self.stream.synchronize().map_err(|e| driver("upload", e))?;
+        super::host_io::run_with_binding(session, &self.binding)?;
+        for ((slot, host), wanted) in self.outputs.iter().zip(&mut self.host_outputs).zip(&self.download) {
+            if *wanted {
+                self.stream
+                    .memcpy_dtoh(&slot.buffer, host.data_mut())
+                    .map_err(|e| driver(&format!("download `{}`", slot.name), e))?;
+            }
+        }
+        self.stream.synchronize().map_err(|e| driver("download", e))
+    }
+
+    /// Output `name` as last downloaded.
+    pub fn output(&self, name: &str) -> Option<&HostTensor> {
+        self.outputs.iter().position(|t| t.name == name).and_then(|i| self.host_outputs.get(i))
     }
 
     /// Copies `inputs` to the GPU, runs `session` on the bound buffers and copies every output back.
@@ -125,7 +225,11 @@ impl CudaIo {
 /// Binds `value` as input `name` without a copy. `IoBinding::bind_input` clones values that borrow their memory,
 /// and ONNX Runtime cannot clone into CUDA memory; here the borrowing is the point. The binding keeps its own
 /// reference to the value, whose memory (a `CudaIo` buffer) outlives the binding.
-fn bind_input_in_place(binding: &mut IoBinding, name: &str, value: &TensorRefMut<'_, f32>) -> Result<(), String> {
+pub(crate) fn bind_input_in_place(
+    binding: &mut IoBinding,
+    name: &str,
+    value: &TensorRefMut<'_, f32>,
+) -> Result<(), String> {
     let api = ort::api();
     let c_name = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
     // SAFETY: the binding and the value are live ONNX Runtime objects; the name is NUL-terminated and outlives the

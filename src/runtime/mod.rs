@@ -7,6 +7,7 @@
 
 pub mod cuda_io;
 pub mod cuda_libs;
+pub mod host_io;
 pub mod ort;
 pub mod placement;
 

@@ -248,6 +248,14 @@ pub struct OrtSession {
     /// CUDA sessions: the device buffers bound to every input and output, made on the first run (their shapes come
     /// from it). `Failed` after a binding could not be made: runs then go through ONNX Runtime's own copies.
     cuda_io: CudaBinding,
+    /// Buffers bound once for allocation-free runs (`staged_input`, `run_staged`, `staged_output`).
+    staged: Option<Staged>,
+}
+
+/// The bound buffers of the staged mode: host memory on the CPU, device buffers with host staging on CUDA.
+enum Staged {
+    Host(super::host_io::HostIo),
+    Cuda(Box<CudaIo>),
 }
 
 enum CudaBinding {
@@ -282,7 +290,7 @@ impl OrtSession {
                 Ok(session) => {
                     let placement = Placement::resolve(opts.device, opts.precision, Ok(n));
                     let cuda_io = CudaBinding::Pending(n);
-                    return Ok(Self { session, device: Device::Cuda(n), placement, cuda_io });
+                    return Ok(Self { session, device: Device::Cuda(n), placement, cuda_io, staged: None });
                 }
                 Err(why) => {
                     report_cpu_fallback(opts.device, &why);
@@ -299,7 +307,75 @@ impl OrtSession {
         }
         let session = builder.commit_from_memory(model).map_err(|e| ort_error("cannot create the session", e))?;
         let placement = Placement::resolve(opts.device, opts.precision, Err(fallback.unwrap_or_default()));
-        Ok(Self { session, device: Device::Cpu, placement, cuda_io: CudaBinding::NotOnCuda })
+        Ok(Self { session, device: Device::Cpu, placement, cuda_io: CudaBinding::NotOnCuda, staged: None })
+    }
+
+    fn staged(&mut self) -> Result<&mut Staged, ModelError> {
+        if self.staged.is_none() {
+            let cuda = match self.device {
+                Device::Cuda(n) => match CudaIo::new_staged(&self.session, n) {
+                    Ok(io) => Some(Staged::Cuda(Box::new(io))),
+                    Err(why) => {
+                        tracing::warn!("CUDA staged buffers unavailable, binding host memory instead: {why}");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            let staged = match cuda {
+                Some(s) => s,
+                None => Staged::Host(
+                    super::host_io::HostIo::new(&self.session).map_err(|why| ort_error("binding host buffers", why))?,
+                ),
+            };
+            self.staged = Some(staged);
+        }
+        self.staged.as_mut().ok_or_else(|| ort_error("staged buffers", "missing"))
+    }
+
+    /// The staged buffer of input `name` (bound on first use), written in place before `run_staged`. On CUDA only
+    /// inputs asked for here since the last run are uploaded, so constant inputs cross the bus once.
+    pub fn staged_input(&mut self, name: &str) -> Result<&mut [f32], ModelError> {
+        let missing = || ort_error(&format!("input `{name}`"), "the graph has no such input");
+        match self.staged()? {
+            Staged::Host(io) => io.input_mut(name).ok_or_else(missing),
+            Staged::Cuda(io) => io.staged_input(name).ok_or_else(missing),
+        }
+    }
+
+    /// On CUDA, downloads only these outputs after each staged run; the CPU's outputs are always in place.
+    pub fn download_only(&mut self, names: &[&str]) -> Result<(), ModelError> {
+        if let Staged::Cuda(io) = self.staged()? {
+            io.download_only(names);
+        }
+        Ok(())
+    }
+
+    /// Runs on the staged buffers without allocating; read the results with `staged_output`.
+    pub fn run_staged(&mut self) -> Result<(), ModelError> {
+        self.staged()?;
+        let result = match self.staged.as_mut() {
+            Some(Staged::Host(io)) => io.run(&self.session),
+            Some(Staged::Cuda(io)) => io.run_staged(&self.session),
+            None => Err("no staged buffers".into()),
+        };
+        result.map_err(|why| ort_error("staged run", why))
+    }
+
+    /// Output `name` of the last staged run (`None` before the first, or for an unknown name).
+    pub fn staged_output(&self, name: &str) -> Option<&HostTensor> {
+        match self.staged.as_ref()? {
+            Staged::Host(io) => io.output(name),
+            Staged::Cuda(io) => io.output(name),
+        }
+    }
+
+    /// The device buffers of the staged mode on CUDA (for device-to-device hand-offs between sessions).
+    pub fn staged_cuda(&mut self) -> Option<&mut CudaIo> {
+        match self.staged.as_mut()? {
+            Staged::Cuda(io) => Some(io),
+            Staged::Host(_) => None,
+        }
     }
 
     /// The device the session actually runs on.
