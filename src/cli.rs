@@ -742,6 +742,7 @@ fn tsr_options(exec: &ExecArgs) -> TsrOptions {
         threads: exec.threads,
         taps: false,
         precision: exec.precision,
+        ..TsrOptions::default()
     }
 }
 

@@ -147,3 +147,47 @@ fn switching_identity_restages_its_inputs() {
     engine.drive(&identity.landmarks, &mut out).expect("frame");
     assert_eq!(out, first, "the first identity's frame is reproduced exactly");
 }
+
+#[test]
+fn the_staged_tsr_window_allocates_nothing() {
+    use metaportrait::tsr::config::TsrConfig;
+    use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
+    use metaportrait::tsr::staged_stream::StagedTsrStream;
+    let model = TsrModel::random(TsrConfig::tiny(), 5).expect("tsr");
+    let mut engine =
+        TsrEngine::new(model, TsrOptions { device: Device::Cpu, threads: 1, ..Default::default() }).expect("engine");
+    let side = 32;
+    let mut stream = StagedTsrStream::new(1, side);
+    let frames: Vec<Vec<f32>> =
+        (0..8).map(|k| (0..3 * side * side).map(|i| ((i * 7 + k * 13) % 255) as f32 / 255.0).collect()).collect();
+    // Warm-up: the 2- and 3-frame sessions are built and bound.
+    for (k, f) in frames[..3].iter().enumerate() {
+        stream.push(&mut engine, f, k).expect("push");
+    }
+    for (k, f) in frames.iter().enumerate().skip(3) {
+        let mut tag = None;
+        let count = allocations_during(|| tag = stream.push(&mut engine, f, k).expect("push").map(|(_, t)| t));
+        assert_eq!(count, 0, "a TSR frame allocated {count} times");
+        assert_eq!(tag, Some(k - 1), "one frame of look-ahead");
+    }
+}
+
+#[test]
+fn a_tsr_reading_the_generator_range_equals_one_reading_images() {
+    use metaportrait::tsr::config::TsrConfig;
+    use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
+    use metaportrait::tsr::net::InputRange;
+    let model = TsrModel::random(TsrConfig::tiny(), 6).expect("tsr");
+    let opts = |input_range| TsrOptions { device: Device::Cpu, threads: 1, input_range, ..Default::default() };
+    let mut unit = TsrEngine::new(model.clone(), opts(InputRange::Unit)).expect("engine");
+    let mut signed = TsrEngine::new(model, opts(InputRange::Signed)).expect("engine");
+    let n = 2 * 3 * 32 * 32;
+    // The generator's prediction, a little outside [-1, 1] at places (tanh output before any clipping).
+    let prediction: Vec<f32> = (0..n).map(|i| ((i * 31 % 101) as f32 / 50.0 - 1.0) * 1.05).collect();
+    let image: Vec<f32> = prediction.iter().map(|v| ((v + 1.0) * 0.5).clamp(0.0, 1.0)).collect();
+    let a = unit.run_frames(&HostTensor::new(vec![2, 3, 32, 32], image).unwrap()).expect("unit")["output"].clone();
+    let b =
+        signed.run_frames(&HostTensor::new(vec![2, 3, 32, 32], prediction).unwrap()).expect("signed")["output"].clone();
+    let diff = a.max_abs_diff(&b).expect("same shape");
+    assert!(diff <= 1e-5, "signed input differs by {diff}");
+}

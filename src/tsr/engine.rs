@@ -70,11 +70,20 @@ pub struct TsrOptions {
     pub taps: bool,
     /// `--precision` (ONNX Runtime): fp32, TF32 or the float16 graph.
     pub precision: Precision,
+    /// The range of the frames given to the network (`Signed`: the generator's prediction as it is).
+    pub input_range: net::InputRange,
 }
 
 impl Default for TsrOptions {
     fn default() -> Self {
-        Self { executor: ExecutorKind::Ort, device: Device::Cpu, threads: 0, taps: false, precision: Precision::Fp32 }
+        Self {
+            executor: ExecutorKind::Ort,
+            device: Device::Cpu,
+            threads: 0,
+            taps: false,
+            precision: Precision::Fp32,
+            input_range: net::InputRange::Unit,
+        }
     }
 }
 
@@ -93,6 +102,8 @@ pub struct TsrEngine {
     sessions: BTreeMap<Geometry, OrtSession>,
     /// Where the sessions run: planned at construction, then what the first session really got.
     placement: Placement,
+    /// burn's staged input and last output (ONNX Runtime's are bound to its sessions).
+    burn_staged: (HostTensor, HostTensor),
 }
 
 impl TsrEngine {
@@ -104,7 +115,8 @@ impl TsrEngine {
             }
             ExecutorKind::Ort => crate::runtime::ort::plan_placement(opts.device, opts.precision),
         };
-        Ok(Self { model, opts, sessions: BTreeMap::new(), placement })
+        let empty = || HostTensor::zeros(&[0]);
+        Ok(Self { model, opts, sessions: BTreeMap::new(), placement, burn_staged: (empty(), empty()) })
     }
 
     /// Where and at what precision the network runs, against what was asked for, and why they differ.
@@ -146,7 +158,7 @@ impl TsrEngine {
     fn session(&mut self, geom: Geometry) -> Result<&mut OrtSession, ModelError> {
         if !self.sessions.contains_key(&geom) {
             let (model, opts) = (&self.model, &self.opts);
-            let build = |p: Precision| build_onnx_at(model, geom.frames, geom.side, opts.taps, p);
+            let build = |p: Precision| build_onnx_in(model, geom.frames, geom.side, opts.taps, p, opts.input_range);
             let (session, placement) =
                 crate::model::engine::ort_session(opts.device, opts.precision, opts.threads, build)?;
             if self.sessions.is_empty() {
@@ -157,6 +169,42 @@ impl TsrEngine {
         self.sessions
             .get_mut(&geom)
             .ok_or_else(|| ModelError::Executor { executor: "ort", reason: "no session".into() })
+    }
+
+    /// The bound input `[frames, 3, side, side]` of that geometry's session, to fill in place before `run_staged`
+    /// (ONNX Runtime; with burn a kept buffer).
+    pub fn staged_frames(&mut self, frames: usize, side: usize) -> Result<&mut [f32], ModelError> {
+        let geom = Geometry { frames, side };
+        match self.opts.executor {
+            ExecutorKind::Ort => self.session(geom)?.staged_input(GRAPH_INPUT),
+            ExecutorKind::Burn => {
+                let len = frames * RGB * side * side;
+                if self.burn_staged.0.len() != len {
+                    self.burn_staged.0 = HostTensor::zeros(&[frames, RGB, side, side]);
+                }
+                Ok(self.burn_staged.0.data_mut())
+            }
+        }
+    }
+
+    /// Runs that geometry on its staged input without allocating (ONNX Runtime) and returns `[frames, 3, S, S]`.
+    pub fn run_staged(&mut self, frames: usize, side: usize) -> Result<&HostTensor, ModelError> {
+        let geom = Geometry { frames, side };
+        let no_output = || ModelError::Executor { executor: "ort", reason: "the graph produced no output".into() };
+        match self.opts.executor {
+            ExecutorKind::Ort => {
+                let session = self.session(geom)?;
+                session.run_staged()?;
+                session.staged_output(net::OUTPUT).ok_or_else(no_output)
+            }
+            ExecutorKind::Burn => {
+                let input = std::mem::replace(&mut self.burn_staged.0, HostTensor::zeros(&[0]));
+                let result = self.run_frames(&input);
+                self.burn_staged.0 = input;
+                self.burn_staged.1 = result?.remove(net::OUTPUT).ok_or_else(no_output)?;
+                Ok(&self.burn_staged.1)
+            }
+        }
     }
 
     /// Runs `[n, 3, h, w]` frames of one clip; returns `output` `[n, 3, S, S]` (+ taps when enabled).
@@ -179,7 +227,7 @@ impl TsrEngine {
                 let device = burn_exec::exec_device(self.opts.device)?;
                 let mut exec = BurnExec::new(&self.model.weights, &device, false).with_taps(self.opts.taps);
                 let x = exec.input(frames);
-                let y = net::tsr_forward(&mut exec, &self.model.config, &x)?;
+                let y = net::tsr_forward_from(&mut exec, &self.model.config, &x, self.opts.input_range)?;
                 let mut out = exec.take_taps();
                 out.insert(net::OUTPUT.to_owned(), exec.to_host(&y));
                 Ok(out)
@@ -228,9 +276,21 @@ pub fn build_onnx_at(
     taps: bool,
     precision: Precision,
 ) -> Result<Vec<u8>, ModelError> {
+    build_onnx_in(model, frames, side, taps, precision, net::InputRange::Unit)
+}
+
+/// `build_onnx_at` for frames in `range`.
+pub fn build_onnx_in(
+    model: &TsrModel,
+    frames: usize,
+    side: usize,
+    taps: bool,
+    precision: Precision,
+    range: net::InputRange,
+) -> Result<Vec<u8>, ModelError> {
     let mut b = OnnxBuilder::new(&model.weights).with_taps(taps).with_half(precision.half_graph());
     let x = b.input(GRAPH_INPUT, &[frames, RGB, side, side]);
-    let y = net::tsr_forward(&mut b, &model.config, &x)?;
+    let y = net::tsr_forward_from(&mut b, &model.config, &x, range)?;
     b.output(net::OUTPUT, &y);
     b.finish()
 }

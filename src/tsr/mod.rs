@@ -7,4 +7,5 @@
 pub mod config;
 pub mod engine;
 pub mod net;
+pub mod staged_stream;
 pub mod stream;

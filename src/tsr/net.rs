@@ -356,8 +356,29 @@ fn sft<O: Ops>(ops: &mut O, x: &O::T, scale: &O::T, shift: &O::T) -> O::T {
     ops.concat(&[&same, &rest], 1)
 }
 
+/// How the frames entering the network are scaled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputRange {
+    /// [0, 1] images, as the official forward takes them (mapped to [−1, 1] first).
+    #[default]
+    Unit,
+    /// The generator's prediction as it comes out of it, in about [−1, 1]: clipped to [−1, 1] — what the official
+    /// pipeline's 8-bit frames amount to, short of the 8-bit rounding — so it can be handed over on the GPU as is.
+    Signed,
+}
+
 /// The official forward: `[n, 3, h, w]` in [0, 1] → `[n, 3, S, S]`.
 pub fn tsr_forward<O: Ops>(ops: &mut O, cfg: &TsrConfig, frames: &O::T) -> Result<O::T, ModelError> {
+    tsr_forward_from(ops, cfg, frames, InputRange::Unit)
+}
+
+/// `tsr_forward` on frames in `range`.
+pub fn tsr_forward_from<O: Ops>(
+    ops: &mut O,
+    cfg: &TsrConfig,
+    frames: &O::T,
+    range: InputRange,
+) -> Result<O::T, ModelError> {
     declare_layout(ops, cfg)?;
     if cfg.noise_mode().map_err(|reason| ModelError::Config { origin: cfg.name.clone(), reason })? != NoiseMode::Zero {
         return Err(ModelError::Config { origin: cfg.name.clone(), reason: "only zero noise is implemented".into() });
@@ -372,7 +393,18 @@ pub fn tsr_forward<O: Ops>(ops: &mut O, cfg: &TsrConfig, frames: &O::T) -> Resul
         });
     }
     let n = shape[0];
-    let mut x = ops.scale_shift(frames, 2.0, -1.0);
+    let mut x = match range {
+        InputRange::Unit => ops.scale_shift(frames, 2.0, -1.0),
+        // clip(x, −1, 1) = relu(x + 1) − relu(x − 1) − 1
+        InputRange::Signed => {
+            let low = ops.scale_shift(frames, 1.0, 1.0);
+            let low = ops.relu(&low);
+            let high = ops.scale_shift(frames, 1.0, -1.0);
+            let high = ops.relu(&high);
+            let d = ops.sub(&low, &high);
+            ops.scale_shift(&d, 1.0, -1.0)
+        }
+    };
     if shape[2] != s {
         x = ops.resize_bilinear(&x, s, s);
     }
