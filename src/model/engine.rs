@@ -207,6 +207,20 @@ impl GeneratorEngine {
         }
     }
 
+    /// On CUDA, copies output `name` of the last `run_staged` into a device frame for another session (the TSR)
+    /// without a host round trip; `Ok(false)` when the engine does not run on CUDA buffers (use `staged_output`).
+    pub fn output_to_device(
+        &mut self,
+        name: &str,
+        frame: &mut Option<crate::runtime::cuda_io::DeviceFrame>,
+    ) -> Result<bool, ModelError> {
+        let Backend::Ort { session } = &mut self.backend else { return Ok(false) };
+        let Some(io) = session.staged_cuda() else { return Ok(false) };
+        io.output_into_frame(name, frame)
+            .map(|()| true)
+            .map_err(|reason| ModelError::Executor { executor: "ort", reason })
+    }
+
     /// Output `name` of the last `run_staged`.
     pub fn staged_output(&self, name: &str) -> Option<&HostTensor> {
         match &self.backend {

@@ -30,6 +30,13 @@ struct DeviceTensor {
     buffer: CudaSlice<f32>,
 }
 
+/// A frame in GPU memory handed from one session's thread to another's (the generator's prediction to the TSR), so
+/// it never visits the host. Allocated once by `CudaIo::output_into_frame` and reused.
+pub struct DeviceFrame {
+    pub buffer: CudaSlice<f32>,
+    pub shape: Vec<usize>,
+}
+
 /// A session's inputs and outputs living in CUDA memory.
 pub struct CudaIo {
     // Declared first so it is dropped first: the binding holds ONNX Runtime values that point into the buffers.
@@ -186,6 +193,39 @@ impl CudaIo {
             }
         }
         self.stream.synchronize().map_err(|e| driver("download", e))
+    }
+
+    /// Copies output `name` of the last run into `frame` on the GPU (allocating it on first use), and waits for the
+    /// copy, so the frame can go to another thread while this session runs its next frame.
+    pub fn output_into_frame(&self, name: &str, frame: &mut Option<DeviceFrame>) -> Result<(), String> {
+        let src = self.outputs.iter().find(|t| t.name == name).ok_or_else(|| format!("no output `{name}`"))?;
+        if frame.as_ref().is_none_or(|f| f.shape != src.shape) {
+            let buffer = self.stream.alloc_zeros::<f32>(src.buffer.len()).map_err(|e| driver("hand-off frame", e))?;
+            *frame = Some(DeviceFrame { buffer, shape: src.shape.clone() });
+        }
+        let dst = frame.as_mut().ok_or_else(|| "hand-off frame".to_owned())?;
+        self.stream.memcpy_dtod(&src.buffer, &mut dst.buffer).map_err(|e| driver(&format!("copying `{name}`"), e))?;
+        self.stream.synchronize().map_err(|e| driver("hand-off", e))
+    }
+
+    /// Copies `frame` into input `input` at `dst_offset` on the GPU (the input is then not re-uploaded from its host
+    /// copy before the next staged run: fill an input either from the host or from the GPU within one run, since an
+    /// upload replaces the whole buffer).
+    pub fn fill_input_from_frame(&mut self, input: &str, dst_offset: usize, frame: &DeviceFrame) -> Result<(), String> {
+        let i = self.inputs.iter().position(|t| t.name == input).ok_or_else(|| format!("no input `{input}`"))?;
+        let len = frame.buffer.len();
+        let dst = &mut self.inputs[i];
+        if dst_offset + len > dst.buffer.len() {
+            return Err(format!("a {len}-value frame at {dst_offset} does not fit `{input}`"));
+        }
+        let mut to = dst.buffer.slice_mut(dst_offset..dst_offset + len);
+        self.stream
+            .memcpy_dtod(&frame.buffer, &mut to)
+            .map_err(|e| driver(&format!("device copy into `{input}`"), e))?;
+        if let Some(flag) = self.dirty.get_mut(i) {
+            *flag = false;
+        }
+        Ok(())
     }
 
     /// Output `name` as last downloaded.

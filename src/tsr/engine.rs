@@ -187,6 +187,27 @@ impl TsrEngine {
         }
     }
 
+    /// On CUDA, writes frame `k` of that geometry's staged input from a device frame (the generator's prediction,
+    /// with `InputRange::Signed`), without a host round trip; `Ok(false)` when the sessions do not run on CUDA
+    /// buffers (write `staged_frames` instead).
+    pub fn stage_frame_from_device(
+        &mut self,
+        frames: usize,
+        side: usize,
+        k: usize,
+        frame: &crate::runtime::cuda_io::DeviceFrame,
+    ) -> Result<bool, ModelError> {
+        if self.opts.executor != ExecutorKind::Ort {
+            return Ok(false);
+        }
+        let session = self.session(Geometry { frames, side })?;
+        session.staged_input(GRAPH_INPUT)?; // binds the buffers on first use
+        let Some(io) = session.staged_cuda() else { return Ok(false) };
+        io.fill_input_from_frame(GRAPH_INPUT, k * RGB * side * side, frame)
+            .map(|()| true)
+            .map_err(|reason| ModelError::Executor { executor: "ort", reason })
+    }
+
     /// Runs that geometry on its staged input without allocating (ONNX Runtime) and returns `[frames, 3, S, S]`.
     pub fn run_staged(&mut self, frames: usize, side: usize) -> Result<&HostTensor, ModelError> {
         let geom = Geometry { frames, side };
