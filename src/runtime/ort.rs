@@ -254,7 +254,7 @@ pub struct OrtSession {
 
 /// The bound buffers of the staged mode: host memory on the CPU, device buffers with host staging on CUDA.
 enum Staged {
-    Host(super::host_io::HostIo),
+    Host(Box<super::host_io::HostIo>),
     Cuda(Box<CudaIo>),
 }
 
@@ -324,9 +324,9 @@ impl OrtSession {
             };
             let staged = match cuda {
                 Some(s) => s,
-                None => Staged::Host(
+                None => Staged::Host(Box::new(
                     super::host_io::HostIo::new(&self.session).map_err(|why| ort_error("binding host buffers", why))?,
-                ),
+                )),
             };
             self.staged = Some(staged);
         }
