@@ -3,15 +3,17 @@
 //! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
 //! wires command-line arguments to these modules.
 
+pub mod app;
+pub mod atomic_file;
 pub mod capture;
 pub mod checksum;
+pub mod clip;
 pub mod face;
 pub mod home;
 pub mod model;
 pub mod personalize;
 pub mod pipeline;
 pub mod record;
-pub mod render;
 pub mod rng;
 pub mod runtime;
 pub mod tensor;

@@ -9,9 +9,10 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::{EngineOptions, GeneratorEngine, GeneratorModel};
+use metaportrait::model::generator::GeneratorModel;
 use metaportrait::model::inputs::{InputBuilder, prediction_to_image};
 use metaportrait::model::net::{INPUT_NAMES, OUTPUT_PREDICTION};
+use metaportrait::model::runner::{GeneratorRunner, RunnerOptions};
 use metaportrait::pipeline::engine::{EngineIdentity, LiveEngine, NeuralEngine};
 use metaportrait::runtime::Device;
 use metaportrait::tensor::HostTensor;
@@ -95,7 +96,7 @@ fn a_neural_frame_allocates_nothing_and_matches_a_plain_run() {
     // The counter sees this thread's allocations.
     assert_eq!(allocations_during(|| drop(std::hint::black_box(vec![1u8; 64]))), 1);
     let (model, identity) = tiny_setup();
-    let options = EngineOptions { device: Device::Cpu, threads: 2, ..Default::default() };
+    let options = RunnerOptions { device: Device::Cpu, threads: 2, ..Default::default() };
     let mut engine = NeuralEngine::new(model.clone(), options.clone()).expect("engine");
     engine.set_identity(&identity).expect("identity");
     let mut out = RgbImage::new(256, 256);
@@ -111,7 +112,7 @@ fn a_neural_frame_allocates_nothing_and_matches_a_plain_run() {
     assert_ne!(frames[0], frames[FRAMES - 1], "the poses should move the picture");
 
     // The same frames through the plain path: every input built afresh and run by name.
-    let mut plain = GeneratorEngine::new(&model, &options).expect("plain engine");
+    let mut plain = GeneratorRunner::new(&model, &options).expect("plain engine");
     let mut builder = InputBuilder::new(&model.config).expect("builder");
     let side = identity.portrait.width() as f32;
     for (p, staged) in poses[1..].iter().zip(&frames) {
@@ -130,7 +131,7 @@ fn a_neural_frame_allocates_nothing_and_matches_a_plain_run() {
 #[test]
 fn switching_identity_restages_its_inputs() {
     let (model, identity) = tiny_setup();
-    let options = EngineOptions { device: Device::Cpu, threads: 2, ..Default::default() };
+    let options = RunnerOptions { device: Device::Cpu, threads: 2, ..Default::default() };
     let mut engine = NeuralEngine::new(model, options).expect("engine");
     let mut out = RgbImage::new(256, 256);
     assert!(engine.drive(&identity.landmarks, &mut out).is_err(), "no identity yet");
@@ -151,11 +152,11 @@ fn switching_identity_restages_its_inputs() {
 #[test]
 fn the_staged_tsr_window_allocates_nothing() {
     use metaportrait::tsr::config::TsrConfig;
-    use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
+    use metaportrait::tsr::runner::{TsrModel, TsrOptions, TsrRunner};
     use metaportrait::tsr::staged_stream::StagedTsrStream;
     let model = TsrModel::random(TsrConfig::tiny(), 5).expect("tsr");
     let mut engine =
-        TsrEngine::new(model, TsrOptions { device: Device::Cpu, threads: 1, ..Default::default() }).expect("engine");
+        TsrRunner::new(model, TsrOptions { device: Device::Cpu, threads: 1, ..Default::default() }).expect("engine");
     let side = 32;
     let mut stream = StagedTsrStream::new(1, side);
     let frames: Vec<Vec<f32>> =
@@ -175,12 +176,12 @@ fn the_staged_tsr_window_allocates_nothing() {
 #[test]
 fn a_tsr_reading_the_generator_range_equals_one_reading_images() {
     use metaportrait::tsr::config::TsrConfig;
-    use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
     use metaportrait::tsr::net::InputRange;
+    use metaportrait::tsr::runner::{TsrModel, TsrOptions, TsrRunner};
     let model = TsrModel::random(TsrConfig::tiny(), 6).expect("tsr");
     let opts = |input_range| TsrOptions { device: Device::Cpu, threads: 1, input_range, ..Default::default() };
-    let mut unit = TsrEngine::new(model.clone(), opts(InputRange::Unit)).expect("engine");
-    let mut signed = TsrEngine::new(model, opts(InputRange::Signed)).expect("engine");
+    let mut unit = TsrRunner::new(model.clone(), opts(InputRange::Unit)).expect("engine");
+    let mut signed = TsrRunner::new(model, opts(InputRange::Signed)).expect("engine");
     let n = 2 * 3 * 32 * 32;
     // The generator's prediction, a little outside [-1, 1] at places (tanh output before any clipping).
     let prediction: Vec<f32> = (0..n).map(|i| ((i * 31 % 101) as f32 / 50.0 - 1.0) * 1.05).collect();

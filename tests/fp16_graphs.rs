@@ -9,15 +9,16 @@ mod common;
 use std::collections::BTreeMap;
 
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::{self, EngineOptions, GeneratorEngine, GeneratorModel, Stage};
+use metaportrait::model::exec::onnx::proto::{ModelProto, data_type, type_proto};
+use metaportrait::model::generator::{DEFAULT_INIT_SEED, GeneratorModel};
 use metaportrait::model::net::{INPUT_NAMES, OUTPUT_DEFORMATION, OUTPUT_PREDICTION};
-use metaportrait::model::onnx::proto::{ModelProto, data_type, type_proto};
+use metaportrait::model::runner::{self, GeneratorRunner, RunnerOptions, Stage};
 use metaportrait::model::sn_settle::{SETTLE_ITERATIONS, settle_spectral_norms};
 use metaportrait::model::weights::WeightStore;
 use metaportrait::runtime::{Device, Precision};
 use metaportrait::tensor::HostTensor;
 use metaportrait::tsr::config::TsrConfig;
-use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
+use metaportrait::tsr::runner::{TsrModel, TsrOptions, TsrRunner};
 use prost::Message;
 
 /// PSNR of the half graph's frames against the float32 graph's, on [0, 1] images. Measured on this machine's CPU:
@@ -42,7 +43,7 @@ fn psnr(a: &HostTensor, b: &HostTensor, lo: f32, hi: f32) -> f64 {
     10.0 * (1.0 / mse.max(1e-20)).log10()
 }
 
-fn elem_type(v: &metaportrait::model::onnx::proto::ValueInfoProto) -> Option<i32> {
+fn elem_type(v: &metaportrait::model::exec::onnx::proto::ValueInfoProto) -> Option<i32> {
     match v.r#type.as_ref()?.value.as_ref()? {
         type_proto::Value::TensorType(t) => t.elem_type,
     }
@@ -51,8 +52,8 @@ fn elem_type(v: &metaportrait::model::onnx::proto::ValueInfoProto) -> Option<i32
 #[test]
 fn half_graph_is_float16_inside_and_float32_at_its_edges() {
     let model = tiny_model();
-    let bytes = engine::build_onnx_at(&model, Stage::Full, false, Precision::Fp16).expect("half graph");
-    let full = engine::build_onnx_at(&model, Stage::Full, false, Precision::Fp32).expect("float graph");
+    let bytes = runner::build_onnx_at(&model, Stage::Full, false, Precision::Fp16).expect("half graph");
+    let full = runner::build_onnx_at(&model, Stage::Full, false, Precision::Fp32).expect("float graph");
     let graph = ModelProto::decode(bytes.as_slice()).expect("decodes").graph.expect("graph");
 
     assert!(graph.input.iter().chain(&graph.output).all(|v| elem_type(v) == Some(data_type::FLOAT)));
@@ -63,7 +64,7 @@ fn half_graph_is_float16_inside_and_float32_at_its_edges() {
     let ratio = bytes.len() as f64 / full.len() as f64;
     assert!((0.45..0.56).contains(&ratio), "half graph is {ratio:.3} of the float graph");
 
-    let cast_to = |node: &metaportrait::model::onnx::proto::NodeProto| {
+    let cast_to = |node: &metaportrait::model::exec::onnx::proto::NodeProto| {
         (node.op_type.as_deref() == Some("Cast")).then(|| node.attribute.iter().find_map(|a| a.i)).flatten()
     };
     for input in &graph.input {
@@ -102,8 +103,8 @@ fn half_generator_on_the_cpu_stays_close_to_float32() {
     let model = tiny_model();
     let inputs = fixture_inputs();
     let run = |precision| {
-        let opts = EngineOptions { device: Device::Cpu, threads: 2, precision, ..Default::default() };
-        let mut engine = GeneratorEngine::new(&model, &opts).expect("engine");
+        let opts = RunnerOptions { device: Device::Cpu, threads: 2, precision, ..Default::default() };
+        let mut engine = GeneratorRunner::new(&model, &opts).expect("engine");
         assert_eq!(engine.placement().precision, precision, "{}", engine.placement());
         assert_eq!(engine.placement().device, Device::Cpu);
         engine.run(&inputs).expect("forward")
@@ -128,7 +129,7 @@ fn half_tsr_on_the_cpu_stays_close_to_float32() {
     let lq = io.get("input.lq").expect("input.lq");
     let run = |precision| {
         let opts = TsrOptions { device: Device::Cpu, threads: 2, precision, ..Default::default() };
-        let mut engine = TsrEngine::new(model.clone(), opts).expect("engine");
+        let mut engine = TsrRunner::new(model.clone(), opts).expect("engine");
         let out = engine.run_clip(lq, lq.shape()[1]).expect("forward");
         assert_eq!(engine.placement().precision, precision);
         out
@@ -143,8 +144,8 @@ fn cuda_precisions_asked_for_without_cuda_run_fp32_on_the_cpu_and_say_why() {
     let model = tiny_model();
     // No machine here has 64 GPUs, so this holds on a GPU machine too.
     for (device, precision) in [(Device::Cuda(63), Precision::Fp16), (Device::Cuda(63), Precision::Tf32)] {
-        let opts = EngineOptions { device, precision, threads: 2, ..Default::default() };
-        let mut engine = GeneratorEngine::new(&model, &opts).expect("engine falls back");
+        let opts = RunnerOptions { device, precision, threads: 2, ..Default::default() };
+        let mut engine = GeneratorRunner::new(&model, &opts).expect("engine falls back");
         let p = engine.placement().clone();
         assert_eq!((p.device, p.precision), (Device::Cpu, Precision::Fp32), "{p}");
         assert_eq!((p.requested, p.requested_precision), (device, precision));
@@ -157,7 +158,7 @@ fn cuda_precisions_asked_for_without_cuda_run_fp32_on_the_cpu_and_say_why() {
         let diff = out[OUTPUT_PREDICTION].max_abs_diff(want.get(OUTPUT_PREDICTION).expect("reference")).unwrap();
         assert!(diff <= 1e-4, "{diff}");
     }
-    let tsr = TsrEngine::new(
+    let tsr = TsrRunner::new(
         TsrModel::random(TsrConfig::tiny(), 1).expect("tsr"),
         TsrOptions { device: Device::Cuda(63), precision: Precision::Fp16, ..Default::default() },
     )
@@ -172,7 +173,7 @@ fn cuda_precisions_asked_for_without_cuda_run_fp32_on_the_cpu_and_say_why() {
 #[ignore]
 fn official_half_generator_psnr_on_real_frames() {
     let cfg = GeneratorConfig::official();
-    let mut model = GeneratorModel::random(cfg.clone(), engine::DEFAULT_INIT_SEED).expect("official model");
+    let mut model = GeneratorModel::random(cfg.clone(), DEFAULT_INIT_SEED).expect("official model");
     if std::env::var_os("FP16_RAW_SN").is_none() {
         settle_spectral_norms(&mut model.weights, SETTLE_ITERATIONS);
     }
@@ -183,8 +184,8 @@ fn official_half_generator_psnr_on_real_frames() {
     inputs.insert("input.src_id".into(), id);
     let run = |precision| {
         let taps = std::env::var_os("FP16_TAPS").is_some();
-        let opts = EngineOptions { device: Device::Cpu, threads: 2, precision, taps, ..Default::default() };
-        let mut engine = GeneratorEngine::new(&model, &opts).expect("engine");
+        let opts = RunnerOptions { device: Device::Cpu, threads: 2, precision, taps, ..Default::default() };
+        let mut engine = GeneratorRunner::new(&model, &opts).expect("engine");
         let started = std::time::Instant::now();
         let out = engine.run(&inputs).expect("forward");
         eprintln!("{precision}: first run {:.2} s", started.elapsed().as_secs_f64());
@@ -212,7 +213,7 @@ fn official_tsr_activation_ranges() {
         .expect("frames");
     for precision in [Precision::Fp32, Precision::Fp16] {
         let opts = TsrOptions { device: Device::Cpu, threads: 2, precision, taps: true, ..Default::default() };
-        let mut engine = TsrEngine::new(model.clone(), opts).expect("engine");
+        let mut engine = TsrRunner::new(model.clone(), opts).expect("engine");
         let out = engine.run_frames(&frames).expect("forward");
         for (k, v) in &out {
             let finite = v.data().iter().all(|x| x.is_finite());

@@ -11,8 +11,9 @@ use image::RgbImage;
 use metaportrait::capture::{Frame, FrameSource, VideoFileSource};
 use metaportrait::pipeline::engine::{EngineError, EngineIdentity, LiveEngine, PreviewEngine};
 use metaportrait::pipeline::live::{LiveConfig, LiveInput, LivePipeline, start};
+use metaportrait::pipeline::messages::{OutputFrame, Stats, UiCommand, WindowInputs};
+use metaportrait::pipeline::settings::UiSettings;
 use metaportrait::record::{PushOutcome, Recorder, RecorderConfig};
-use metaportrait::render::{OutputFrame, Stats, UiCommand, UiSettings, WindowInputs};
 
 const CLIP_FPS: f64 = 25.0;
 
@@ -70,7 +71,7 @@ struct FakeWindow {
     inputs: WindowInputs,
     frames: Vec<(OutputFrame, Instant)>,
     stats: Vec<Stats>,
-    progress: Vec<Option<metaportrait::render::Progress>>,
+    progress: Vec<Option<metaportrait::pipeline::messages::Progress>>,
 }
 
 impl FakeWindow {
@@ -317,7 +318,8 @@ fn bad_inputs_are_clear_errors() {
 fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     let _serial = serial();
     use metaportrait::model::config::GeneratorConfig;
-    use metaportrait::model::engine::{EngineOptions, GeneratorModel};
+    use metaportrait::model::generator::GeneratorModel;
+    use metaportrait::model::runner::RunnerOptions;
     use metaportrait::model::weights::WeightStore;
     use metaportrait::personalize::store::{IdentityStore, NewIdentity};
     use metaportrait::pipeline::engine::NeuralEngine;
@@ -330,7 +332,7 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     let model = GeneratorModel::load(config, &fixtures.join("tiny_weights.safetensors")).expect("tiny weights");
     // CUDA asked for on a GPU that no machine here has: the panel must show the CPU it really runs on, and why.
     let cuda = metaportrait::runtime::Device::Cuda(63);
-    let engine = NeuralEngine::new(model, EngineOptions { device: cuda, ..Default::default() }).expect("engine");
+    let engine = NeuralEngine::new(model, RunnerOptions { device: cuda, ..Default::default() }).expect("engine");
     let (pipeline, inputs) = start(
         config_with_home(&home, LiveInput::File { path: clip, looped: true }),
         Box::new(engine),
@@ -373,7 +375,8 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
 fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     let _serial = serial();
     use metaportrait::model::config::GeneratorConfig;
-    use metaportrait::model::engine::{EngineOptions, GeneratorModel};
+    use metaportrait::model::generator::GeneratorModel;
+    use metaportrait::model::runner::RunnerOptions;
     use metaportrait::personalize::store::IdentityStore;
     use metaportrait::pipeline::engine::NeuralEngine;
     use metaportrait::pipeline::personalizer::PersonalizeBase;
@@ -394,7 +397,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
         vgg: None,
         steps: STEPS,
     });
-    let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
+    let engine = NeuralEngine::new(model, RunnerOptions::default()).expect("engine");
     let (pipeline, inputs) = start(live_config, Box::new(engine), UiSettings::default()).expect("pipeline starts");
     let mut window = FakeWindow::new(inputs);
     window.pump_until_frames(1, Duration::from_secs(30));
@@ -418,7 +421,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     assert!(notice.is_some(), "no completion notice; last: {:?}", window.stats.last().and_then(|s| s.notice.clone()));
     // Phases arrive in order (the channel keeps only the newest, so some updates may be skipped): reading the clip,
     // held-out scoring, training steps, scoring again; then the bar is cleared.
-    use metaportrait::render::Progress;
+    use metaportrait::pipeline::messages::Progress;
     let rank = |p: &Progress| match p {
         Progress::ReadingClip { .. } => 0,
         Progress::Scoring { after: false, .. } => 1,
@@ -457,7 +460,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
 fn the_tsr_toggle_streams_the_network_at_512() {
     let _serial = serial();
     use metaportrait::tsr::config::TsrConfig;
-    use metaportrait::tsr::engine::TsrModel;
+    use metaportrait::tsr::runner::TsrModel;
     let dir = tempfile::tempdir().expect("tempdir");
     let clip = driving_clip(dir.path());
     let mut config = config_with_home(&dir.path().join("home"), LiveInput::File { path: clip, looped: true });

@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::GeneratorModel;
+use metaportrait::model::generator::GeneratorModel;
 use metaportrait::model::weights::WeightStore;
 use metaportrait::personalize::store::IdentityStore;
 
@@ -78,7 +78,7 @@ fn personalization_lowers_the_heldout_loss_and_adds_an_identity() {
 
 #[test]
 fn a_cancelled_or_faceless_personalization_leaves_the_library_untouched() {
-    use metaportrait::personalize::clip::prepare_clip;
+    use metaportrait::clip::frames::prepare_clip;
     use metaportrait::personalize::job::{PersonalizeError, PersonalizeJob, personalize as run};
     let dir = common::tempdir("personalize-cancel");
     let (config, weights) = common::tiny_id128(&dir);
@@ -93,7 +93,7 @@ fn a_cancelled_or_faceless_personalization_leaves_the_library_untouched() {
     assert_eq!(clip.frames.len(), 10);
     assert!(!clip.holdout.contains(&clip.source));
     let base = GeneratorModel::load(GeneratorConfig::from_json_file(&config).expect("config"), &weights).expect("base");
-    let device = metaportrait::model::burn_exec::exec_device(metaportrait::runtime::Device::Cpu).expect("device");
+    let device = metaportrait::runtime::burn_device::exec_device(metaportrait::runtime::Device::Cpu).expect("device");
     let job = PersonalizeJob {
         name: "never".into(),
         steps: STEPS,

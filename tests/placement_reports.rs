@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::{EngineOptions, GeneratorModel};
+use metaportrait::model::generator::GeneratorModel;
+use metaportrait::model::runner::RunnerOptions;
 use metaportrait::pipeline::engine::{LiveEngine, NeuralEngine};
 use metaportrait::runtime::{Device, Precision};
 
@@ -70,11 +71,11 @@ fn bench_reports_the_device_in_use_when_cuda_is_missing() {
 #[test]
 fn the_neural_engine_names_the_device_it_runs_on() {
     let model = GeneratorModel::random(GeneratorConfig::tiny(), 7).expect("model");
-    let options = EngineOptions { device: Device::Cuda(63), precision: Precision::Tf32, ..Default::default() };
+    let options = RunnerOptions { device: Device::Cuda(63), precision: Precision::Tf32, ..Default::default() };
     let engine = NeuralEngine::new(model.clone(), options).expect("falls back to the CPU");
     let line = engine.device();
     assert!(line.starts_with("cpu, fp32 (cuda:63 tf32 requested: "), "{line}");
     assert!(line.contains("CUDA"), "{line}");
-    let cpu = NeuralEngine::new(model, EngineOptions { device: Device::Cpu, ..Default::default() }).expect("cpu");
+    let cpu = NeuralEngine::new(model, RunnerOptions { device: Device::Cpu, ..Default::default() }).expect("cpu");
     assert_eq!(cpu.device(), "cpu, fp32");
 }

@@ -4,10 +4,11 @@ mod common;
 
 use std::sync::atomic::AtomicBool;
 
+use metaportrait::clip::sample::TrainSample;
 use metaportrait::face::condition;
 use metaportrait::model::ModelError;
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::GeneratorModel;
+use metaportrait::model::generator::GeneratorModel;
 use metaportrait::model::net::{GeneratorInputs, INPUT_NAMES};
 use metaportrait::tensor::HostTensor;
 use metaportrait::train::adam::{Adam, AdamConfig};
@@ -15,7 +16,7 @@ use metaportrait::train::loss::{self, LossWeights};
 use metaportrait::train::reduce::{LocalReplicas, SingleReplica};
 use metaportrait::train::reptile::{self, InnerLoop, LoopError};
 use metaportrait::train::resident::ResidentTrainer;
-use metaportrait::train::step::{self, Objective, TrainSample};
+use metaportrait::train::step::{self, Objective};
 
 fn tiny() -> GeneratorModel {
     let cfg = GeneratorConfig::from_json_file(&common::generator_fixture("tiny_config.json")).expect("config");
@@ -38,7 +39,7 @@ fn sample(shift: f32) -> TrainSample {
 }
 
 fn device() -> burn::tensor::Device {
-    metaportrait::model::burn_exec::exec_device(metaportrait::runtime::Device::Cpu).expect("device")
+    metaportrait::runtime::burn_device::exec_device(metaportrait::runtime::Device::Cpu).expect("device")
 }
 
 #[test]

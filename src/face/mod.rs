@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::model::ModelError;
+use crate::runtime::RuntimeError;
 use crate::runtime::ort::{OrtSession, SessionOptions};
 pub use detect::{Detection, FaceDetector};
 pub use geometry::{Point2, Rect};
@@ -73,7 +73,7 @@ pub enum FaceError {
     ModelChecksum { path: PathBuf, manifest: PathBuf, reason: String },
     /// The cause is part of the message (not a `source`), so `{:#}` chains do not print it twice.
     #[error("{model}: {cause}")]
-    Runtime { model: String, cause: ModelError },
+    Runtime { model: String, cause: RuntimeError },
     #[error("{model} returned unexpected outputs: {reason}")]
     ModelOutput { model: String, reason: String },
 }
@@ -253,7 +253,7 @@ impl FaceMesher {
         let detections = self.detect(image)?;
         let mut faces = Vec::new();
         for detection in detections.into_iter().take(self.options.max_faces) {
-            let landmarks = self.landmarks(image, &Roi::from_detection(&detection), refine)?;
+            let landmarks = self.landmarks(image, &detection.roi(), refine)?;
             if landmarks.is_present(self.options.min_presence) {
                 faces.push(Face { score: detection.score, bbox: detection.bbox, landmarks, detection });
             }

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::ModelError;
-use super::engine::{EngineOptions, GeneratorEngine, GeneratorModel, Stage};
+use super::generator::GeneratorModel;
 use super::net::{OUTPUT_DEFORMATION, OUTPUT_PREDICTION};
+use super::runner::{GeneratorRunner, RunnerOptions, Stage};
 use crate::runtime::{Device, Placement, Precision};
 use crate::tensor::HostTensor;
-use crate::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
+use crate::tsr::runner::{TsrModel, TsrOptions, TsrRunner};
 
 /// The PSNR fp16 must reach against fp32 on the official config before it may become the CUDA default.
 pub const FP16_DEFAULT_MIN_PSNR_DB: f64 = 40.0;
@@ -108,8 +109,8 @@ pub fn compare_generator(
     let mut reference: Option<BTreeMap<String, HostTensor>> = None;
     let mut reports = Vec::new();
     for precision in with_reference(precisions) {
-        let opts = EngineOptions { device, threads, precision, stage: Stage::Full, ..Default::default() };
-        let mut engine = GeneratorEngine::new(model, &opts)?;
+        let opts = RunnerOptions { device, threads, precision, stage: Stage::Full, ..Default::default() };
+        let mut engine = GeneratorRunner::new(model, &opts)?;
         let (ms, out) = timed(iters, || engine.run(inputs))?;
         let (psnr, max_abs, grid) = match &reference {
             None => (None, None, None),
@@ -148,7 +149,7 @@ pub fn compare_tsr(
     let mut reports = Vec::new();
     for precision in with_reference(precisions) {
         let opts = TsrOptions { device, threads, precision, ..Default::default() };
-        let mut engine = TsrEngine::new(model.clone(), opts)?;
+        let mut engine = TsrRunner::new(model.clone(), opts)?;
         let (ms, mut out) = timed(iters, || engine.run_frames(frames))?;
         let out = out.remove(crate::tsr::net::OUTPUT).ok_or_else(|| ModelError::Executor {
             executor: "ort",

@@ -6,8 +6,8 @@
 //! large: the SPADE blocks then reach activations of 10⁴ and the output saturates, which says nothing about how a
 //! trained network behaves (e.g. under float16). Receives a `WeightStore`; emits it with settled buffers.
 
-use super::ops::SnDim;
-use super::weights::{SN_ORIG, SN_U, SN_V, WeightStore, power_iteration};
+use super::reparam::{SN_ORIG, SN_U, SN_V, SnDim, power_iteration};
+use super::weights::WeightStore;
 use crate::tensor::HostTensor;
 
 /// Power iterations per module: σ lands within a few percent of the top singular value (random matrices have close leading
@@ -41,8 +41,8 @@ pub fn settle_spectral_norms(store: &mut WeightStore, iterations: usize) -> usiz
 mod tests {
     use super::*;
     use crate::model::config::GeneratorConfig;
-    use crate::model::engine::{DEFAULT_INIT_SEED, GeneratorModel};
-    use crate::model::weights::spectral_sigma;
+    use crate::model::generator::{DEFAULT_INIT_SEED, GeneratorModel};
+    use crate::model::reparam::spectral_sigma;
 
     #[test]
     fn settled_sigma_is_the_top_singular_value() {

@@ -21,6 +21,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{TensorRefMut, ValueType};
 
+use super::CudaError;
 use crate::tensor::HostTensor;
 
 /// One graph input or output and the device buffer that holds it.
@@ -52,39 +53,39 @@ pub struct CudaIo {
     download: Vec<bool>,
 }
 
-fn driver(context: &str, e: impl std::fmt::Display) -> String {
-    format!("{context}: {e}")
+fn driver(context: &str, e: impl std::fmt::Display) -> CudaError {
+    CudaError::call(context, e)
 }
 
 /// Static float shape of a graph input or output; dynamic dimensions are taken from `given` when known.
-pub(crate) fn static_shape(name: &str, dtype: &ValueType, given: Option<&[usize]>) -> Result<Vec<usize>, String> {
+pub(crate) fn static_shape(name: &str, dtype: &ValueType, given: Option<&[usize]>) -> Result<Vec<usize>, CudaError> {
     if let Some(shape) = given {
         return Ok(shape.to_vec());
     }
     let ValueType::Tensor { shape, .. } = dtype else {
-        return Err(format!("`{name}` is not a tensor"));
+        return Err(driver(&format!("`{name}`"), "not a tensor"));
     };
     shape
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("`{name}` has a dynamic dimension ({shape})")))
+        .map(|&d| usize::try_from(d).map_err(|_| driver(&format!("`{name}`"), format!("dynamic dimension ({shape})"))))
         .collect()
 }
 
 impl CudaIo {
     /// Allocates and binds every input (shapes from `inputs`) and output (shapes from the graph) of `session` on
     /// CUDA GPU `ordinal`.
-    pub fn new(session: &Session, ordinal: usize, inputs: &[(&str, &HostTensor)]) -> Result<Self, String> {
+    pub fn new(session: &Session, ordinal: usize, inputs: &[(&str, &HostTensor)]) -> Result<Self, CudaError> {
         let context = CudaContext::new(ordinal).map_err(|e| driver("CUDA context", e))?;
         let stream = context.default_stream();
         let memory = MemoryInfo::new(
             AllocationDevice::CUDA,
-            i32::try_from(ordinal).map_err(|e| e.to_string())?,
+            i32::try_from(ordinal).map_err(|e| driver("device ordinal", e))?,
             AllocatorType::Device,
             MemoryType::Default,
         )
         .map_err(|e| driver("memory info", e))?;
         let mut binding = session.create_binding().map_err(|e| driver("IoBinding", e))?;
-        let allocate = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, String> {
+        let allocate = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, CudaError> {
             let len = shape.iter().product::<usize>().max(1);
             let buffer = stream.alloc_zeros::<f32>(len).map_err(|e| driver(&format!("allocating `{name}`"), e))?;
             Ok(DeviceTensor { name: name.to_owned(), shape, buffer })
@@ -121,7 +122,7 @@ impl CudaIo {
     }
 
     /// Staged mode (see the module doc): buffers for every input and output at the graph's static shapes.
-    pub fn new_staged(session: &Session, ordinal: usize) -> Result<Self, String> {
+    pub fn new_staged(session: &Session, ordinal: usize) -> Result<Self, CudaError> {
         let mut io = Self::new(session, ordinal, &[])?;
         io.staging = io.inputs.iter().map(|t| HostTensor::zeros(&t.shape)).collect();
         io.dirty = vec![true; io.inputs.len()];
@@ -154,13 +155,14 @@ impl CudaIo {
         output: &str,
         src_offset: usize,
         len: usize,
-    ) -> Result<(), String> {
-        let src = other.outputs.iter().find(|t| t.name == output).ok_or_else(|| format!("no output `{output}`"))?;
-        let i = self.inputs.iter().position(|t| t.name == input).ok_or_else(|| format!("no input `{input}`"))?;
+    ) -> Result<(), CudaError> {
+        let src = other.outputs.iter().find(|t| t.name == output).ok_or_else(|| driver(output, "no such output"))?;
+        let i = self.inputs.iter().position(|t| t.name == input).ok_or_else(|| driver(input, "no such input"))?;
         let dst = &mut self.inputs[i];
         if src_offset + len > src.buffer.len() || dst_offset + len > dst.buffer.len() {
-            return Err(format!(
-                "copying {len} values from `{output}`+{src_offset} to `{input}`+{dst_offset}: out of range"
+            return Err(driver(
+                &format!("copying {len} values from `{output}`+{src_offset} to `{input}`+{dst_offset}"),
+                "out of range",
             ));
         }
         let from = src.buffer.slice(src_offset..src_offset + len);
@@ -174,7 +176,7 @@ impl CudaIo {
 
     /// Uploads the inputs written since the last run, runs `session` on the bound buffers (no allocation) and
     /// downloads the outputs chosen by `download_only` into the host buffers `output` reads.
-    pub fn run_staged(&mut self, session: &Session) -> Result<(), String> {
+    pub fn run_staged(&mut self, session: &Session) -> Result<(), CudaError> {
         for ((slot, host), dirty) in self.inputs.iter_mut().zip(&self.staging).zip(&mut self.dirty) {
             if std::mem::take(dirty) {
                 let name = &slot.name;
@@ -184,7 +186,7 @@ impl CudaIo {
             }
         }
         self.stream.synchronize().map_err(|e| driver("upload", e))?;
-        super::host_io::run_with_binding(session, &self.binding)?;
+        super::host_io::run_with_binding(session, &self.binding).map_err(|e| driver("staged run", e))?;
         for ((slot, host), wanted) in self.outputs.iter().zip(&mut self.host_outputs).zip(&self.download) {
             if *wanted {
                 self.stream
@@ -197,13 +199,13 @@ impl CudaIo {
 
     /// Copies output `name` of the last run into `frame` on the GPU (allocating it on first use), and waits for the
     /// copy, so the frame can go to another thread while this session runs its next frame.
-    pub fn output_into_frame(&self, name: &str, frame: &mut Option<DeviceFrame>) -> Result<(), String> {
-        let src = self.outputs.iter().find(|t| t.name == name).ok_or_else(|| format!("no output `{name}`"))?;
+    pub fn output_into_frame(&self, name: &str, frame: &mut Option<DeviceFrame>) -> Result<(), CudaError> {
+        let src = self.outputs.iter().find(|t| t.name == name).ok_or_else(|| driver(name, "no such output"))?;
         if frame.as_ref().is_none_or(|f| f.shape != src.shape) {
             let buffer = self.stream.alloc_zeros::<f32>(src.buffer.len()).map_err(|e| driver("hand-off frame", e))?;
             *frame = Some(DeviceFrame { buffer, shape: src.shape.clone() });
         }
-        let dst = frame.as_mut().ok_or_else(|| "hand-off frame".to_owned())?;
+        let dst = frame.as_mut().ok_or_else(|| driver("hand-off frame", "missing"))?;
         self.stream.memcpy_dtod(&src.buffer, &mut dst.buffer).map_err(|e| driver(&format!("copying `{name}`"), e))?;
         self.stream.synchronize().map_err(|e| driver("hand-off", e))
     }
@@ -211,12 +213,17 @@ impl CudaIo {
     /// Copies `frame` into input `input` at `dst_offset` on the GPU (the input is then not re-uploaded from its host
     /// copy before the next staged run: fill an input either from the host or from the GPU within one run, since an
     /// upload replaces the whole buffer).
-    pub fn fill_input_from_frame(&mut self, input: &str, dst_offset: usize, frame: &DeviceFrame) -> Result<(), String> {
-        let i = self.inputs.iter().position(|t| t.name == input).ok_or_else(|| format!("no input `{input}`"))?;
+    pub fn fill_input_from_frame(
+        &mut self,
+        input: &str,
+        dst_offset: usize,
+        frame: &DeviceFrame,
+    ) -> Result<(), CudaError> {
+        let i = self.inputs.iter().position(|t| t.name == input).ok_or_else(|| driver(input, "no such input"))?;
         let len = frame.buffer.len();
         let dst = &mut self.inputs[i];
         if dst_offset + len > dst.buffer.len() {
-            return Err(format!("a {len}-value frame at {dst_offset} does not fit `{input}`"));
+            return Err(driver(&format!("a {len}-value frame at {dst_offset} into `{input}`"), "does not fit"));
         }
         let mut to = dst.buffer.slice_mut(dst_offset..dst_offset + len);
         self.stream
@@ -238,13 +245,16 @@ impl CudaIo {
         &mut self,
         session: &mut Session,
         inputs: &[(&str, &HostTensor)],
-    ) -> Result<BTreeMap<String, HostTensor>, String> {
+    ) -> Result<BTreeMap<String, HostTensor>, CudaError> {
         for (name, t) in inputs {
             let Some(slot) = self.inputs.iter_mut().find(|s| s.name == *name) else {
                 continue;
             };
             if t.shape() != slot.shape.as_slice() {
-                return Err(format!("input `{name}` has shape {:?}, the binding {:?}", t.shape(), slot.shape));
+                return Err(driver(
+                    &format!("input `{name}`"),
+                    format!("shape {:?}, the binding {:?}", t.shape(), slot.shape),
+                ));
             }
             self.stream.memcpy_htod(t.data(), &mut slot.buffer).map_err(|e| driver(&format!("upload `{name}`"), e))?;
         }
@@ -269,13 +279,13 @@ pub(crate) fn bind_input_in_place(
     binding: &mut IoBinding,
     name: &str,
     value: &TensorRefMut<'_, f32>,
-) -> Result<(), String> {
+) -> Result<(), CudaError> {
     let api = ort::api();
-    let c_name = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    let c_name = std::ffi::CString::new(name).map_err(|e| driver("input name", e))?;
     // SAFETY: the binding and the value are live ONNX Runtime objects; the name is NUL-terminated and outlives the
     // call, which copies what it keeps.
     let status = unsafe { (api.BindInput)(binding.ptr_mut(), c_name.as_ptr(), value.ptr()) };
-    super::ort::status_result(status).map_err(|msg| format!("binding input `{name}`: {msg}"))
+    super::ort_api::status_result(status).map_err(|msg| driver(&format!("binding input `{name}`"), msg))
 }
 
 /// An ONNX Runtime tensor viewing `t`'s device buffer.
@@ -285,7 +295,7 @@ fn device_value<'a>(
     name: &str,
     buffer: &'a mut CudaSlice<f32>,
     shape: &[usize],
-) -> Result<TensorRefMut<'a, f32>, String> {
+) -> Result<TensorRefMut<'a, f32>, CudaError> {
     let (ptr, _synced) = buffer.device_ptr_mut(stream);
     // SAFETY: the pointer addresses `shape`'s element count of f32 in this GPU's memory, described by `memory`;
     // the buffer lives in the same `CudaIo` as the binding holding the value and is dropped after it.

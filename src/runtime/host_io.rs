@@ -45,17 +45,17 @@ impl HostIo {
         let mut binding = session.create_binding().map_err(|e| failed("IoBinding", e))?;
         let mut inputs = Vec::new();
         for outlet in session.inputs() {
-            let shape = static_shape(outlet.name(), outlet.dtype(), None)?;
+            let shape = static_shape(outlet.name(), outlet.dtype(), None).map_err(|e| e.to_string())?;
             inputs.push((outlet.name().to_owned(), Box::new(HostTensor::zeros(&shape))));
         }
         let mut outputs = Vec::new();
         for outlet in session.outputs() {
-            let shape = static_shape(outlet.name(), outlet.dtype(), None)?;
+            let shape = static_shape(outlet.name(), outlet.dtype(), None).map_err(|e| e.to_string())?;
             outputs.push((outlet.name().to_owned(), Box::new(HostTensor::zeros(&shape))));
         }
         for (name, t) in &mut inputs {
             let value = host_value(&memory, name, t)?;
-            bind_input_in_place(&mut binding, name, &value)?;
+            bind_input_in_place(&mut binding, name, &value).map_err(|e| e.to_string())?;
         }
         for (name, t) in &mut outputs {
             let value = host_value(&memory, name, t)?;
@@ -86,5 +86,5 @@ pub(crate) fn run_with_binding(session: &Session, binding: &IoBinding) -> Result
     // SAFETY: both are live ONNX Runtime objects owned by the caller for the duration of the call; the run options
     // may be null. ONNX Runtime only reads the session object through this pointer.
     let status = unsafe { (api.RunWithBinding)(session.ptr().cast_mut(), std::ptr::null(), binding.ptr()) };
-    super::ort::status_result(status).map_err(|msg| format!("run failed: {msg}"))
+    super::ort_api::status_result(status).map_err(|msg| format!("run failed: {msg}"))
 }

@@ -5,12 +5,16 @@
 //! provider, the CUDA libraries beside it: `cuda_libs`), the process-wide environment, and sessions that run
 //! serialised ONNX models on `HostTensor`s, each knowing where and at what precision it really runs (`placement`).
 
+pub mod burn_device;
 pub mod cuda_io;
 pub mod cuda_libs;
+mod error;
 pub mod host_io;
 pub mod ort;
+mod ort_api;
 pub mod placement;
 
+pub use error::{CudaError, RuntimeError};
 pub use placement::{Placement, Precision};
 
 use std::fmt;
@@ -30,8 +34,13 @@ pub enum Device {
     Auto,
 }
 
+/// A device name that is not `cpu`, `cuda`, `cuda:N`, `vulkan` or `auto`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device `{0}` (expected `cpu`, `cuda`, `cuda:N`, `vulkan` or `auto`)")]
+pub struct DeviceParseError(pub String);
+
 impl FromStr for Device {
-    type Err = String;
+    type Err = DeviceParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -39,11 +48,11 @@ impl FromStr for Device {
             "cuda" => Ok(Self::Cuda(0)),
             "auto" => Ok(Self::Auto),
             "vulkan" => Ok(Self::Vulkan),
-            other => {
-                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(|| {
-                    format!("unknown device `{s}` (expected `cpu`, `cuda`, `cuda:N`, `vulkan` or `auto`)")
-                })
-            }
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| DeviceParseError(s.to_owned())),
         }
     }
 }
@@ -61,16 +70,16 @@ impl fmt::Display for Device {
 
 /// Checks that CUDA GPU `ordinal` exists, without panicking: cudarc's dynamic loader panics when the driver library
 /// is absent, so its presence is checked first and the remaining calls run under `catch_unwind`.
-pub fn probe_cuda(ordinal: usize) -> Result<(), String> {
+pub fn probe_cuda(ordinal: usize) -> Result<(), CudaError> {
     // SAFETY: only tries to dlopen the driver library by its usual names and drops the handle.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err("no CUDA driver library (libcuda.so) could be loaded".into());
+        return Err(CudaError::NoDriver);
     }
     let count = std::panic::catch_unwind(cudarc::driver::CudaContext::device_count)
-        .map_err(|_| "the CUDA driver library is unusable (missing symbols)".to_owned())?
-        .map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
+        .map_err(|_| CudaError::DriverUnusable)?
+        .map_err(|e| CudaError::Init(e.to_string()))?;
     if ordinal >= count.max(0) as usize {
-        return Err(format!("CUDA device {ordinal} does not exist ({count} device(s) found)"));
+        return Err(CudaError::NoSuchDevice { ordinal, count });
     }
     Ok(())
 }
@@ -92,7 +101,7 @@ mod tests {
         }
         assert_eq!(Device::Cuda(2).to_string().parse::<Device>(), Ok(Device::Cuda(2)));
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1"] {
-            let msg = bad.parse::<Device>().unwrap_err();
+            let msg = bad.parse::<Device>().unwrap_err().to_string();
             assert!(msg.contains("cuda:N"), "{msg}");
         }
     }

@@ -6,29 +6,27 @@
 //! from beside the library: `cuda_libs`), and `OrtSession`: a session built from in-memory model bytes with a fixed
 //! threading policy and an optional CUDA execution provider that falls back to the CPU with one warning, recording
 //! where it really runs (`Placement`). Receives model bytes and named `HostTensor`s; emits every graph output as a
-//! `HostTensor`. Errors are `ModelError::Executor { executor: "ort", .. }`.
+//! `HostTensor`. Errors are `RuntimeError`s.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ort::AsPointer;
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
 use super::cuda_io::CudaIo;
+pub use super::ort_api::{CUDA_GRAPH_ENV, CUDA_TF32_ENV};
+use super::ort_api::{append_cuda, status_result};
 use super::placement::{Placement, Precision};
-use super::{Device, probe_cuda};
-use crate::model::ModelError;
+use super::{Device, RuntimeError, probe_cuda};
 use crate::tensor::HostTensor;
 
-const EXECUTOR: &str = "ort";
 /// Explicit path of the library file (the variable `ort` itself honours).
 pub const ENV_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 /// A directory holding the library, directly or as `onnxruntime/capi/` (a pip `--target` install).
@@ -47,21 +45,8 @@ pub const PROVISION_GPU_FIX: &str = "bash scripts/provision-ort.sh --gpu";
 /// ONNX Runtime's name for its CUDA provider in `GetAvailableProviders`.
 const CUDA_PROVIDER: &str = "CUDAExecutionProvider";
 const PYTHON_LOCATE: &str = "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))";
-/// CUDA provider option selecting the GPU.
-const CUDA_DEVICE_ID: &str = "device_id";
-/// CUDA provider option allowing TF32 tensor-core math in convolutions and matrix products.
-const CUDA_USE_TF32: &str = "use_tf32";
-/// `1` lets CUDA sessions use TF32 (faster on Ampere and later, ~1e-3 relative error, PyTorch's default for cuDNN
-/// convolutions); anything else keeps full fp32, which the parity fixtures need.
-pub const CUDA_TF32_ENV: &str = "METAPORTRAIT_CUDA_TF32";
-/// CUDA provider option replaying the whole run as one captured CUDA graph (needs fixed device buffers: IoBinding).
-const CUDA_ENABLE_GRAPH: &str = "enable_cuda_graph";
-/// `1` captures each CUDA session's run as a CUDA graph on its first run and replays it after: one launch per frame
-/// instead of one per node.
-pub const CUDA_GRAPH_ENV: &str = "METAPORTRAIT_CUDA_GRAPH";
-
-fn ort_error(context: &str, e: impl Display) -> ModelError {
-    ModelError::Executor { executor: EXECUTOR, reason: format!("{context}: {e}") }
+fn ort_error(context: &str, e: impl Display) -> RuntimeError {
+    RuntimeError::ort(context, e)
 }
 
 /// The first `libonnxruntime.so*` in `dir` (sorted, so the choice is stable).
@@ -96,8 +81,8 @@ impl LibrarySearch {
     }
 
     /// Resolves the library path; the error lists what was tried and the one-line fix.
-    pub fn locate(&self) -> Result<PathBuf, ModelError> {
-        self.find().map_err(|reason| ModelError::Executor { executor: EXECUTOR, reason })
+    pub fn locate(&self) -> Result<PathBuf, RuntimeError> {
+        self.find().map_err(|reason| RuntimeError::Library { reason })
     }
 
     fn find(&self) -> Result<PathBuf, String> {
@@ -159,7 +144,7 @@ pub fn library_path() -> Option<&'static Path> {
 }
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
-pub fn environment() -> Result<Environment, ModelError> {
+pub fn environment() -> Result<Environment, RuntimeError> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let path = LibrarySearch::from_env().find()?;
@@ -171,7 +156,7 @@ pub fn environment() -> Result<Environment, ModelError> {
         Ok(env)
     })
     .clone()
-    .map_err(|reason| ModelError::Executor { executor: EXECUTOR, reason })
+    .map_err(|reason| RuntimeError::Library { reason })
 }
 
 /// Session settings.
@@ -187,7 +172,7 @@ pub struct SessionOptions {
 }
 
 /// The names of the execution providers the loaded ONNX Runtime build has.
-pub fn available_providers() -> Result<Vec<String>, ModelError> {
+pub fn available_providers() -> Result<Vec<String>, RuntimeError> {
     environment()?;
     let api = ort::api();
     let mut list: *mut *mut std::ffi::c_char = std::ptr::null_mut();
@@ -197,7 +182,7 @@ pub fn available_providers() -> Result<Vec<String>, ModelError> {
         .map_err(|e| ort_error("listing execution providers", e))?;
     let names = (0..len.max(0) as usize)
         // SAFETY: `list` holds `len` valid NUL-terminated strings until released.
-        .map(|i| unsafe { CStr::from_ptr(*list.add(i)) }.to_string_lossy().into_owned())
+        .map(|i| unsafe { std::ffi::CStr::from_ptr(*list.add(i)) }.to_string_lossy().into_owned())
         .collect();
     // SAFETY: released once with the length it came with.
     let _ = status_result(unsafe { (api.ReleaseAvailableProviders)(list, len) });
@@ -210,7 +195,7 @@ pub fn available_providers() -> Result<Vec<String>, ModelError> {
 pub fn cuda_ready(ordinal: usize) -> Result<usize, String> {
     let mut problems = Vec::new();
     if let Err(why) = probe_cuda(ordinal) {
-        problems.push(why);
+        problems.push(why.to_string());
     }
     match available_providers() {
         Ok(list) if list.iter().any(|p| p == CUDA_PROVIDER) => {
@@ -268,7 +253,7 @@ enum CudaBinding {
 impl OrtSession {
     /// Builds a session from serialised model bytes. CUDA (asked for, or `Auto`) that cannot be used falls back to
     /// the CPU with a single warning saying why.
-    pub fn from_bytes(model: &[u8], opts: &SessionOptions) -> Result<Self, ModelError> {
+    pub fn from_bytes(model: &[u8], opts: &SessionOptions) -> Result<Self, RuntimeError> {
         let env = environment()?;
         let ordinal = match opts.device {
             Device::Cpu => None,
@@ -310,7 +295,7 @@ impl OrtSession {
         Ok(Self { session, device: Device::Cpu, placement, cuda_io: CudaBinding::NotOnCuda, staged: None })
     }
 
-    fn staged(&mut self) -> Result<&mut Staged, ModelError> {
+    fn staged(&mut self) -> Result<&mut Staged, RuntimeError> {
         if self.staged.is_none() {
             let cuda = match self.device {
                 Device::Cuda(n) => match CudaIo::new_staged(&self.session, n) {
@@ -335,7 +320,7 @@ impl OrtSession {
 
     /// The staged buffer of input `name` (bound on first use), written in place before `run_staged`. On CUDA only
     /// inputs asked for here since the last run are uploaded, so constant inputs cross the bus once.
-    pub fn staged_input(&mut self, name: &str) -> Result<&mut [f32], ModelError> {
+    pub fn staged_input(&mut self, name: &str) -> Result<&mut [f32], RuntimeError> {
         let missing = || ort_error(&format!("input `{name}`"), "the graph has no such input");
         match self.staged()? {
             Staged::Host(io) => io.input_mut(name).ok_or_else(missing),
@@ -344,7 +329,7 @@ impl OrtSession {
     }
 
     /// On CUDA, downloads only these outputs after each staged run; the CPU's outputs are always in place.
-    pub fn download_only(&mut self, names: &[&str]) -> Result<(), ModelError> {
+    pub fn download_only(&mut self, names: &[&str]) -> Result<(), RuntimeError> {
         if let Staged::Cuda(io) = self.staged()? {
             io.download_only(names);
         }
@@ -352,11 +337,11 @@ impl OrtSession {
     }
 
     /// Runs on the staged buffers without allocating; read the results with `staged_output`.
-    pub fn run_staged(&mut self) -> Result<(), ModelError> {
+    pub fn run_staged(&mut self) -> Result<(), RuntimeError> {
         self.staged()?;
         let result = match self.staged.as_mut() {
             Some(Staged::Host(io)) => io.run(&self.session),
-            Some(Staged::Cuda(io)) => io.run_staged(&self.session),
+            Some(Staged::Cuda(io)) => io.run_staged(&self.session).map_err(|e| e.to_string()),
             None => Err("no staged buffers".into()),
         };
         result.map_err(|why| ort_error("staged run", why))
@@ -403,7 +388,7 @@ impl OrtSession {
 
     /// Runs the model on named float inputs and returns every output. On the CPU the inputs are viewed in place; on
     /// CUDA they are copied into device buffers bound once to the session.
-    pub fn run(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<BTreeMap<String, HostTensor>, ModelError> {
+    pub fn run(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<BTreeMap<String, HostTensor>, RuntimeError> {
         if let CudaBinding::Pending(ordinal) = self.cuda_io {
             self.cuda_io = match CudaIo::new(&self.session, ordinal, inputs) {
                 Ok(io) => {
@@ -426,7 +411,7 @@ impl OrtSession {
                     .map_err(|e| ort_error(&format!("input `{name}`"), e))?;
                 Ok((Cow::Borrowed(*name), SessionInputValue::from(view)))
             })
-            .collect::<Result<Vec<_>, ModelError>>()?;
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
         let outputs = self.session.run(values).map_err(|e| ort_error("run failed", e))?;
         outputs
             .iter()
@@ -443,7 +428,7 @@ impl OrtSession {
 
 /// Threads: `threads` intra-op, 1 inter-op (the graph is a chain), no spinning (it burns cores between frames and
 /// starves other work on small machines); all graph optimisations, including the NCHWc layout transforms.
-fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, ModelError> {
+fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, RuntimeError> {
     let step = |e: ort::Error<SessionBuilder>| ort_error("session options", e);
     let builder = Session::builder(env)
         .map_err(|e| ort_error("session options", e))?
@@ -478,53 +463,6 @@ fn report_cpu_fallback(device: Device, why: &str) {
 
 /// Environment variable: file prefix for ONNX Runtime's per-node profile (unset: no profiling).
 pub const PROFILE_ENV: &str = "METAPORTRAIT_ORT_PROFILE";
-
-/// An `OrtStatus` from a raw C API call as a result, releasing it.
-pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
-    if status.0.is_null() {
-        return Ok(());
-    }
-    let api = ort::api();
-    // SAFETY: a non-null status is a valid OrtStatus whose message lives until it is released.
-    let msg = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned() };
-    // SAFETY: released exactly once, after its message was copied.
-    unsafe { (api.ReleaseStatus)(status.0) };
-    Err(msg)
-}
-
-/// Appends the CUDA execution provider through the C API, because `ort`'s typed `ep::CUDA` exists only with its `cuda`
-/// Cargo feature. Fails when the loaded build has no CUDA provider (the CPU wheel) or the provider cannot load.
-fn append_cuda(builder: &mut SessionBuilder, ordinal: usize, precision: Precision) -> Result<(), String> {
-    let api = ort::api();
-    let check = |status| status_result(status).map_err(|msg| format!("CUDA execution provider unavailable: {msg}"));
-    let mut options = std::ptr::null_mut();
-    // SAFETY: `options` is an out-pointer; on success it owns an OrtCUDAProviderOptionsV2 released below.
-    check(unsafe { (api.CreateCUDAProviderOptions)(&mut options) })?;
-    let env_on = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
-    let flag = |name: &str| u8::from(env_on(name)).to_string();
-    let tf32 = precision == Precision::Tf32 || env_on(CUDA_TF32_ENV);
-    let pairs = [
-        (CUDA_DEVICE_ID, ordinal.to_string()),
-        (CUDA_USE_TF32, u8::from(tf32).to_string()),
-        (CUDA_ENABLE_GRAPH, flag(CUDA_GRAPH_ENV)),
-    ];
-    let owned = pairs
-        .iter()
-        .map(|(k, v)| Ok((CString::new(*k)?, CString::new(v.as_str())?)))
-        .collect::<Result<Vec<_>, std::ffi::NulError>>()
-        .map_err(|e| e.to_string())?;
-    let keys: Vec<_> = owned.iter().map(|(k, _)| k.as_ptr()).collect();
-    let values: Vec<_> = owned.iter().map(|(_, v)| v.as_ptr()).collect();
-    // SAFETY: `options` is live; the key/value arrays hold `keys.len()` NUL-terminated strings each and outlive the
-    // call; the session options pointer comes from a live builder.
-    let result = check(unsafe { (api.UpdateCUDAProviderOptions)(options, keys.as_ptr(), values.as_ptr(), keys.len()) })
-        .and_then(|()| {
-            check(unsafe { (api.SessionOptionsAppendExecutionProvider_CUDA_V2)(builder.ptr_mut(), options) })
-        });
-    // SAFETY: created above, released once; the session options keep their own copy.
-    unsafe { (api.ReleaseCUDAProviderOptions)(options) };
-    result
-}
 
 #[cfg(test)]
 mod tests {

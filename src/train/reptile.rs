@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::Device;
 
 use crate::model::ModelError;
-use crate::model::burn_exec::BurnValue;
-use crate::model::engine::{GeneratorModel, Stage};
+use crate::model::exec::burn::BurnValue;
+use crate::model::generator::GeneratorModel;
+use crate::model::runner::Stage;
 
 use super::adam::AdamConfig;
 use super::reduce::GradientReduce;
 use super::resident::{DeviceSum, ResidentTrainer};
-use super::step::{LossReport, Objective, TrainSample};
+use super::step::{LossReport, Objective};
+use crate::clip::sample::TrainSample;
 
 /// Inner steps of the paper's personalization and of the meta-training inner loop.
 pub const DEFAULT_INNER_STEPS: usize = 24;

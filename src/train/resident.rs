@@ -14,14 +14,16 @@ use std::collections::BTreeMap;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::ModelError;
-use crate::model::burn_exec::{BurnExec, BurnValue, device_copy, host_copy};
-use crate::model::engine::{GeneratorModel, Stage};
+use crate::model::exec::burn::{BurnExec, BurnValue, device_copy, host_copy};
+use crate::model::generator::GeneratorModel;
+use crate::model::runner::Stage;
 use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;
 
 use super::adam::{Adam, AdamConfig, StepStats};
 use super::reduce::{GradientReduce, SingleReplica};
-use super::step::{LossReport, Objective, StepReport, TrainSample, forward_l1, forward_loss};
+use super::step::{LossReport, Objective, StepReport, forward_l1, forward_loss};
+use crate::clip::sample::TrainSample;
 
 /// Adam's moment estimates of one parameter, shaped like its leaf.
 struct Moments {

@@ -40,16 +40,16 @@ use super::reduce::GradientReduce;
 use super::resident::{DeviceSum, Joint, ResidentEma, ResidentTrainer};
 use super::step::{LossReport, read_report};
 use super::vgg::{TSR_LAYERS, Vgg19};
+use crate::clip::frames::ClipFrames;
 use crate::model::ModelError;
-use crate::model::burn_exec::BurnValue;
+use crate::model::exec::burn::BurnValue;
 use crate::model::inputs::write_planar_unit;
 use crate::model::ops::Ops;
 use crate::model::weights::WeightStore;
-use crate::personalize::clip::ClipFrames;
 use crate::rng::SplitMix64;
 use crate::tensor::HostTensor;
-use crate::tsr::engine::TsrModel;
 use crate::tsr::net::{RGB, tsr_forward};
+use crate::tsr::runner::TsrModel;
 
 const STAGE_TSR: &str = "tsr";
 const STEP_SEED_MIX: u64 = 0xA24B_AED4_963E_E407;
@@ -183,7 +183,7 @@ pub const LQ_DIR: &str = "lq";
 /// reads it. Written to a staging folder and renamed, so `lq/` is complete or absent. Returns the frames written.
 pub fn render_lq(
     clip_dir: &Path,
-    engine: &mut crate::model::engine::GeneratorEngine,
+    engine: &mut crate::model::runner::GeneratorRunner,
     config: &crate::model::config::GeneratorConfig,
 ) -> Result<usize, TrainError> {
     use crate::model::inputs::{InputBuilder, prediction_to_image};
@@ -192,11 +192,11 @@ pub fn render_lq(
     let io = |path: &Path, e: &dyn std::fmt::Display| TrainError::Run { path: path.into(), reason: e.to_string() };
     let staging = clip_dir.join(format!(".{LQ_DIR}.staging-{}", std::process::id()));
     std::fs::create_dir_all(&staging).map_err(|e| io(&staging, &e))?;
-    let mut builder = InputBuilder::new(config).map_err(crate::personalize::job::PersonalizeError::from)?;
+    let mut builder = InputBuilder::new(config).map_err(crate::clip::sample::SampleError::from)?;
     let mut picture = image::RgbImage::new(config.image_size as u32, config.image_size as u32);
     let mut named = BTreeMap::new();
     for k in 0..clip.frames.len() {
-        let sample = crate::personalize::job::pair_sample(&mut builder, &clip, clip.source, k, &id_vector)?;
+        let sample = crate::clip::sample::pair_sample(&mut builder, &clip, clip.source, k, &id_vector)?;
         for (name, value) in sample.inputs.named() {
             named.insert(name.to_owned(), value.clone());
         }
@@ -539,7 +539,7 @@ mod tests {
 
     #[test]
     fn clips_take_generator_outputs_as_inputs_when_given() {
-        use crate::personalize::clip::CropFrame;
+        use crate::clip::frames::CropFrame;
         let frame = |v: u8| CropFrame {
             crop: image::RgbImage::from_fn(4, 4, |x, _| image::Rgb([v + x as u8, 0, 0])),
             landmarks: Vec::new(),
@@ -576,7 +576,7 @@ mod tests {
     #[test]
     fn the_device_ema_moves_towards_the_trained_weights_from_where_the_run_started() {
         use crate::model::ModelError;
-        use crate::model::burn_exec::BurnExec;
+        use crate::model::exec::burn::BurnExec;
         // loss = mean|w − 0| + mean|b − 0|: each Adam step (lr 0.5, no clip) moves every element by 0.5 towards 0.
         let forward = |exec: &mut BurnExec<'_>| -> Result<(BurnValue, LossReport), ModelError> {
             let w = exec.param("w", &[2])?;

@@ -8,8 +8,8 @@
 
 use std::collections::VecDeque;
 
-use super::engine::TsrEngine;
 use super::net::RGB;
+use super::runner::TsrRunner;
 use crate::model::ModelError;
 
 /// A sliding-window TSR stage whose frames never allocate.
@@ -43,7 +43,7 @@ impl<Tag: Copy> StagedTsrStream<Tag> {
     /// Adds the newest frame (`3 · side²` values); returns the previous frame's result `[3, S, S]` and its tag.
     pub fn push<'e>(
         &mut self,
-        engine: &'e mut TsrEngine,
+        engine: &'e mut TsrRunner,
         frame: &[f32],
         tag: Tag,
     ) -> Result<Option<(&'e [f32], Tag)>, ModelError> {
@@ -70,7 +70,7 @@ impl<Tag: Copy> StagedTsrStream<Tag> {
     }
 
     /// The last frame's result (no future frame, as at the end of a clip); the stream starts afresh after it.
-    pub fn finish<'e>(&mut self, engine: &'e mut TsrEngine) -> Result<Option<(&'e [f32], Tag)>, ModelError> {
+    pub fn finish<'e>(&mut self, engine: &'e mut TsrRunner) -> Result<Option<(&'e [f32], Tag)>, ModelError> {
         let len = self.order.len();
         let out = if len == 0 {
             None
@@ -85,7 +85,7 @@ impl<Tag: Copy> StagedTsrStream<Tag> {
     /// Runs window frames `start..start + count` as one clip and returns frame `target`'s result.
     fn run<'e>(
         &mut self,
-        engine: &'e mut TsrEngine,
+        engine: &'e mut TsrRunner,
         start: usize,
         count: usize,
         target: usize,
@@ -113,7 +113,7 @@ mod tests {
     use crate::runtime::Device;
     use crate::tensor::HostTensor;
     use crate::tsr::config::TsrConfig;
-    use crate::tsr::engine::{TsrModel, TsrOptions};
+    use crate::tsr::runner::{TsrModel, TsrOptions};
     use crate::tsr::stream::TsrStream;
 
     #[test]
@@ -121,7 +121,7 @@ mod tests {
         let model = TsrModel::random(TsrConfig::tiny(), 3).unwrap();
         let opts = TsrOptions { device: Device::Cpu, threads: 1, ..Default::default() };
         let (mut a, mut b) =
-            (TsrEngine::new(model.clone(), opts.clone()).unwrap(), TsrEngine::new(model, opts).unwrap());
+            (TsrRunner::new(model.clone(), opts.clone()).unwrap(), TsrRunner::new(model, opts).unwrap());
         let side = 32;
         let mut plain = TsrStream::new(1);
         let mut staged = StagedTsrStream::new(1, side);

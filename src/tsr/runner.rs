@@ -10,10 +10,10 @@ use std::path::Path;
 use super::config::TsrConfig;
 use super::net::{self, RGB};
 use crate::model::ModelError;
-use crate::model::burn_exec::{self, BurnExec};
-use crate::model::engine::ExecutorKind;
-use crate::model::onnx::OnnxBuilder;
-use crate::model::shape::ShapeOps;
+use crate::model::exec::ExecutorKind;
+use crate::model::exec::burn::BurnExec;
+use crate::model::exec::onnx::OnnxBuilder;
+use crate::model::exec::shape::ShapeOps;
 use crate::model::weights::{ExpectedEntry, WeightStore, random_init};
 use crate::runtime::ort::OrtSession;
 use crate::runtime::{Device, Placement, Precision};
@@ -95,7 +95,7 @@ struct Geometry {
 }
 
 /// A TSR model ready to run batches of frames.
-pub struct TsrEngine {
+pub struct TsrRunner {
     model: TsrModel,
     opts: TsrOptions,
     /// ONNX Runtime sessions by geometry; graphs have static shapes, so each batch size gets its own.
@@ -106,12 +106,12 @@ pub struct TsrEngine {
     burn_staged: (HostTensor, HostTensor),
 }
 
-impl TsrEngine {
+impl TsrRunner {
     pub fn new(model: TsrModel, opts: TsrOptions) -> Result<Self, ModelError> {
         let placement = match opts.executor {
             ExecutorKind::Burn => {
-                let (_, runs_on) = burn_exec::resolve_device(opts.device)?;
-                crate::model::engine::burn_placement(opts.device, opts.precision, runs_on)
+                let (_, runs_on) = crate::runtime::burn_device::resolve_device(opts.device)?;
+                crate::model::runner::burn_placement(opts.device, opts.precision, runs_on)
             }
             ExecutorKind::Ort => crate::runtime::ort::plan_placement(opts.device, opts.precision),
         };
@@ -160,7 +160,7 @@ impl TsrEngine {
             let (model, opts) = (&self.model, &self.opts);
             let build = |p: Precision| build_onnx_in(model, geom.frames, geom.side, opts.taps, p, opts.input_range);
             let (session, placement) =
-                crate::model::engine::ort_session(opts.device, opts.precision, opts.threads, build)?;
+                crate::model::runner::ort_session(opts.device, opts.precision, opts.threads, build)?;
             if self.sessions.is_empty() {
                 self.placement = placement;
             }
@@ -176,7 +176,7 @@ impl TsrEngine {
     pub fn staged_frames(&mut self, frames: usize, side: usize) -> Result<&mut [f32], ModelError> {
         let geom = Geometry { frames, side };
         match self.opts.executor {
-            ExecutorKind::Ort => self.session(geom)?.staged_input(GRAPH_INPUT),
+            ExecutorKind::Ort => Ok(self.session(geom)?.staged_input(GRAPH_INPUT)?),
             ExecutorKind::Burn => {
                 let len = frames * RGB * side * side;
                 if self.burn_staged.0.len() != len {
@@ -205,7 +205,7 @@ impl TsrEngine {
         let Some(io) = session.staged_cuda() else { return Ok(false) };
         io.fill_input_from_frame(GRAPH_INPUT, k * RGB * side * side, frame)
             .map(|()| true)
-            .map_err(|reason| ModelError::Executor { executor: "ort", reason })
+            .map_err(|e| ModelError::Runtime(crate::runtime::RuntimeError::Cuda(e)))
     }
 
     /// Runs that geometry on its staged input without allocating (ONNX Runtime) and returns `[frames, 3, S, S]`.
@@ -245,7 +245,7 @@ impl TsrEngine {
                 Ok(out)
             }
             ExecutorKind::Burn => {
-                let device = burn_exec::exec_device(self.opts.device)?;
+                let device = crate::runtime::burn_device::exec_device(self.opts.device)?;
                 let mut exec = BurnExec::new(&self.model.weights, &device, false).with_taps(self.opts.taps);
                 let x = exec.input(frames);
                 let y = net::tsr_forward_from(&mut exec, &self.model.config, &x, self.opts.input_range)?;

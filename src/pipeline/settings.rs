@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::messages::MotionMode;
+use crate::face::motion::MotionMode;
 
 /// Smoothing strength when nothing was saved: light enough to keep expressions, strong enough to hide jitter.
 pub const DEFAULT_SMOOTHING: f32 = 0.5;
@@ -82,7 +82,7 @@ impl UiSettings {
     /// Writes the settings to `path` atomically (a crash leaves the old file or the new one).
     pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        crate::model::weights::write_atomic(path, text.as_bytes())
+        crate::atomic_file::write_atomic(path, text.as_bytes())
     }
 }
 
