@@ -496,6 +496,9 @@ fn slow_consumer_gets_newest_frames_with_bounded_latency() {
         let now = Instant::now();
         let made = produced.lock().expect("lock")[frame.index as usize];
         worst_latency_ms = worst_latency_ms.max(now.duration_since(made).as_secs_f64() * 1e3);
+        // The capture instant (where glass-to-glass starts): after the source made the frame, before it was taken.
+        let stamped = capture.captured_at(frame.index).expect("capture instant of a fresh frame");
+        assert!(stamped >= made && stamped <= now, "frame {} stamped outside [made, taken]", frame.index);
         received.push(frame.index);
         std::thread::sleep(Duration::from_millis(CONSUMER_MS));
     }

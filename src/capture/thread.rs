@@ -90,7 +90,13 @@ struct Shared {
     /// Newest index + 1 (0 = none yet).
     newest_plus_one: AtomicU64,
     status: Mutex<CaptureStatus>,
+    /// When each of the newest frames was captured (index, instant): the start of glass-to-glass latency. Bounded
+    /// by `CAPTURE_TIMES` and allocated once.
+    capture_times: Mutex<std::collections::VecDeque<(u64, Instant)>>,
 }
+
+/// Capture instants kept: more than any pipeline holds frames in flight.
+const CAPTURE_TIMES: usize = 16;
 
 impl Shared {
     fn set_status(&self, status: CaptureStatus) {
@@ -142,6 +148,7 @@ impl CaptureThread {
             dropped: AtomicU64::new(0),
             newest_plus_one: AtomicU64::new(0),
             status: Mutex::new(CaptureStatus::Starting),
+            capture_times: Mutex::new(std::collections::VecDeque::with_capacity(CAPTURE_TIMES)),
         });
         let worker = Worker { shared: Arc::clone(&shared), tx, drain: rx.clone(), options };
         let opener: SourceOpener = Box::new(opener);
@@ -178,6 +185,13 @@ impl CaptureThread {
     /// Waits up to `timeout` for a frame.
     pub fn recv_timeout(&self, timeout: Duration) -> Option<Frame> {
         self.frames.recv_timeout(timeout).ok()
+    }
+
+    /// When frame `index` was captured: the moment the source delivered it (a file played in real time: the moment
+    /// it was due), before it waited in the channel. `None` once it is older than the last few frames.
+    pub fn captured_at(&self, index: u64) -> Option<Instant> {
+        let times = self.shared.capture_times.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        times.iter().rev().find(|(i, _)| *i == index).map(|(_, t)| *t)
     }
 
     /// Current status.
@@ -257,6 +271,7 @@ impl Worker {
                         if self.options.pacing == Pacing::RealTime && !self.pace(&mut clock, frame.timestamp_us) {
                             break 'open;
                         }
+                        self.stamp(frame.index);
                         self.send_newest(frame);
                     }
                     Ok(None) => {
@@ -298,6 +313,15 @@ impl Worker {
             return !self.shared.stopping();
         }
         self.shared.sleep(wait)
+    }
+
+    /// Records that frame `index` is captured now (the oldest record makes room; nothing is allocated).
+    fn stamp(&self, index: u64) {
+        let mut times = self.shared.capture_times.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if times.len() == CAPTURE_TIMES {
+            times.pop_front();
+        }
+        times.push_back((index, Instant::now()));
     }
 
     fn send_newest(&self, frame: Frame) {

@@ -6,8 +6,8 @@
 //! Receives a `LiveConfig` (input, models, data home), an engine and the restored window settings; emits the
 //! `WindowInputs` bundle the window runs on. Every stage hands work to the next through a `channel::latest` channel
 //! (newest wins), so a slow stage drops stale frames — counted, not queued — and latency stays bounded. Each frame
-//! carries the instant it left the capture thread; glass-to-glass latency is measured from there to the moment the
-//! finished frame is handed to the window.
+//! carries the instant its source delivered it (the capture thread stamps it, `CaptureThread::captured_at`);
+//! glass-to-glass latency is measured from there to the moment the finished frame is handed to the window.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -440,7 +440,9 @@ impl FaceStage {
                 m.capture_dropped = stats.frames_dropped;
             }
             let Some(frame) = self.capture.recv_timeout(STAGE_POLL) else { continue };
-            let captured = Instant::now();
+            // Glass-to-glass starts when the source delivered the frame, not when this thread took it.
+            let captured = self.capture.captured_at(frame.index).unwrap_or_else(Instant::now);
+            let taken = Instant::now();
             let tracked = match tracker.track(&mut self.mesher, &frame.pixels, frame.timestamp_us as f64 * 1e-6) {
                 Ok(tracked) => tracked,
                 Err(error) => {
@@ -448,7 +450,7 @@ impl FaceStage {
                     continue;
                 }
             };
-            let face_ms = captured.elapsed().as_secs_f32() * 1e3;
+            let face_ms = taken.elapsed().as_secs_f32() * 1e3;
             let landmarks = tracked.face.as_ref().map(|f| f.landmarks.points.as_slice()).unwrap_or(&[]);
             if self.preview.send(preview_of(&frame.pixels, landmarks)).is_err() {
                 break;
