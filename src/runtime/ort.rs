@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use ort::AsPointer;
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
@@ -440,6 +441,15 @@ fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, Run
         .map_err(step)?
         .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(step)?;
+    let builder = if std::env::var(LEAN_MEMORY_ENV).is_ok_and(|v| v == "1") {
+        let mut builder = builder.with_memory_pattern(false).map_err(step)?;
+        // SAFETY: the session options pointer comes from a live builder.
+        let status = unsafe { (ort::api().DisableCpuMemArena)(builder.ptr_mut()) };
+        status_result(status).map_err(|e| ort_error("session options", e))?;
+        builder
+    } else {
+        builder
+    };
     match std::env::var_os(PROFILE_ENV) {
         // Per-node timings for performance work: ONNX Runtime writes a Chrome-trace JSON with this prefix when the
         // session ends.
@@ -447,6 +457,10 @@ fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, Run
         None => Ok(builder),
     }
 }
+
+/// `1`: CPU sessions without ONNX Runtime's memory arena and pre-planned memory pattern (allocations freed after each
+/// run instead of kept for the next): less resident memory, for measuring how much the arena holds.
+pub const LEAN_MEMORY_ENV: &str = "METAPORTRAIT_ORT_LEAN_MEMORY";
 
 /// Says once per process why a CUDA request runs on the CPU: a warning when CUDA was asked for explicitly, an
 /// information line for `auto` (where the CPU is an expected outcome).
