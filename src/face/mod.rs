@@ -11,10 +11,12 @@
 pub mod condition;
 pub mod crop;
 pub mod detect;
+pub mod driver;
 pub mod embed;
 pub mod facecrop;
 pub mod filter;
 pub mod geometry;
+pub mod landmarks_json;
 pub mod mesh;
 pub mod motion;
 pub mod npy;
