@@ -10,7 +10,7 @@ mod error;
 pub mod ort;
 mod ort_api;
 
-pub use error::{CudaError, RuntimeError};
+pub use error::{BurnDeviceError, CudaError, RuntimeError};
 
 use std::fmt;
 use std::str::FromStr;
