@@ -55,8 +55,11 @@ pub fn default_id_model_path() -> PathBuf {
 /// A 2-D similarity `p ↦ [a −b; b a]·p + t`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Similarity2 {
+    /// `scale · cos(angle)`.
     pub a: f64,
+    /// `scale · sin(angle)`.
     pub b: f64,
+    /// Translation, in destination units.
     pub t: [f64; 2],
 }
 
@@ -88,6 +91,7 @@ impl Similarity2 {
         Some(Self { a, b, t })
     }
 
+    /// Maps one point.
     pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
         [self.a * p[0] - self.b * p[1] + self.t[0], self.b * p[0] + self.a * p[1] + self.t[1]]
     }
