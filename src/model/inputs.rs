@@ -19,15 +19,24 @@ use crate::tensor::HostTensor;
 /// Why inputs could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The landmark-line images could not be drawn (wrong landmark count for the topology, a bad canvas).
     #[error(transparent)]
     Condition(#[from] ConditionError),
+    /// The identity vector's length is not the model's `id_dim`: the weights expect another embedding.
     #[error(
         "the identity vector has {actual} values but this model's id_dim is {expected}: the weights were trained \
          with another identity embedding (ours is the 128-d face-recognition descriptor)"
     )]
-    IdDim { expected: usize, actual: usize },
+    IdDim {
+        /// The model's `id_dim`.
+        expected: usize,
+        /// Values in the identity vector given.
+        actual: usize,
+    },
+    /// The identity vector cannot be normalised to unit length (all zeros, NaN or infinite values).
     #[error("the identity vector is zero or not finite")]
     IdNorm,
+    /// The network's `refine.prediction` is not a single `[1, 3, S, S]` image, so it cannot become a picture.
     #[error("the prediction has shape {0:?}; expected [1, 3, S, S]")]
     PredictionShape(Vec<usize>),
 }
@@ -42,6 +51,7 @@ pub struct InputBuilder {
 }
 
 impl InputBuilder {
+    /// A builder for `config`'s image side and `id_dim`, with the MediaPipe landmark topology.
     pub fn new(config: &GeneratorConfig) -> Result<Self, InputError> {
         let size = config.image_size;
         Ok(Self {

@@ -18,6 +18,7 @@ use std::str::FromStr;
 /// Where to run inference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Device {
+    /// The host CPU (always available).
     #[default]
     Cpu,
     /// A CUDA GPU by ordinal.
