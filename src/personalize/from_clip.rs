@@ -108,7 +108,10 @@ pub fn personalize_clip(
     mut progress: impl FnMut(&ClipProgress),
 ) -> Result<(NewIdentity, PersonalizeReport), PersonalizeError> {
     let vgg = match &request.vgg {
-        Some(path) => Some(Vgg19::load(path).map_err(|source| PersonalizeError::Vgg { path: path.clone(), source: Box::new(source) })?),
+        Some(path) => Some(
+            Vgg19::load(path)
+                .map_err(|source| PersonalizeError::Vgg { path: path.clone(), source: Box::new(source) })?,
+        ),
         None => None,
     };
     let mut embedder = IdEmbedder::new(&request.id_model).map_err(PersonalizeError::Embedder)?;
@@ -122,7 +125,8 @@ pub fn personalize_clip(
     if cancel.load(Ordering::Acquire) {
         return Err(PersonalizeError::Loop(LoopError::Cancelled(0)));
     }
-    let clip = clip.map_err(|source| PersonalizeError::Clip { path: request.clip.clone(), source: Box::new(source) })?;
+    let clip =
+        clip.map_err(|source| PersonalizeError::Clip { path: request.clip.clone(), source: Box::new(source) })?;
     let id_vector = embedder.embed(&clip.source_picture, &clip.source_picture_landmarks)?;
     progress(&ClipProgress::ClipReady(ClipSummary {
         frames: clip.frames.len(),
