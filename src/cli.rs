@@ -82,6 +82,8 @@ pub enum Command {
     /// Train the generator.
     #[command(subcommand)]
     Train(TrainCommand),
+    /// Run the official inference on the official preprocessed data (self-reconstruction, PSNR/SSIM per frame).
+    Reconstruct(crate::cli_reconstruct::ReconstructArgs),
 }
 
 #[derive(Args, Debug)]
@@ -675,6 +677,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
         Command::Bench(BenchCommand::E2e(args)) => bench_e2e(&args),
+        Command::Reconstruct(args) => crate::cli_reconstruct::run(&args),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `metaportrait` binary: parses the command line, sets up logging, and reports errors at the edge.
 
 mod cli;
+mod cli_reconstruct;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

@@ -21,6 +21,8 @@ pub const ID_MODEL_FILE: &str = "dlib_face_recognition_resnet_v1.onnx";
 pub const ID_MODEL_ENV: &str = "METAPORTRAIT_ID_MODEL";
 /// Length of the descriptor.
 pub const EMBEDDING_DIM: usize = 128;
+/// Tag of the provisioned network in identities and model configs (`GeneratorConfig::embedder`).
+pub const DLIB_EMBEDDER_TAG: &str = "dlib-resnet-v1";
 /// Side of the aligned chip the network reads.
 pub const CHIP_SIDE_PX: usize = 150;
 /// dlib's padding around the template's unit square (fraction of its side).

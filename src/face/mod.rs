@@ -18,6 +18,7 @@ pub mod geometry;
 pub mod mesh;
 pub mod motion;
 pub mod npy;
+pub mod pil_resize;
 pub mod raster;
 pub mod roi;
 pub mod topology;

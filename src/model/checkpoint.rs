@@ -50,6 +50,8 @@ pub enum CheckpointError {
     Tensor { name: String, reason: String },
     #[error("no state dict found: {0}")]
     NoStateDict(String),
+    #[error("not a plain dict of names to integers or strings: {0}")]
+    NotPlainDict(String),
 }
 
 /// Element types of PyTorch storages.
@@ -578,6 +580,38 @@ pub fn read_torch_checkpoint_bytes(
         out.push((name, tensor));
     }
     Ok(out)
+}
+
+/// A value of a plain pickled dict (see `read_plain_dict`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PlainValue {
+    Int(i64),
+    Str(String),
+}
+
+/// Reads a bare pickle (what `pickle.dump` writes; no torch archive) whose root is a dict of `str` keys to `int` or
+/// `str` values, in file order. The same allow-list machine runs it, so nothing in the file is executed; any other
+/// object (a numpy scalar, a float, a nested container) is refused with the key it sits under.
+pub fn read_plain_dict(bytes: &[u8]) -> Result<Vec<(String, PlainValue)>, CheckpointError> {
+    let root = Machine::new(bytes).run()?;
+    let entries =
+        dict_entries(&root).ok_or_else(|| CheckpointError::NotPlainDict("the root object is not a dict".into()))?;
+    entries
+        .into_iter()
+        .map(|(k, v)| {
+            let Value::Str(k) = k else {
+                return Err(CheckpointError::NotPlainDict("a key is not a string".into()));
+            };
+            let v = match v {
+                Value::Int(i) => PlainValue::Int(i),
+                Value::Str(s) => PlainValue::Str(s.to_string()),
+                _ => {
+                    return Err(CheckpointError::NotPlainDict(format!("the value of `{k}` is not an int or a string")));
+                }
+            };
+            Ok((k.to_string(), v))
+        })
+        .collect()
 }
 
 fn read_entry(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str) -> Result<Vec<u8>, CheckpointError> {

@@ -10,7 +10,7 @@
 
 use image::RgbImage;
 
-use super::config::{GeneratorConfig, IMAGE_CHANNELS, NUM_KEYPOINTS};
+use super::config::{Conditioning, GeneratorConfig, IMAGE_CHANNELS, NUM_KEYPOINTS};
 use super::net::GeneratorInputs;
 use crate::face::condition::{ConditionError, Conditioner, canvas_to_tensor, mouth_line, mouth_mask};
 use crate::face::topology::Topology;
@@ -30,9 +30,16 @@ pub enum InputError {
     IdNorm,
     #[error("the prediction has shape {0:?}; expected [1, 3, S, S]")]
     PredictionShape(Vec<usize>),
+    #[error(
+        "this model was trained on the official 669-point landmarks (config `{config}`, conditioning `official669`), \
+         which no public tracker produces, while this path draws MediaPipe landmarks: run it on the official \
+         preprocessed data with `metaportrait reconstruct`, or use weights trained on MediaPipe landmarks"
+    )]
+    UnavailableConditioning { config: String },
 }
 
-/// Builds generator inputs at the model's resolution with one conditioner (reused buffers, MediaPipe topology).
+/// Builds generator inputs at the model's resolution with one conditioner (reused buffers) from MediaPipe landmarks,
+/// for models whose config says they were trained on them.
 pub struct InputBuilder {
     size: usize,
     id_dim: usize,
@@ -42,7 +49,11 @@ pub struct InputBuilder {
 }
 
 impl InputBuilder {
+    /// The builder for `config`; refused for a model trained on a topology MediaPipe cannot provide.
     pub fn new(config: &GeneratorConfig) -> Result<Self, InputError> {
+        if config.conditioning != Conditioning::Mediapipe {
+            return Err(InputError::UnavailableConditioning { config: config.name.clone() });
+        }
         let size = config.image_size;
         Ok(Self {
             size,
@@ -182,6 +193,12 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-5);
         assert!(matches!(b.id_vector(&id[..31]), Err(InputError::IdDim { expected: 32, actual: 31 })));
         assert!(matches!(b.id_vector(&[0.0; 32]), Err(InputError::IdNorm)));
+    }
+
+    #[test]
+    fn models_trained_on_the_official_landmarks_are_refused_with_the_way_out() {
+        let err = InputBuilder::new(&GeneratorConfig::official()).err().expect("refused").to_string();
+        assert!(err.contains("669") && err.contains("reconstruct"), "{err}");
     }
 
     #[test]
