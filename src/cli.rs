@@ -113,6 +113,8 @@ pub struct PrepareArgs {
     pub lq_config: String,
     #[arg(long)]
     pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub embedder: crate::cli_embedder::EmbedderArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +258,8 @@ pub struct PersonalizeArgs {
     /// Where burn trains: `cpu`, `cuda`, `cuda:N` (builds with `--features cuda`) or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    #[command(flatten)]
+    pub embedder: crate::cli_embedder::EmbedderArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +282,8 @@ pub enum IdentitiesCommand {
     Export { name: String, file: PathBuf },
     /// Add the identity stored in an archive file made by `export`.
     Import { file: PathBuf },
+    /// Add a portrait as an identity, with its identity vector from an embedder or from a `.npy` file.
+    Add(crate::cli_identities_add::AddArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -345,6 +351,8 @@ pub struct NeuralArgs {
     /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    #[command(flatten)]
+    pub embedder: crate::cli_embedder::EmbedderArgs,
 }
 
 impl NeuralArgs {
@@ -1122,6 +1130,7 @@ fn identities(cmd: IdentitiesCommand) -> Result<()> {
             let id = store.import(&file).with_context(|| format!("importing {}", file.display()))?;
             eprintln!("imported as `{id}`");
         }
+        IdentitiesCommand::Add(args) => crate::cli_identities_add::run(&store, &args)?,
     }
     Ok(())
 }
@@ -1290,6 +1299,7 @@ fn render_identity(
     source: Option<&std::path::Path>,
     identity: Option<&str>,
     with_embedding: bool,
+    embedder: &crate::cli_embedder::EmbedderArgs,
 ) -> Result<EngineIdentity> {
     if let Some(name) = identity {
         let store = identity_store()?;
@@ -1304,20 +1314,19 @@ fn render_identity(
             landmarks,
             id_vector: loaded.id_vector,
             weights_delta: loaded.weights_delta,
+            embedder: loaded.meta.embedder,
         });
     }
     let path = source.context("--source or --identity is required")?;
     let portrait = metaportrait::face::load_image(path)?;
     let prepared = metaportrait::pipeline::render::prepare_portrait(mesher, &portrait, path)?;
-    let id_vector = if with_embedding {
-        let model = metaportrait::face::embed::default_id_model_path();
-        let mut embedder = metaportrait::face::embed::IdEmbedder::new(&model)
-            .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
-        Some(embedder.embed(&portrait, &prepared.frame_landmarks)?)
+    let (id_vector, tag) = if with_embedding {
+        let mut embedder = embedder.open()?;
+        (Some(embedder.embed(&portrait, &prepared.frame_landmarks)?), Some(embedder.tag().to_owned()))
     } else {
-        None
+        (None, None)
     };
-    Ok(EngineIdentity { id_vector, ..EngineIdentity::portrait_only(prepared.crop, prepared.landmarks) })
+    Ok(EngineIdentity { id_vector, embedder: tag, ..EngineIdentity::portrait_only(prepared.crop, prepared.landmarks) })
 }
 
 /// Where `scripts/provision-id-model.sh` puts the VGG-19 weights.
@@ -1326,7 +1335,6 @@ fn default_vgg_path() -> PathBuf {
 }
 
 fn personalize(args: &PersonalizeArgs) -> Result<()> {
-    use metaportrait::face::embed::{IdEmbedder, default_id_model_path};
     use metaportrait::personalize::clip::prepare_clip;
     use metaportrait::personalize::job::{PersonalizeJob, PersonalizeProgress, personalize};
     if args.steps == 0 || args.frames < metaportrait::personalize::clip::MIN_FRAMES {
@@ -1339,8 +1347,7 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
     let base_sha256 = metaportrait::checksum::sha256_file(&args.weights)
         .with_context(|| format!("reading {}", args.weights.display()))?;
     let vgg = perceptual_vgg(args.perceptual, args.vgg.as_ref())?;
-    let mut embedder = IdEmbedder::new(&default_id_model_path())
-        .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
+    let mut embedder = args.embedder.open()?;
     let (mut clip_source, total) = open_driving(&args.clip, metaportrait::pipeline::live::IMAGE_DIR_FPS)
         .with_context(|| format!("opening {}", args.clip.display()))?;
     let mut mesher = face_mesher(args.models.as_ref())?;
@@ -1366,6 +1373,7 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
         vgg: vgg.as_ref(),
         device: &device,
         base_sha256: Some(base_sha256),
+        embedder: embedder.tag().to_owned(),
     };
     let bar = ProgressBar::new(clip.holdout.len() as u64);
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {elapsed} ETA {eta}")?);
@@ -1444,8 +1452,7 @@ fn prepare(args: &PrepareArgs) -> Result<()> {
         bail!("{} has no <identity>/<clip> entries", args.videos.display());
     }
     let mut mesher = face_mesher(args.models.as_ref())?;
-    let mut embedder = metaportrait::face::embed::IdEmbedder::new(&metaportrait::face::embed::default_id_model_path())
-        .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
+    let mut embedder = args.embedder.open()?;
     let bar = ProgressBar::new(sources.len() as u64);
     bar.set_style(ProgressStyle::with_template("prepare [{bar:30}] {pos}/{len} clips {elapsed} ETA {eta} {msg}")?);
     let (mut written, mut kept, mut failed) = (0, 0, 0);
@@ -1754,7 +1761,8 @@ fn render(args: &RenderArgs) -> Result<()> {
     let started = Instant::now();
     let mut mesher = face_mesher(args.models.as_ref())?;
     let neural = args.neural.engine == EngineChoice::Neural;
-    let identity = render_identity(&mut mesher, args.source.as_deref(), args.identity.as_deref(), neural)?;
+    let identity =
+        render_identity(&mut mesher, args.source.as_deref(), args.identity.as_deref(), neural, &args.neural.embedder)?;
     let mut engine: Box<dyn LiveEngine> = match args.neural.model()? {
         None => Box::new(PreviewEngine::new()),
         Some((model, _)) => {
@@ -1804,7 +1812,7 @@ fn live(args: &LiveArgs) -> Result<()> {
         None => LiveInput::Camera(args.camera.unwrap_or(0)),
     };
     let models_dir = args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir);
-    let id_model = metaportrait::face::embed::default_id_model_path();
+    let id_model = args.neural.embedder.path();
     let (engine, personalize): (Box<dyn metaportrait::pipeline::engine::LiveEngine>, _) = match args.neural.model()? {
         Some((model, weights)) => {
             let vgg = Some(default_vgg_path()).filter(|p| p.is_file());

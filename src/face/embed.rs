@@ -1,11 +1,16 @@
 //! Identity embeddings for the refinement network's AdaIN: dlib's face-recognition ResNet (CC0, from PyPI
-//! `face-recognition-models`, converted to ONNX by `scripts/id-model/`) on a face chip aligned from MediaPipe points.
+//! `face-recognition-models`, converted to ONNX by `scripts/id-model/`) on a face chip aligned from MediaPipe points,
+//! or a user-supplied ArcFace-style network (`--embedder FILE.onnx`, chip in `face::arcface`).
 //!
 //! Owns the alignment — dlib's `get_face_chip(img, shape5, size = 150, padding = 0.25)`: the least-squares
 //! similarity (rotation, uniform scale, translation) taking dlib's 5-point chip template onto 5 MediaPipe landmarks,
 //! then bilinear sampling with black outside the image and, when the chip shrinks the face, an average of
-//! ⌈scale⌉² sub-samples standing in for dlib's pyramid — and the embedding session. Receives a picture and its
-//! MediaPipe landmarks (image pixels); emits the unit-norm 128-d descriptor (`embedding_unit`).
+//! ⌈scale⌉² sub-samples standing in for dlib's pyramid — and the embedding session. A network file with our dlib
+//! conversion's interface (input `image`, output `embedding_unit`) is run as dlib's; any other is taken as
+//! ArcFace-style (first input `[1, 3, 112, 112]`, first output `[1, D]`, any D). Each embedder has a tag recorded with
+//! the vectors it makes (`dlib-resnet-v1`, or `arcface-` + the first 16 hex digits of the file's SHA-256), so models
+//! and identities from different embedders are never mixed. Receives a picture and its MediaPipe landmarks (image
+//! pixels); emits the unit-norm descriptor.
 
 use std::path::{Path, PathBuf};
 
@@ -119,7 +124,7 @@ pub fn dlib5_points(landmarks: &[[f32; 3]]) -> Option<[[f64; 2]; 5]> {
 }
 
 /// Bilinear sample with black outside the image (dlib's border), pixel centres at integers.
-fn sample(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
+pub(crate) fn sample_black_border(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
     let (w, h) = (i64::from(img.width()), i64::from(img.height()));
     let (x0, y0) = (x.floor(), y.floor());
     let (fx, fy) = (x - x0, y - y0);
@@ -158,7 +163,7 @@ pub fn face_chip(img: &RgbImage, points: &[[f64; 2]; 5], out: &mut Vec<f32>) -> 
             for oy in &offsets {
                 for ox in &offsets {
                     let [x, y] = m.apply([col as f64 + ox, row as f64 + oy]);
-                    let v = sample(img, x, y);
+                    let v = sample_black_border(img, x, y);
                     for c in 0..3 {
                         acc[c] += v[c];
                     }
@@ -172,46 +177,111 @@ pub fn face_chip(img: &RgbImage, points: &[[f64; 2]; 5], out: &mut Vec<f32>) -> 
     Ok(())
 }
 
-/// The identity-embedding network and its chip buffer.
+/// How a network file is fed and read.
+enum EmbedderKind {
+    /// Our dlib conversion: 150² chip in 0..255, output `embedding_unit` `[1, 128]`, already unit-norm.
+    Dlib,
+    /// ArcFace-style: 112² chip in [−1, 1]; the output is normalised here.
+    ArcFace { input: String, output: String },
+}
+
+/// Tag of an ArcFace-style network: `arcface-` and the start of its file's SHA-256.
+pub fn arcface_tag(model_bytes: &[u8]) -> String {
+    format!("arcface-{}", &crate::checksum::sha256_hex(model_bytes)[..16])
+}
+
+/// An identity-embedding network and its chip buffer.
 pub struct IdEmbedder {
     session: OrtSession,
     path: PathBuf,
+    kind: EmbedderKind,
+    tag: String,
     chip: HostTensor,
     scratch: Vec<f32>,
 }
 
 impl IdEmbedder {
-    /// Opens the network at `path` (see `default_id_model_path`).
+    /// Opens the network at `path` (see `default_id_model_path`), recognising which kind it is by its interface.
     pub fn new(path: &Path) -> Result<Self, FaceError> {
         let bytes = std::fs::read(path).map_err(|source| FaceError::ModelFile { path: path.to_path_buf(), source })?;
         let session = OrtSession::from_bytes(&bytes, &SessionOptions::default())
             .map_err(|cause| FaceError::Runtime { model: path.display().to_string(), cause })?;
+        let (inputs, outputs) = (session.input_names(), session.output_names());
+        let (kind, tag, side) = if inputs == [INPUT_NAME] && outputs.iter().any(|o| o == OUTPUT_NAME) {
+            (EmbedderKind::Dlib, DLIB_EMBEDDER_TAG.to_owned(), CHIP_SIDE_PX)
+        } else {
+            let (Some(input), Some(output)) = (inputs.first(), outputs.first()) else {
+                return Err(FaceError::ModelOutput {
+                    model: path.display().to_string(),
+                    reason: "the network has no input or no output".into(),
+                });
+            };
+            let kind = EmbedderKind::ArcFace { input: input.clone(), output: output.clone() };
+            (kind, arcface_tag(&bytes), super::arcface::ARCFACE_SIDE_PX)
+        };
         Ok(Self {
             session,
             path: path.to_path_buf(),
-            chip: HostTensor::zeros(&[1, 3, CHIP_SIDE_PX, CHIP_SIDE_PX]),
+            kind,
+            tag,
+            chip: HostTensor::zeros(&[1, 3, side, side]),
             scratch: Vec::new(),
         })
     }
 
+    /// The tag recorded with this network's vectors (`dlib-resnet-v1` or `arcface-…`).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
     /// The unit-norm descriptor of the face whose MediaPipe landmarks (image pixels) are `landmarks`.
     pub fn embed(&mut self, img: &RgbImage, landmarks: &[[f32; 3]]) -> Result<Vec<f32>, FaceError> {
-        let points = dlib5_points(landmarks).ok_or_else(|| FaceError::ModelOutput {
+        let too_few = || FaceError::ModelOutput {
             model: "face alignment".into(),
             reason: format!("{} landmarks; the MediaPipe mesh (468 or 478) is needed", landmarks.len()),
-        })?;
-        face_chip(img, &points, &mut self.scratch)?;
-        self.chip.data_mut().copy_from_slice(&self.scratch);
+        };
         let model = self.path.display().to_string();
-        let outputs = self
-            .session
-            .run(&[(INPUT_NAME, &self.chip)])
-            .map_err(|cause| FaceError::Runtime { model: model.clone(), cause })?;
-        let embedding = outputs
-            .get(OUTPUT_NAME)
-            .filter(|t| t.shape() == [1, EMBEDDING_DIM])
-            .ok_or_else(|| FaceError::ModelOutput { model, reason: format!("no `{OUTPUT_NAME}` [1, 128] output") })?;
-        Ok(embedding.data().to_vec())
+        match &self.kind {
+            EmbedderKind::Dlib => {
+                let points = dlib5_points(landmarks).ok_or_else(too_few)?;
+                face_chip(img, &points, &mut self.scratch)?;
+                self.chip.data_mut().copy_from_slice(&self.scratch);
+                let outputs = self
+                    .session
+                    .run(&[(INPUT_NAME, &self.chip)])
+                    .map_err(|cause| FaceError::Runtime { model: model.clone(), cause })?;
+                let embedding =
+                    outputs.get(OUTPUT_NAME).filter(|t| t.shape() == [1, EMBEDDING_DIM]).ok_or_else(|| {
+                        FaceError::ModelOutput { model, reason: format!("no `{OUTPUT_NAME}` [1, 128] output") }
+                    })?;
+                Ok(embedding.data().to_vec())
+            }
+            EmbedderKind::ArcFace { input, output } => {
+                let points = super::arcface::arcface5_points(landmarks).ok_or_else(too_few)?;
+                super::arcface::arcface_chip(img, &points, &mut self.scratch)?;
+                self.chip.data_mut().copy_from_slice(&self.scratch);
+                let outputs = self
+                    .session
+                    .run(&[(input.as_str(), &self.chip)])
+                    .map_err(|cause| FaceError::Runtime { model: model.clone(), cause })?;
+                let raw = outputs.get(output.as_str()).ok_or_else(|| FaceError::ModelOutput {
+                    model: model.clone(),
+                    reason: format!("no `{output}` output"),
+                })?;
+                let shape = raw.shape();
+                if shape.is_empty() || shape[..shape.len() - 1].iter().any(|d| *d != 1) {
+                    return Err(FaceError::ModelOutput {
+                        model,
+                        reason: format!("output `{output}` has shape {shape:?}; one vector [1, D] is expected"),
+                    });
+                }
+                let norm = raw.data().iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+                if !(norm.is_finite() && norm > 0.0) {
+                    return Err(FaceError::ModelOutput { model, reason: "the embedding is zero or not finite".into() });
+                }
+                Ok(raw.data().iter().map(|v| (f64::from(*v) / norm) as f32).collect())
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! Errors are `FaceError`: an undecodable image, a missing or unreadable model file, ONNX Runtime failures, or model
 //! outputs of the wrong shape. A frame without a face is not an error.
 
+pub mod arcface;
 pub mod condition;
 pub mod crop;
 pub mod detect;

@@ -36,13 +36,26 @@ pub enum InputError {
          preprocessed data with `metaportrait reconstruct`, or use weights trained on MediaPipe landmarks"
     )]
     UnavailableConditioning { config: String },
+    #[error(
+        "the identity vector was made by the face embedder `{actual}`, but this model (config `{config}`) was \
+         trained with `{expected}`: embed the portrait again with that embedder (`--embedder`), or use a model \
+         trained with `{actual}`"
+    )]
+    EmbedderMismatch { config: String, expected: String, actual: String },
 }
+
+/// Embedder tag of identity vectors given as a file without naming their embedder (`identities add --id-vector`):
+/// the user vouches for them, so any model whose id_dim fits accepts them (with a log line).
+pub const EXTERNAL_EMBEDDER: &str = "external";
 
 /// Builds generator inputs at the model's resolution with one conditioner (reused buffers) from MediaPipe landmarks,
 /// for models whose config says they were trained on them.
 pub struct InputBuilder {
     size: usize,
     id_dim: usize,
+    /// The model's config name and embedder tag, for `check_embedder`.
+    config_name: String,
+    embedder: String,
     conditioner: Conditioner,
     /// Reused landmark buffer in [0, 1].
     unit: Vec<[f32; 2]>,
@@ -58,6 +71,8 @@ impl InputBuilder {
         Ok(Self {
             size,
             id_dim: config.id_dim,
+            config_name: config.name.clone(),
+            embedder: config.embedder.clone(),
             conditioner: Conditioner::new(Topology::mediapipe(), size)?,
             unit: Vec::new(),
         })
@@ -81,6 +96,27 @@ impl InputBuilder {
         let mut out = HostTensor::zeros(&[1, IMAGE_CHANNELS, self.size, self.size]);
         write_planar_unit(picture, out.data_mut());
         out
+    }
+
+    /// Checks that identity vectors made by embedder `tag` suit this model. `None` is an identity from before
+    /// embedders were recorded, when the provisioned dlib network was the only one.
+    pub fn check_embedder(&self, tag: Option<&str>) -> Result<(), InputError> {
+        let tag = tag.unwrap_or(crate::face::embed::DLIB_EMBEDDER_TAG);
+        if tag == EXTERNAL_EMBEDDER {
+            tracing::info!(
+                model = self.embedder,
+                "identity vector from a file of unnamed origin: only its size is checked"
+            );
+            return Ok(());
+        }
+        if tag != self.embedder {
+            return Err(InputError::EmbedderMismatch {
+                config: self.config_name.clone(),
+                expected: self.embedder.clone(),
+                actual: tag.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// `[1, id_dim]` with unit L2 norm.
@@ -193,6 +229,16 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-5);
         assert!(matches!(b.id_vector(&id[..31]), Err(InputError::IdDim { expected: 32, actual: 31 })));
         assert!(matches!(b.id_vector(&[0.0; 32]), Err(InputError::IdNorm)));
+    }
+
+    #[test]
+    fn identities_from_another_embedder_are_refused() {
+        let b = builder();
+        assert!(b.check_embedder(Some(crate::face::embed::DLIB_EMBEDDER_TAG)).is_ok());
+        assert!(b.check_embedder(None).is_ok(), "untagged identities come from the dlib network");
+        assert!(b.check_embedder(Some(EXTERNAL_EMBEDDER)).is_ok());
+        let err = b.check_embedder(Some("arcface-0123456789abcdef")).unwrap_err().to_string();
+        assert!(err.contains("arcface-0123456789abcdef") && err.contains("dlib-resnet-v1"), "{err}");
     }
 
     #[test]

@@ -77,6 +77,10 @@ pub struct IdentityMeta {
     pub personalization: Option<PersonalizationInfo>,
     /// SHA-256 of every data file, by file name.
     pub files: BTreeMap<String, String>,
+    /// Tag of the face embedder that made the identity vector (`face::embed`; `external` for a vector given as a
+    /// file). Absent in identities made before it was recorded, whose vectors all came from the dlib network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
 }
 
 /// A loaded identity.
@@ -102,6 +106,8 @@ pub struct NewIdentity {
     pub weights_delta: WeightStore,
     pub base_model_sha256: Option<String>,
     pub personalization: Option<PersonalizationInfo>,
+    /// Tag of the embedder that made `id_vector` (see `IdentityMeta::embedder`).
+    pub embedder: Option<String>,
 }
 
 /// One row of a listing: the directory name and either its manifest or why it cannot be used.
@@ -335,6 +341,7 @@ impl IdentityStore {
                 base_model_sha256: new.base_model_sha256.clone(),
                 personalization: new.personalization.clone(),
                 files,
+                embedder: new.embedder.clone(),
             };
             let json = serde_json::to_vec_pretty(&meta).map_err(|e| IdentityError::Invalid(e.to_string()))?;
             write_synced(&staging.join(MANIFEST_FILE), &json)
@@ -497,6 +504,7 @@ mod tests {
             weights_delta: delta,
             base_model_sha256: Some("ab".repeat(32)),
             personalization: None,
+            embedder: Some("arcface-0011223344556677".into()),
         }
     }
 
@@ -509,6 +517,7 @@ mod tests {
         assert_eq!(store.add(&sample("Ada Lovelace")).unwrap(), "ada-lovelace-2");
         let loaded = store.load(&id).unwrap();
         assert_eq!(loaded.meta.name, "Ada Lovelace");
+        assert_eq!(loaded.meta.embedder.as_deref(), Some("arcface-0011223344556677"));
         assert_eq!(loaded.portrait, sample("x").portrait);
         assert_eq!(loaded.id_vector, Some(vec![0.6, 0.8]));
         assert_eq!(loaded.weights_delta.get("SPDAE_G.conv_img.bias").unwrap().data(), &[0.25; 3]);

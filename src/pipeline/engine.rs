@@ -43,12 +43,14 @@ pub struct EngineIdentity {
     pub id_vector: Option<Vec<f32>>,
     /// Personalized weights replacing base tensors, by official key (empty: the base model).
     pub weights_delta: crate::model::weights::WeightStore,
+    /// Tag of the embedder that made `id_vector` (`None`: an identity from before tags, i.e. the dlib network).
+    pub embedder: Option<String>,
 }
 
 impl EngineIdentity {
     /// An identity with only a portrait and its landmarks (all the preview engine needs).
     pub fn portrait_only(portrait: RgbImage, landmarks: Vec<[f32; 3]>) -> Self {
-        Self { portrait, landmarks, id_vector: None, weights_delta: Default::default() }
+        Self { portrait, landmarks, id_vector: None, weights_delta: Default::default(), embedder: None }
     }
 }
 
@@ -184,6 +186,7 @@ impl LiveEngine for NeuralEngine {
 
     fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
         let id = identity.id_vector.as_deref().ok_or(EngineError::NoIdVector)?;
+        self.inputs.check_embedder(identity.embedder.as_deref())?;
         if !identity.weights_delta.is_empty() || self.personalized {
             self.rebuild(&identity.weights_delta)?;
         }

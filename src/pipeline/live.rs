@@ -927,6 +927,7 @@ impl Control {
                     landmarks,
                     id_vector: identity.id_vector,
                     weights_delta: identity.weights_delta,
+                    embedder: identity.meta.embedder,
                 })));
             }
             Err(error) => self.notify(format!("cannot use identity `{id}`: {error}")),
@@ -961,6 +962,7 @@ impl Control {
                 weights_delta: Default::default(),
                 base_model_sha256: None,
                 personalization: None,
+                embedder: self.embedder.as_ref().map(|e| e.tag().to_owned()),
             })
             .map_err(|e| format!("cannot add portrait: {e}"))
     }

@@ -158,6 +158,7 @@ fn run(
         vgg: vgg.as_ref(),
         device: &device,
         base_sha256: Some(base.weights_sha256.clone()),
+        embedder: embedder.tag().to_owned(),
     };
     // The ETA counts training time only: from the end of the first held-out scoring.
     let mut training_since = Instant::now();
