@@ -235,7 +235,8 @@ pub struct PersonalizeArgs {
     /// Base generator architecture: `official`, `tiny`, or a config JSON file.
     #[arg(long, default_value = "official")]
     pub config: String,
-    /// Base generator weights (safetensors; `import-checkpoint` converts the official ones).
+    /// Base generator weights (safetensors) trained on MediaPipe landmarks; the official checkpoint as released
+    /// needs its own 669-point landmarks and only runs under `reconstruct`.
     #[arg(long)]
     pub weights: PathBuf,
     /// Adam steps (the paper's K).
@@ -780,6 +781,15 @@ fn import_checkpoint(args: &ImportArgs) -> Result<()> {
         .with_context(|| format!("{} does not fit the `{name}` config", args.checkpoint.display()))?;
     store.save_safetensors(&args.output)?;
     eprintln!("wrote {} ({} tensors, config `{name}`)", args.output.display(), store.len());
+    if args.model == ImportModel::Generator && args.config == "official" {
+        eprintln!(
+            "note: the official generator was trained on 669-point landmarks from a tracker that is not public and \
+             on identity vectors from an unpublished face-recognition network: it runs as released on the official \
+             preprocessed data (`metaportrait reconstruct --data DIR --weights {}`), not on live or rendered \
+             MediaPipe landmarks",
+            args.output.display()
+        );
+    }
     Ok(())
 }
 

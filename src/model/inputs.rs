@@ -23,7 +23,8 @@ pub enum InputError {
     Condition(#[from] ConditionError),
     #[error(
         "the identity vector has {actual} values but this model's id_dim is {expected}: the weights were trained \
-         with another identity embedding (ours is the 128-d face-recognition descriptor)"
+         with another identity embedding (the provisioned one is the 128-d dlib descriptor; `--embedder FILE.onnx` \
+         and `identities add --id-vector FILE.npy` give others)"
     )]
     IdDim { expected: usize, actual: usize },
     #[error("the identity vector is zero or not finite")]

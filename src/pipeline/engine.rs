@@ -67,8 +67,10 @@ pub trait LiveEngine: Send {
 }
 
 /// Tells the user how to get the neural engine; shown while the preview engine runs.
-pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): convert the official \
-     checkpoint with `metaportrait import-checkpoint` to use the MetaPortrait generator";
+pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): the neural engine \
+     needs generator weights trained on MediaPipe landmarks (`metaportrait train`); the official checkpoint \
+     (converted by `metaportrait import-checkpoint`) runs as released only on the official preprocessed data \
+     (`metaportrait reconstruct`)";
 
 /// The portrait's mesh on the device that draws it.
 enum Warp {
