@@ -13,14 +13,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use metaportrait::pipeline::engine::EngineIdentity;
 use metaportrait::pipeline::render::RenderJob;
 
-use metaportrait::model::burn_exec;
-use metaportrait::model::checkpoint::{self, StateDictSelect};
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::{
-    self, DEFAULT_INIT_SEED, EngineOptions, ExecutorKind, GeneratorEngine, GeneratorModel, Stage,
-};
+use metaportrait::model::exec::ExecutorKind;
+use metaportrait::model::generator::{DEFAULT_INIT_SEED, GeneratorModel};
 use metaportrait::model::import;
+use metaportrait::model::import::torch::{self as checkpoint, StateDictSelect};
 use metaportrait::model::net::{self, GeneratorInputs};
+use metaportrait::model::runner::{GeneratorRunner, RunnerOptions, Stage};
 use metaportrait::model::weights::WeightStore;
 use metaportrait::personalize::store::IdentityStore;
 use metaportrait::rng::SplitMix64;
@@ -33,7 +32,7 @@ use metaportrait::train::{
 };
 use metaportrait::tsr;
 use metaportrait::tsr::config::TsrConfig;
-use metaportrait::tsr::engine::{TsrEngine, TsrModel, TsrOptions};
+use metaportrait::tsr::runner::{TsrModel, TsrOptions, TsrRunner};
 
 /// The bundled portrait (public domain, see assets/README.md).
 const DEMO_PORTRAIT: &str = "assets/portrait.png";
@@ -370,7 +369,7 @@ impl NeuralArgs {
 
     /// The MetaPortrait generator on ONNX Runtime on `--device`.
     fn engine(&self, model: GeneratorModel) -> Result<metaportrait::pipeline::engine::NeuralEngine> {
-        let options = EngineOptions { device: self.device, ..EngineOptions::default() };
+        let options = RunnerOptions { device: self.device, ..RunnerOptions::default() };
         Ok(metaportrait::pipeline::engine::NeuralEngine::new(model, options)?)
     }
 }
@@ -388,9 +387,9 @@ pub struct TsrModelArgs {
 
 impl TsrModelArgs {
     /// The network, when weights were given.
-    fn load(&self) -> Result<Option<tsr::engine::TsrModel>> {
+    fn load(&self) -> Result<Option<tsr::runner::TsrModel>> {
         let Some(weights) = &self.tsr_weights else { return Ok(None) };
-        let model = tsr::engine::TsrModel::load(TsrConfig::resolve(&self.tsr_config)?, weights)
+        let model = tsr::runner::TsrModel::load(TsrConfig::resolve(&self.tsr_config)?, weights)
             .with_context(|| format!("loading {}", weights.display()))?;
         Ok(Some(model))
     }
@@ -698,11 +697,11 @@ fn print_listing(entries: Vec<metaportrait::model::weights::ExpectedEntry>) -> R
 }
 
 fn model_keys(config: &str) -> Result<()> {
-    print_listing(engine::expected_entries(&GeneratorConfig::resolve(config)?)?)
+    print_listing(metaportrait::model::generator::expected_entries(&GeneratorConfig::resolve(config)?)?)
 }
 
 fn tsr_keys(config: &str) -> Result<()> {
-    print_listing(tsr::engine::expected_entries(&TsrConfig::resolve(config)?)?)
+    print_listing(tsr::runner::expected_entries(&TsrConfig::resolve(config)?)?)
 }
 
 fn tsr_options(exec: &ExecArgs) -> TsrOptions {
@@ -717,7 +716,7 @@ fn tsr_forward(args: &TsrForwardArgs) -> Result<()> {
         .get(tsr::net::INPUT_LQ)
         .with_context(|| format!("{} lacks `{}`", args.inputs.display(), tsr::net::INPUT_LQ))?;
     let frames = lq.shape().get(1).copied().unwrap_or(0);
-    let mut engine = TsrEngine::new(model, tsr_options(&args.exec))?;
+    let mut engine = TsrRunner::new(model, tsr_options(&args.exec))?;
     let started = Instant::now();
     let out = engine.run_clip(lq, args.chunk.unwrap_or(frames))?;
     tracing::info!(
@@ -733,8 +732,8 @@ fn tsr_forward(args: &TsrForwardArgs) -> Result<()> {
     Ok(())
 }
 
-fn engine_options(exec: &ExecArgs, stage: Stage) -> EngineOptions {
-    EngineOptions { executor: exec.executor, device: exec.device, threads: exec.threads, stage, taps: false }
+fn engine_options(exec: &ExecArgs, stage: Stage) -> RunnerOptions {
+    RunnerOptions { executor: exec.executor, device: exec.device, threads: exec.threads, stage, taps: false }
 }
 
 fn model_forward(args: &ForwardArgs) -> Result<()> {
@@ -746,7 +745,7 @@ fn model_forward(args: &ForwardArgs) -> Result<()> {
         bail!("{} lacks input tensor(s): {}", args.inputs.display(), missing.join(", "));
     }
     let input_map: BTreeMap<String, HostTensor> = inputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    let mut engine = GeneratorEngine::new(&model, &engine_options(&args.exec, Stage::Full))?;
+    let mut engine = GeneratorRunner::new(&model, &engine_options(&args.exec, Stage::Full))?;
     let started = Instant::now();
     let outputs = engine.run(&input_map)?;
     tracing::info!(executor = engine.executor().name(), elapsed_ms = started.elapsed().as_millis() as u64, "forward");
@@ -764,11 +763,11 @@ fn import_checkpoint(args: &ImportArgs) -> Result<()> {
     let (expected, name) = match args.model {
         ImportModel::Generator => {
             let cfg = GeneratorConfig::resolve(&args.config)?;
-            (engine::expected_entries(&cfg)?, cfg.name)
+            (metaportrait::model::generator::expected_entries(&cfg)?, cfg.name)
         }
         ImportModel::Tsr => {
             let cfg = TsrConfig::resolve(&args.config)?;
-            (tsr::engine::expected_entries(&cfg)?, cfg.name)
+            (tsr::runner::expected_entries(&cfg)?, cfg.name)
         }
     };
     let select = match &args.key {
@@ -845,7 +844,7 @@ fn bench_generator(args: &BenchGeneratorArgs) -> Result<()> {
     let mut result = serde_json::Map::new();
     for (stage, key) in [(Stage::Warp, "warp_ms"), (Stage::Full, "warp_refine_ms")] {
         let build_started = Instant::now();
-        let mut engine = GeneratorEngine::new(&model, &engine_options(&args.exec, stage))?;
+        let mut engine = GeneratorRunner::new(&model, &engine_options(&args.exec, stage))?;
         let setup_s = build_started.elapsed().as_secs_f64();
         let label = format!("{key} ({})", engine.executor().name());
         let med = median_call_ms(label, args.iters, || Ok(engine.run(&inputs).map(drop)?))?;
@@ -904,7 +903,7 @@ fn bench_step(args: &BenchStepArgs) -> Result<()> {
         eye_mask: box_mask(cfg.image_size, BENCH_EYE_BOX)?,
         mouth_mask: box_mask(cfg.image_size, BENCH_MOUTH_BOX)?,
     };
-    let device = burn_exec::exec_device(args.device)?;
+    let device = metaportrait::runtime::burn_device::exec_device(args.device)?;
     let mut adam = Adam::new(AdamConfig::default());
     let mut resident = ResidentTrainer::new(AdamConfig::default(), &device);
     let bar = ProgressBar::new((args.iters + 1) as u64);
@@ -958,11 +957,11 @@ fn bench_tsr(args: &BenchTsrArgs) -> Result<()> {
     let cfg = TsrConfig::resolve(&args.config)?;
     let model = match &args.weights {
         Some(path) => TsrModel::load(cfg.clone(), path)?,
-        None => TsrModel::random(cfg.clone(), tsr::engine::DEFAULT_INIT_SEED)?,
+        None => TsrModel::random(cfg.clone(), tsr::runner::DEFAULT_INIT_SEED)?,
     };
     let side = cfg.out_size / 2;
-    let mut engine = TsrEngine::new(model, tsr_options(&args.exec))?;
-    let mut rng = SplitMix64::new(tsr::engine::DEFAULT_INIT_SEED);
+    let mut engine = TsrRunner::new(model, tsr_options(&args.exec))?;
+    let mut rng = SplitMix64::new(tsr::runner::DEFAULT_INIT_SEED);
     let window = tsr::stream::DEFAULT_HISTORY + 2;
     let mut result = serde_json::Map::new();
     for (frames, key) in [(args.frames, "offline_ms_per_frame"), (window, "stream_ms_per_frame")] {
@@ -1008,9 +1007,9 @@ fn bench_e2e(args: &BenchE2eArgs) -> Result<()> {
         );
     }
     let model = GeneratorModel::random(cfg.clone(), DEFAULT_INIT_SEED)?;
-    let mut generator = GeneratorEngine::new(&model, &engine_options(&args.exec, Stage::Full))?;
+    let mut generator = GeneratorRunner::new(&model, &engine_options(&args.exec, Stage::Full))?;
     let mut upscaler =
-        TsrEngine::new(TsrModel::random(tsr_cfg.clone(), tsr::engine::DEFAULT_INIT_SEED)?, tsr_options(&args.exec))?;
+        TsrRunner::new(TsrModel::random(tsr_cfg.clone(), tsr::runner::DEFAULT_INIT_SEED)?, tsr_options(&args.exec))?;
     let inputs = synthetic_inputs(&cfg)?;
     let window = tsr::stream::DEFAULT_HISTORY + 2;
     for frames in [window - 1, window] {
@@ -1375,7 +1374,7 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
         clip.frames[clip.source].index,
         clip.holdout.len()
     );
-    let device = metaportrait::model::burn_exec::exec_device(args.device)?;
+    let device = metaportrait::runtime::burn_device::exec_device(args.device)?;
     let job = PersonalizeJob {
         name: args.name.clone(),
         steps: args.steps,
@@ -1410,7 +1409,7 @@ fn personalize(args: &PersonalizeArgs) -> Result<()> {
     bar.finish_and_clear();
     let id = store.add(&identity)?;
     if let Some(path) = &args.report {
-        metaportrait::model::weights::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
+        metaportrait::atomic_file::write_atomic(path, serde_json::to_string_pretty(&report)?.as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!(
@@ -1510,7 +1509,7 @@ fn render_lq_frames(data: &std::path::Path, weights: &std::path::Path, config: &
     use metaportrait::train::tsr::{LQ_DIR, render_lq};
     let model = GeneratorModel::load(GeneratorConfig::resolve(config)?, weights)
         .with_context(|| format!("loading {}", weights.display()))?;
-    let mut engine = GeneratorEngine::new(&model, &EngineOptions { device: Device::Auto, ..Default::default() })?;
+    let mut engine = GeneratorRunner::new(&model, &RunnerOptions { device: Device::Auto, ..Default::default() })?;
     let dataset = metaportrait::train::dataset::Dataset::open(data)?;
     let todo: Vec<_> =
         dataset.identities.iter().flat_map(|(_, clips)| clips).filter(|c| !c.dir.join(LQ_DIR).is_dir()).collect();
@@ -1541,10 +1540,10 @@ impl TrainSetup {
         let config = GeneratorConfig::resolve(&args.config)?;
         let model = match &args.weights {
             Some(path) => GeneratorModel::load(config, path).with_context(|| format!("loading {}", path.display()))?,
-            None => GeneratorModel::random(config, metaportrait::model::engine::DEFAULT_INIT_SEED)?,
+            None => GeneratorModel::random(config, metaportrait::model::generator::DEFAULT_INIT_SEED)?,
         };
         let vgg = perceptual_vgg(args.perceptual, None)?;
-        let device = metaportrait::model::burn_exec::exec_device(args.device)?;
+        let device = metaportrait::runtime::burn_device::exec_device(args.device)?;
         eprintln!(
             "training on {} identities ({} clips) into {}",
             dataset.identities.len(),
@@ -1655,10 +1654,10 @@ fn train_tsr(args: &TrainTsrArgs) -> Result<()> {
     let config = TsrConfig::resolve(&common.config)?;
     let model = match &common.weights {
         Some(path) => TsrModel::load(config, path).with_context(|| format!("loading {}", path.display()))?,
-        None => TsrModel::random(config, metaportrait::tsr::engine::DEFAULT_INIT_SEED)?,
+        None => TsrModel::random(config, metaportrait::tsr::runner::DEFAULT_INIT_SEED)?,
     };
     let vgg = perceptual_vgg(common.perceptual, None)?;
-    let device = burn_exec::exec_device(common.device)?;
+    let device = metaportrait::runtime::burn_device::exec_device(common.device)?;
     if args.frames == 0 {
         bail!("--frames must be at least 1");
     }
@@ -1792,8 +1791,8 @@ fn render(args: &RenderArgs) -> Result<()> {
     let motion = if args.relative { MotionMode::Relative } else { MotionMode::Absolute };
     let mut tsr = match (args.tsr, args.tsr_model.load()?) {
         (true, Some(model)) => {
-            let options = tsr::engine::TsrOptions { device: args.neural.device, ..Default::default() };
-            Some(tsr::engine::TsrEngine::new(model, options)?)
+            let options = tsr::runner::TsrOptions { device: args.neural.device, ..Default::default() };
+            Some(tsr::runner::TsrRunner::new(model, options)?)
         }
         _ => None,
     };
@@ -1932,11 +1931,11 @@ fn condition(args: &ConditionArgs) -> Result<()> {
         .context("canvas size")?;
     let mut png = Vec::new();
     image.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    metaportrait::model::weights::write_atomic(&args.output, &png)
+    metaportrait::atomic_file::write_atomic(&args.output, &png)
         .with_context(|| format!("writing {}", args.output.display()))?;
     if let Some(path) = &args.keypoints {
         let json = serde_json::json!({ "topology": conditioner.topology().name, "keypoints": keypoints.to_vec() });
-        metaportrait::model::weights::write_atomic(path, json.to_string().as_bytes())
+        metaportrait::atomic_file::write_atomic(path, json.to_string().as_bytes())
             .with_context(|| format!("writing {}", path.display()))?;
     }
     eprintln!(

@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::{EngineOptions, ExecutorKind, GeneratorEngine, GeneratorModel, Stage};
+use metaportrait::model::exec::ExecutorKind;
+use metaportrait::model::generator::GeneratorModel;
+use metaportrait::model::runner::{GeneratorRunner, RunnerOptions, Stage};
 use metaportrait::reconstruct::job::{FrameScores, reconstruct};
 use metaportrait::reconstruct::layout::OfficialData;
 use metaportrait::runtime::Device;
@@ -83,14 +85,14 @@ pub fn run(args: &ReconstructArgs) -> Result<()> {
     }
     let model = GeneratorModel::load(config.clone(), &args.weights)
         .with_context(|| format!("loading {}", args.weights.display()))?;
-    let options = EngineOptions {
+    let options = RunnerOptions {
         executor: args.executor,
         device: args.device,
         threads: args.threads,
         stage: Stage::Full,
         taps: false,
     };
-    let mut engine = GeneratorEngine::new(&model, &options)?;
+    let mut engine = GeneratorRunner::new(&model, &options)?;
     let bar = ProgressBar::new(data.frames.len() as u64);
     bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} frames {elapsed} ETA {eta}")?);
     bar.set_message(format!("reconstruct ({}, {})", engine.executor().name(), engine.device()));

@@ -3,6 +3,7 @@
 //! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
 //! wires command-line arguments to these modules.
 
+pub mod atomic_file;
 pub mod capture;
 pub mod checksum;
 pub mod face;

@@ -3,10 +3,11 @@
 
 mod common;
 
-use metaportrait::model::burn_exec::{BurnExec, exec_device};
 use metaportrait::model::config::GeneratorConfig;
+use metaportrait::model::exec::burn::BurnExec;
 use metaportrait::model::net::{self, GeneratorInputs};
 use metaportrait::model::weights::WeightStore;
+use metaportrait::runtime::burn_device::exec_device;
 
 /// f32 vs f64 l2-relative tolerance by submodule (the f32 reference itself is off by about half of these).
 fn tolerance(key: &str) -> f64 {

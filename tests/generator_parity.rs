@@ -8,8 +8,10 @@ mod common;
 use std::collections::BTreeMap;
 
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::{EngineOptions, ExecutorKind, GeneratorEngine, GeneratorModel, Stage};
+use metaportrait::model::exec::ExecutorKind;
+use metaportrait::model::generator::GeneratorModel;
 use metaportrait::model::net::{INPUT_NAMES, OUTPUT_NAMES};
+use metaportrait::model::runner::{GeneratorRunner, RunnerOptions, Stage};
 use metaportrait::runtime::Device;
 use metaportrait::tensor::HostTensor;
 
@@ -27,8 +29,8 @@ fn run(executor: ExecutorKind) -> BTreeMap<String, HostTensor> {
     let io = common::load("tiny_io.safetensors");
     let inputs: BTreeMap<String, HostTensor> =
         INPUT_NAMES.iter().map(|n| ((*n).to_owned(), io.get(n).expect("fixture input").clone())).collect();
-    let opts = EngineOptions { executor, device: Device::Cpu, threads: 2, stage: Stage::Full, taps: true };
-    let mut engine = GeneratorEngine::new(&model, &opts).expect("engine");
+    let opts = RunnerOptions { executor, device: Device::Cpu, threads: 2, stage: Stage::Full, taps: true };
+    let mut engine = GeneratorRunner::new(&model, &opts).expect("engine");
     engine.run(&inputs).expect("forward")
 }
 

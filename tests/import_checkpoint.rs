@@ -10,7 +10,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::Command;
 
-use metaportrait::model::ops::SnDim;
+use metaportrait::model::reparam::SnDim;
 use metaportrait::model::weights::WeightStore;
 use metaportrait::tensor::HostTensor;
 

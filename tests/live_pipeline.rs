@@ -317,7 +317,8 @@ fn bad_inputs_are_clear_errors() {
 fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     let _serial = serial();
     use metaportrait::model::config::GeneratorConfig;
-    use metaportrait::model::engine::{EngineOptions, GeneratorModel};
+    use metaportrait::model::generator::GeneratorModel;
+    use metaportrait::model::runner::RunnerOptions;
     use metaportrait::model::weights::WeightStore;
     use metaportrait::personalize::store::{IdentityStore, NewIdentity};
     use metaportrait::pipeline::engine::NeuralEngine;
@@ -328,7 +329,7 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
     // The bundled portrait's identity (added by the pipeline) and a copy with an embedding of the tiny model's size.
     let config = GeneratorConfig::from_json_file(&fixtures.join("tiny_config.json")).expect("tiny config");
     let model = GeneratorModel::load(config, &fixtures.join("tiny_weights.safetensors")).expect("tiny weights");
-    let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
+    let engine = NeuralEngine::new(model, RunnerOptions::default()).expect("engine");
     let (pipeline, inputs) = start(
         config_with_home(&home, LiveInput::File { path: clip, looped: true }),
         Box::new(engine),
@@ -371,7 +372,8 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
 fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     let _serial = serial();
     use metaportrait::model::config::GeneratorConfig;
-    use metaportrait::model::engine::{EngineOptions, GeneratorModel};
+    use metaportrait::model::generator::GeneratorModel;
+    use metaportrait::model::runner::RunnerOptions;
     use metaportrait::personalize::store::IdentityStore;
     use metaportrait::pipeline::engine::NeuralEngine;
     use metaportrait::pipeline::personalizer::PersonalizeBase;
@@ -392,7 +394,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
         vgg: None,
         steps: STEPS,
     });
-    let engine = NeuralEngine::new(model, EngineOptions::default()).expect("engine");
+    let engine = NeuralEngine::new(model, RunnerOptions::default()).expect("engine");
     let (pipeline, inputs) = start(live_config, Box::new(engine), UiSettings::default()).expect("pipeline starts");
     let mut window = FakeWindow::new(inputs);
     window.pump_until_frames(1, Duration::from_secs(30));
@@ -455,7 +457,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
 fn the_tsr_toggle_streams_the_network_at_512() {
     let _serial = serial();
     use metaportrait::tsr::config::TsrConfig;
-    use metaportrait::tsr::engine::TsrModel;
+    use metaportrait::tsr::runner::TsrModel;
     let dir = tempfile::tempdir().expect("tempdir");
     let clip = driving_clip(dir.path());
     let mut config = config_with_home(&dir.path().join("home"), LiveInput::File { path: clip, looped: true });

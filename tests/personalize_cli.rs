@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::atomic::AtomicBool;
 
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::GeneratorModel;
+use metaportrait::model::generator::GeneratorModel;
 use metaportrait::model::weights::WeightStore;
 use metaportrait::personalize::store::IdentityStore;
 
@@ -93,7 +93,7 @@ fn a_cancelled_or_faceless_personalization_leaves_the_library_untouched() {
     assert_eq!(clip.frames.len(), 10);
     assert!(!clip.holdout.contains(&clip.source));
     let base = GeneratorModel::load(GeneratorConfig::from_json_file(&config).expect("config"), &weights).expect("base");
-    let device = metaportrait::model::burn_exec::exec_device(metaportrait::runtime::Device::Cpu).expect("device");
+    let device = metaportrait::runtime::burn_device::exec_device(metaportrait::runtime::Device::Cpu).expect("device");
     let job = PersonalizeJob {
         name: "never".into(),
         steps: STEPS,

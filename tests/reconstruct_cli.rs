@@ -9,8 +9,9 @@ use std::process::Command;
 
 use image::RgbImage;
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::{EngineOptions, GeneratorEngine, GeneratorModel};
+use metaportrait::model::generator::GeneratorModel;
 use metaportrait::model::net::OUTPUT_PREDICTION;
+use metaportrait::model::runner::{GeneratorRunner, RunnerOptions};
 use metaportrait::reconstruct::inputs::OfficialInputBuilder;
 use metaportrait::reconstruct::layout::OfficialData;
 use metaportrait::tensor::HostTensor;
@@ -111,7 +112,7 @@ fn inputs_and_predictions_equal_the_official_loader_and_generator() {
     let mut builder = OfficialInputBuilder::new(&config, &connectivity()).expect("builder");
     let model = GeneratorModel::load(config.clone(), &common::generator_fixture("tiny_weights.safetensors"))
         .expect("tiny weights");
-    let mut engine = GeneratorEngine::new(&model, &EngineOptions::default()).expect("engine");
+    let mut engine = GeneratorRunner::new(&model, &RunnerOptions::default()).expect("engine");
     let manifest = manifest();
     for (frame, expected) in data.frames.iter().zip(manifest["frames"].as_array().expect("frames")) {
         assert_eq!(frame.name, expected["name"].as_str().expect("name"));

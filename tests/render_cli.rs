@@ -261,7 +261,7 @@ fn the_neural_engine_renders_a_library_identity_with_the_tiny_generator() {
 #[test]
 fn render_tsr_upsamples_every_frame_to_512_in_chunks() {
     use metaportrait::tsr::config::TsrConfig;
-    use metaportrait::tsr::engine::TsrModel;
+    use metaportrait::tsr::runner::TsrModel;
     // 20 frames: one full 16-frame chunk and a shorter last one.
     const TSR_FRAMES: usize = 20;
     let dir = common::tempdir("render-tsr");
@@ -312,7 +312,7 @@ fn render_tsr_upsamples_every_frame_to_512_in_chunks() {
     }
     let lq = metaportrait::tensor::HostTensor::new(vec![1, TSR_FRAMES, 3, 256, 256], lq).expect("lq");
     let model = TsrModel::load(TsrConfig::from_json_file(&config_path).expect("config"), &weights).expect("weights");
-    let mut engine = metaportrait::tsr::engine::TsrEngine::new(model, Default::default()).expect("engine");
+    let mut engine = metaportrait::tsr::runner::TsrRunner::new(model, Default::default()).expect("engine");
     let sr = engine.run_clip(&lq, 16).expect("sr");
     let plane = 512 * 512;
     let (mut network_db, mut bicubic_db) = (0.0, 0.0);

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicBool;
 use metaportrait::face::condition;
 use metaportrait::model::ModelError;
 use metaportrait::model::config::GeneratorConfig;
-use metaportrait::model::engine::GeneratorModel;
+use metaportrait::model::generator::GeneratorModel;
 use metaportrait::model::net::{GeneratorInputs, INPUT_NAMES};
 use metaportrait::tensor::HostTensor;
 use metaportrait::train::adam::{Adam, AdamConfig};
@@ -38,7 +38,7 @@ fn sample(shift: f32) -> TrainSample {
 }
 
 fn device() -> burn::tensor::Device {
-    metaportrait::model::burn_exec::exec_device(metaportrait::runtime::Device::Cpu).expect("device")
+    metaportrait::runtime::burn_device::exec_device(metaportrait::runtime::Device::Cpu).expect("device")
 }
 
 #[test]

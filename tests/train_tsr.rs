@@ -12,7 +12,7 @@ use std::process::Command;
 use common::max_store_diff as max_diff;
 use metaportrait::model::weights::WeightStore;
 use metaportrait::tsr::config::TsrConfig;
-use metaportrait::tsr::engine::{DEFAULT_INIT_SEED, TsrModel};
+use metaportrait::tsr::runner::{DEFAULT_INIT_SEED, TsrModel};
 
 fn run(args: &[&OsStr]) -> (bool, String) {
     let out = Command::new(common::bin()).args(args).output().expect("run");

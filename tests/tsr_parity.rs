@@ -7,20 +7,20 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use metaportrait::model::engine::ExecutorKind;
+use metaportrait::model::exec::ExecutorKind;
 use metaportrait::runtime::Device;
 use metaportrait::tensor::HostTensor;
 use metaportrait::tsr::config::{OFFICIAL_CHUNK_FRAMES, TsrConfig};
-use metaportrait::tsr::engine::{self, TsrEngine, TsrModel, TsrOptions};
 use metaportrait::tsr::net::INPUT_LQ;
+use metaportrait::tsr::runner::{self, TsrModel, TsrOptions, TsrRunner};
 use metaportrait::tsr::stream::TsrStream;
 
 const RTOL: f32 = 1e-4;
 
-fn tiny_engine(executor: ExecutorKind, taps: bool) -> TsrEngine {
+fn tiny_engine(executor: ExecutorKind, taps: bool) -> TsrRunner {
     let model =
         TsrModel::load(TsrConfig::tiny(), &common::tsr_fixture("tsr_tiny_weights.safetensors")).expect("weights");
-    TsrEngine::new(model, TsrOptions { executor, device: Device::Cpu, threads: 2, taps }).expect("engine")
+    TsrRunner::new(model, TsrOptions { executor, device: Device::Cpu, threads: 2, taps }).expect("engine")
 }
 
 /// `(1, n, 3, h, w)` → `[n, 3, h, w]`.
@@ -79,7 +79,7 @@ fn official_listing_equals_the_reference() {
     let expected: BTreeMap<String, Vec<usize>> =
         serde_json::from_value(official["state_dict_shapes"].clone()).expect("shapes");
     let cfg = TsrConfig::from_json_str(&official.to_string(), "tsr_info.json").expect("constructor");
-    let entries = engine::expected_entries(&cfg).expect("listing");
+    let entries = runner::expected_entries(&cfg).expect("listing");
     let ours: Vec<(String, Vec<usize>)> = entries.iter().map(|e| (e.key.clone(), e.shape.clone())).collect();
     let theirs: Vec<(String, Vec<usize>)> = expected.into_iter().collect();
     let ours_sorted: BTreeMap<_, _> = ours.iter().cloned().collect();
@@ -126,7 +126,7 @@ fn frame(clip: &HostTensor, t: usize) -> HostTensor {
     HostTensor::new(clip.shape()[2..].to_vec(), clip.data()[t * per..(t + 1) * per].to_vec()).expect("frame")
 }
 
-fn stream_all(engine: &mut TsrEngine, clip: &HostTensor, history: usize) -> Vec<(usize, HostTensor)> {
+fn stream_all(engine: &mut TsrRunner, clip: &HostTensor, history: usize) -> Vec<(usize, HostTensor)> {
     let mut stream = TsrStream::new(history);
     let mut outs = Vec::new();
     for t in 0..clip.shape()[1] {
@@ -215,7 +215,7 @@ fn other_configurations_agree_across_executors() {
                    "sft_half": true, "different_w": false, "input_is_latent": false, "num_mlp": 3}"#;
     let cfg = TsrConfig::from_json_str(json, "custom").expect("config");
     let model = TsrModel::random(cfg.clone(), 7).expect("random");
-    let entries = engine::expected_entries(&cfg).expect("listing");
+    let entries = runner::expected_entries(&cfg).expect("listing");
     assert!(entries.iter().any(|e| e.key == "stylegan_decoder.style_mlp.5.weight"));
     assert!(!entries.iter().any(|e| e.key == "stylegan_decoder.style_mlp.7.weight"));
     let frames = moving_clip(3);
@@ -238,7 +238,7 @@ fn other_configurations_agree_across_executors() {
     let mut outs = Vec::new();
     for executor in [ExecutorKind::Ort, ExecutorKind::Burn] {
         let opts = TsrOptions { executor, device: Device::Cpu, threads: 2, taps: false };
-        let mut engine = TsrEngine::new(model.clone(), opts).expect("engine");
+        let mut engine = TsrRunner::new(model.clone(), opts).expect("engine");
         outs.push(engine.run_frames(&frames).expect("forward").remove("output").expect("output"));
     }
     assert_eq!(outs[0].shape(), &[3, 3, 32, 32]);

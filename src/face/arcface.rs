@@ -10,7 +10,7 @@
 use image::RgbImage;
 
 use super::FaceError;
-use super::embed::{Similarity2, sample_black_border};
+use super::align::{Similarity2, sample_black_border};
 
 /// Side of the chip ArcFace-style networks read.
 pub const ARCFACE_SIDE_PX: usize = 112;

@@ -8,6 +8,7 @@
 //! Errors are `FaceError`: an undecodable image, a missing or unreadable model file, ONNX Runtime failures, or model
 //! outputs of the wrong shape. A frame without a face is not an error.
 
+pub mod align;
 pub mod arcface;
 pub mod condition;
 pub mod crop;
@@ -32,7 +33,7 @@ use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
-use crate::model::ModelError;
+use crate::runtime::RuntimeError;
 use crate::runtime::ort::{OrtSession, SessionOptions};
 pub use detect::{Detection, FaceDetector};
 pub use geometry::{Point2, Rect};
@@ -75,7 +76,7 @@ pub enum FaceError {
     ModelChecksum { path: PathBuf, manifest: PathBuf, reason: String },
     /// The cause is part of the message (not a `source`), so `{:#}` chains do not print it twice.
     #[error("{model}: {cause}")]
-    Runtime { model: String, cause: ModelError },
+    Runtime { model: String, cause: RuntimeError },
     #[error("{model} returned unexpected outputs: {reason}")]
     ModelOutput { model: String, reason: String },
 }

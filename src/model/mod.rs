@@ -5,17 +5,16 @@
 //! and the two executors: burn (`burn_exec`, differentiable) and ONNX Runtime (`onnx`, fast inference).
 //! Receives conditioning tensors (`GeneratorInputs`); emits the warped image, flow, occlusion and the refined frame.
 
-pub mod burn_exec;
-pub mod checkpoint;
 pub mod config;
-pub mod engine;
+pub mod exec;
+pub mod generator;
 pub mod import;
 pub mod inputs;
 pub mod net;
-pub mod onnx;
 pub mod ops;
 pub mod preview;
-pub mod shape;
+pub mod reparam;
+pub mod runner;
 pub mod weights;
 
 #[cfg(test)]
@@ -44,4 +43,7 @@ pub enum ModelError {
     Tensor { name: String, reason: String },
     #[error("executor `{executor}` failed: {reason}")]
     Executor { executor: &'static str, reason: String },
+    /// The cause is the whole message (ONNX Runtime's errors already say `executor \`ort\``).
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
 }

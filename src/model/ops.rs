@@ -11,29 +11,9 @@
 //! * ranks are at most 4.
 
 use crate::model::ModelError;
+use crate::model::reparam::SnDim;
 use crate::model::weights::EntryKind;
 use crate::tensor::HostTensor;
-
-/// How a spectrally-normalised weight is flattened into the matrix whose top singular value divides it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SnDim {
-    /// `Conv2d`/`Linear`: `W.reshape(out, -1)`.
-    Dim0,
-    /// `ConvTranspose2d` (weight `[in, out, kh, kw]`): `W.permute(1, 0, 2, 3).reshape(out, -1)`.
-    Dim1,
-}
-
-impl SnDim {
-    /// Lengths of the `weight_u` and `weight_v` buffers for a `weight_orig` of this shape.
-    pub fn uv_lengths(self, weight_shape: &[usize]) -> (usize, usize) {
-        let total: usize = weight_shape.iter().product();
-        let rows = match self {
-            SnDim::Dim0 => weight_shape[0],
-            SnDim::Dim1 => weight_shape[1],
-        };
-        (rows, total / rows.max(1))
-    }
-}
 
 /// Executor interface. `T` is a cheap-to-clone handle to a tensor (or to a value in a graph being built).
 pub trait Ops {

@@ -5,13 +5,13 @@
 //! spectral-norm and EqualLR modules. Receives file paths or tensors; emits a `WeightStore` the executors read from.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use safetensors::{Dtype, SafeTensors};
 
 use super::ModelError;
-use super::ops::SnDim;
+use super::reparam::{SN_ORIG, SN_U, SN_V, SnDim, equal_lr_scale, spectral_sigma};
+use crate::atomic_file::write_atomic;
 use crate::tensor::HostTensor;
 
 /// Whether a state-dict entry is a trainable parameter or a buffer (spectral-norm `u`/`v`).
@@ -35,13 +35,6 @@ pub struct ExpectedEntry {
 pub struct WeightStore {
     tensors: BTreeMap<String, HostTensor>,
 }
-
-/// Spectral-norm suffixes in the official state dict.
-pub const SN_ORIG: &str = "weight_orig";
-pub const SN_U: &str = "weight_u";
-pub const SN_V: &str = "weight_v";
-/// Guard of `F.normalize`, used when (re)computing power-iteration vectors.
-const NORMALIZE_EPS: f64 = 1e-12;
 
 impl WeightStore {
     pub fn new() -> Self {
@@ -150,7 +143,7 @@ impl WeightStore {
         let u = self.require(&format!("{prefix}.{SN_U}"))?;
         let v = self.require(&format!("{prefix}.{SN_V}"))?;
         let sigma = spectral_sigma(orig, u.data(), v.data(), dim)
-            .map_err(|reason| ModelError::Tensor { name: prefix.to_owned(), reason })?;
+            .map_err(|reason| ModelError::Tensor { name: prefix.to_owned(), reason: reason.to_string() })?;
         let data = orig.data().iter().map(|w| (*w as f64 / sigma) as f32).collect();
         HostTensor::new(orig.shape().to_vec(), data)
             .map_err(|e| ModelError::Tensor { name: prefix.to_owned(), reason: e.to_string() })
@@ -208,79 +201,6 @@ pub fn random_init(expected: &[ExpectedEntry], seed: u64) -> WeightStore {
     store
 }
 
-/// `sqrt(2 / fan_in)` with the reference's fan_in = `size(1) * weight[0][0].numel()`.
-pub fn equal_lr_scale(weight_shape: &[usize]) -> f32 {
-    let fan_in: usize = weight_shape.iter().skip(1).product();
-    (2.0 / fan_in.max(1) as f64).sqrt() as f32
-}
-
-/// Row `r` of the SN matrix view, as an iterator over the flat indices of `weight_orig`.
-fn sn_row_indices(shape: &[usize], dim: SnDim, r: usize) -> Box<dyn Iterator<Item = usize> + '_> {
-    match dim {
-        SnDim::Dim0 => {
-            let cols: usize = shape[1..].iter().product();
-            Box::new((0..cols).map(move |c| r * cols + c))
-        }
-        SnDim::Dim1 => {
-            // W is [in, out, k...]; the matrix is W.permute(1, 0, ...).reshape(out, in * k).
-            let inner: usize = shape[2..].iter().product();
-            let out = shape[1];
-            Box::new((0..shape[0]).flat_map(move |i| (0..inner).map(move |k| (i * out + r) * inner + k)))
-        }
-    }
-}
-
-/// σ = u · (W_mat v), computed in f64.
-pub fn spectral_sigma(orig: &HostTensor, u: &[f32], v: &[f32], dim: SnDim) -> Result<f64, String> {
-    let shape = orig.shape();
-    if shape.len() < 2 {
-        return Err(format!("spectral norm needs a weight of rank ≥ 2, got {shape:?}"));
-    }
-    let (rows, cols) = dim.uv_lengths(shape);
-    if u.len() != rows || v.len() != cols {
-        return Err(format!("u/v have lengths {}/{}, expected {rows}/{cols} for weight {shape:?}", u.len(), v.len()));
-    }
-    let w = orig.data();
-    let mut sigma = 0.0f64;
-    for (r, ur) in u.iter().enumerate() {
-        let row: f64 = sn_row_indices(shape, dim, r).zip(v).map(|(i, vc)| w[i] as f64 * *vc as f64).sum();
-        sigma += *ur as f64 * row;
-    }
-    if !sigma.is_finite() || sigma == 0.0 {
-        return Err(format!("spectral norm σ = {sigma} is not usable"));
-    }
-    Ok(sigma)
-}
-
-/// Power-iteration vectors `(u, v)` for a plain weight, used when a checkpoint had spectral norm removed: the
-/// importer stores `weight_orig = W·σ` so that the eval-mode effective weight is exactly `W` again.
-pub fn power_iteration(weight: &HostTensor, dim: SnDim, iterations: usize) -> (Vec<f32>, Vec<f32>) {
-    let shape = weight.shape();
-    let (rows, cols) = dim.uv_lengths(shape);
-    let w = weight.data();
-    let mut u = vec![1.0f64 / (rows as f64).sqrt(); rows];
-    let mut v = vec![0.0f64; cols];
-    for _ in 0..iterations.max(1) {
-        v.iter_mut().for_each(|x| *x = 0.0);
-        for (r, ur) in u.iter().enumerate() {
-            for (c, i) in sn_row_indices(shape, dim, r).enumerate() {
-                v[c] += w[i] as f64 * ur;
-            }
-        }
-        normalize(&mut v);
-        for (r, ur) in u.iter_mut().enumerate() {
-            *ur = sn_row_indices(shape, dim, r).zip(&v).map(|(i, vc)| w[i] as f64 * vc).sum();
-        }
-        normalize(&mut u);
-    }
-    (u.iter().map(|x| *x as f32).collect(), v.iter().map(|x| *x as f32).collect())
-}
-
-fn normalize(x: &mut [f64]) {
-    let n = x.iter().map(|a| a * a).sum::<f64>().sqrt().max(NORMALIZE_EPS);
-    x.iter_mut().for_each(|a| *a /= n);
-}
-
 fn f32_le_bytes(data: &[f32]) -> Vec<u8> {
     data.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -304,55 +224,9 @@ fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
     })
 }
 
-/// Writes `bytes` to `path` so that a crash leaves either the old file or the new one, never a torn one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sigma_dim1_matches_explicit_permutation() {
-        // W [in=2, out=3, 1, 2]; the SN matrix is W.permute(1,0,2,3).reshape(3, 4).
-        let w = HostTensor::new(vec![2, 3, 1, 2], (0..12).map(|i| i as f32 * 0.5 - 2.0).collect()).unwrap();
-        let u = [0.3f32, -0.2, 0.9];
-        let v = [0.1f32, 0.4, -0.5, 0.7];
-        let mut expected = 0.0f64;
-        for (o, uo) in u.iter().enumerate() {
-            for i in 0..2 {
-                for k in 0..2 {
-                    let flat = (i * 3 + o) * 2 + k;
-                    expected += *uo as f64 * w.data()[flat] as f64 * v[i * 2 + k] as f64;
-                }
-            }
-        }
-        let sigma = spectral_sigma(&w, &u, &v, SnDim::Dim1).unwrap();
-        assert!((sigma - expected).abs() < 1e-12);
-    }
-
-    #[test]
-    fn power_iteration_recovers_the_top_singular_value() {
-        // diag(3, 1) as a 2x2 "conv" weight [2, 2, 1, 1].
-        let w = HostTensor::new(vec![2, 2, 1, 1], vec![3.0, 0.0, 0.0, 1.0]).unwrap();
-        let (u, v) = power_iteration(&w, SnDim::Dim0, 30);
-        let sigma = spectral_sigma(&w, &u, &v, SnDim::Dim0).unwrap();
-        assert!((sigma - 3.0).abs() < 1e-6, "{sigma}");
-    }
 
     #[test]
     fn validation_reports_every_problem() {

@@ -16,7 +16,7 @@ use super::clip::ClipFrames;
 use super::store::{NewIdentity, PersonalizationInfo};
 use crate::face::condition::{eye_mask, mouth_mask};
 use crate::model::ModelError;
-use crate::model::engine::GeneratorModel;
+use crate::model::generator::GeneratorModel;
 use crate::model::inputs::{InputBuilder, InputError};
 use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;

@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::model::weights::{WeightStore, write_atomic};
+use crate::atomic_file::write_atomic;
+use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;
 
 pub const FORMAT_VERSION: u32 = 1;

@@ -133,9 +133,9 @@ impl LiveEngine for PreviewEngine {
 
 /// The MetaPortrait generator (warping + refinement networks) on ONNX Runtime.
 pub struct NeuralEngine {
-    base: crate::model::engine::GeneratorModel,
-    options: crate::model::engine::EngineOptions,
-    engine: crate::model::engine::GeneratorEngine,
+    base: crate::model::generator::GeneratorModel,
+    options: crate::model::runner::RunnerOptions,
+    engine: crate::model::runner::GeneratorRunner,
     /// Whether `engine` runs personalized weights (rebuilt from `base` when an identity without a delta follows).
     personalized: bool,
     inputs: crate::model::inputs::InputBuilder,
@@ -148,10 +148,10 @@ pub struct NeuralEngine {
 impl NeuralEngine {
     /// Builds the ONNX Runtime session for `model` (the graph is emitted from the architecture definition).
     pub fn new(
-        model: crate::model::engine::GeneratorModel,
-        options: crate::model::engine::EngineOptions,
+        model: crate::model::generator::GeneratorModel,
+        options: crate::model::runner::RunnerOptions,
     ) -> Result<Self, EngineError> {
-        let engine = crate::model::engine::GeneratorEngine::new(&model, &options)?;
+        let engine = crate::model::runner::GeneratorRunner::new(&model, &options)?;
         let inputs = crate::model::inputs::InputBuilder::new(&model.config)?;
         Ok(Self {
             base: model,
@@ -170,8 +170,8 @@ impl NeuralEngine {
         for (key, tensor) in delta.iter() {
             weights.insert(key.clone(), tensor.clone());
         }
-        let model = crate::model::engine::GeneratorModel::new(self.base.config.clone(), weights)?;
-        self.engine = crate::model::engine::GeneratorEngine::new(&model, &self.options)?;
+        let model = crate::model::generator::GeneratorModel::new(self.base.config.clone(), weights)?;
+        self.engine = crate::model::runner::GeneratorRunner::new(&model, &self.options)?;
         self.personalized = !delta.is_empty();
         Ok(())
     }

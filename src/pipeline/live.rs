@@ -90,7 +90,7 @@ pub struct LiveConfig {
     /// What "personalize from a clip" fine-tunes (the neural engine's base); `None` with the preview engine.
     pub personalize: Option<super::personalizer::PersonalizeBase>,
     /// The temporal SR network for the TSR toggle (a sliding window, one frame of look-ahead); `None`: bicubic.
-    pub tsr: Option<crate::tsr::engine::TsrModel>,
+    pub tsr: Option<crate::tsr::runner::TsrModel>,
     /// Where the TSR network runs (the neural engine's device: on CUDA its sessions use device buffers too).
     pub tsr_device: crate::runtime::Device,
 }
@@ -331,8 +331,8 @@ pub fn start(
     control.source_name = source_name;
     let tsr = match config.tsr {
         Some(model) => {
-            let options = crate::tsr::engine::TsrOptions { device: config.tsr_device, ..Default::default() };
-            let mut engine = crate::tsr::engine::TsrEngine::new(model, options)?;
+            let options = crate::tsr::runner::TsrOptions { device: config.tsr_device, ..Default::default() };
+            let mut engine = crate::tsr::runner::TsrRunner::new(model, options)?;
             let stream = crate::tsr::stream::TsrStream::new(crate::tsr::stream::DEFAULT_HISTORY);
             // Build the sessions of the window's two geometries now (a clip's start, then the steady state), so the
             // toggle does not stall the first frames.
@@ -524,7 +524,7 @@ struct UpscaleStage {
 /// The TSR network streaming over the generated frames; each output is the previous frame's (tagged with its capture
 /// time), so it adds one frame of latency.
 struct LiveTsr {
-    engine: crate::tsr::engine::TsrEngine,
+    engine: crate::tsr::runner::TsrRunner,
     stream: crate::tsr::stream::TsrStream<Instant>,
 }
 

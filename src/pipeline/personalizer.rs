@@ -18,7 +18,7 @@ use super::channel::LatestSender;
 use crate::capture::{CaptureError, Frame, FrameSize, FrameSource};
 use crate::face::FaceMesher;
 use crate::face::embed::IdEmbedder;
-use crate::model::engine::GeneratorModel;
+use crate::model::generator::GeneratorModel;
 use crate::personalize::clip::{DEFAULT_MAX_FRAMES, prepare_clip};
 use crate::personalize::job::{PersonalizeJob, PersonalizeProgress, PersonalizeReport, personalize};
 use crate::personalize::store::NewIdentity;
@@ -150,7 +150,8 @@ fn run(
         Some(path) => Some(Vgg19::load(path).map_err(|e| fail("VGG-19", &e))?),
         None => None,
     };
-    let device = crate::model::burn_exec::exec_device(crate::runtime::Device::Auto).map_err(|e| fail("device", &e))?;
+    let device =
+        crate::runtime::burn_device::exec_device(crate::runtime::Device::Auto).map_err(|e| fail("device", &e))?;
     let job = PersonalizeJob {
         name,
         steps: base.steps,

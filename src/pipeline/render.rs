@@ -101,13 +101,13 @@ pub struct RenderJob<'a> {
     pub output: &'a Path,
     pub recorder: RecorderConfig,
     /// Temporal super-resolution of the generated frames (256² → 512²) in chunks of `TSR_CHUNK_FRAMES`.
-    pub tsr: Option<&'a mut crate::tsr::engine::TsrEngine>,
+    pub tsr: Option<&'a mut crate::tsr::runner::TsrRunner>,
 }
 
 /// Offline temporal SR: buffers generated frames and upsamples them a chunk at a time (each chunk is its own clip,
 /// with the official replicate padding at its ends), handing the results to the recorder in order.
 struct ChunkedTsr<'a> {
-    engine: &'a mut crate::tsr::engine::TsrEngine,
+    engine: &'a mut crate::tsr::runner::TsrRunner,
     pending: Vec<Frame>,
 }
 

@@ -20,8 +20,8 @@ use super::inputs::OfficialInputBuilder;
 use super::layout::OfficialData;
 use crate::capture::Frame;
 use crate::model::config::GeneratorConfig;
-use crate::model::engine::GeneratorEngine;
 use crate::model::net::OUTPUT_PREDICTION;
+use crate::model::runner::GeneratorRunner;
 use crate::record::{PushOutcome, Recorder, RecorderConfig};
 use crate::tensor::HostTensor;
 
@@ -163,7 +163,7 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
 pub fn reconstruct<E: std::fmt::Display>(
     data: &OfficialData,
     config: &GeneratorConfig,
-    engine: &mut GeneratorEngine,
+    engine: &mut GeneratorRunner,
     connectivity: &Path,
     output: &Path,
     metric: &str,

@@ -9,7 +9,7 @@
 //! official glob `[!src_]*` does — names starting with `s`, `r`, `c` or `_` are skipped. Landmarks are paired with
 //! their frame by name (the official loader pairs two sorted lists by position, which agrees on well-formed data
 //! and silently mispairs otherwise). Receives a folder; emits an `OfficialData` listing or the first problem, naming
-//! its file. The pickle is read by the safe reader (`model::checkpoint::read_plain_dict`): nothing in it runs.
+//! its file. The pickle is read by the safe reader (`model::import::plain`): nothing in it runs.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use super::ReconstructError;
 use crate::face::npy;
 use crate::face::topology::OFFICIAL_POINTS;
-use crate::model::checkpoint::{PlainValue, read_plain_dict};
+use crate::model::import::plain::{PlainValue, read_plain_dict};
 
 /// The map from frame file names to source indices.
 pub const MAP_DICT_FILE: &str = "src_map_dict.pkl";

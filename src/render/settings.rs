@@ -82,7 +82,7 @@ impl UiSettings {
     /// Writes the settings to `path` atomically (a crash leaves the old file or the new one).
     pub fn save(&self, path: &std::path::Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
-        crate::model::weights::write_atomic(path, text.as_bytes())
+        crate::atomic_file::write_atomic(path, text.as_bytes())
     }
 }
 

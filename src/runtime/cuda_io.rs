@@ -16,6 +16,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::{TensorRefMut, ValueType};
 
+use super::CudaError;
 use crate::tensor::HostTensor;
 
 /// One graph input or output and the device buffer that holds it.
@@ -35,39 +36,39 @@ pub struct CudaIo {
     stream: Arc<CudaStream>,
 }
 
-fn driver(context: &str, e: impl std::fmt::Display) -> String {
-    format!("{context}: {e}")
+fn driver(context: &str, e: impl std::fmt::Display) -> CudaError {
+    CudaError::call(context, e)
 }
 
 /// Static float shape of a graph input or output; dynamic dimensions are taken from `given` when known.
-fn static_shape(name: &str, dtype: &ValueType, given: Option<&[usize]>) -> Result<Vec<usize>, String> {
+fn static_shape(name: &str, dtype: &ValueType, given: Option<&[usize]>) -> Result<Vec<usize>, CudaError> {
     if let Some(shape) = given {
         return Ok(shape.to_vec());
     }
     let ValueType::Tensor { shape, .. } = dtype else {
-        return Err(format!("`{name}` is not a tensor"));
+        return Err(driver(&format!("`{name}`"), "not a tensor"));
     };
     shape
         .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| format!("`{name}` has a dynamic dimension ({shape})")))
+        .map(|&d| usize::try_from(d).map_err(|_| driver(&format!("`{name}`"), format!("dynamic dimension ({shape})"))))
         .collect()
 }
 
 impl CudaIo {
     /// Allocates and binds every input (shapes from `inputs`) and output (shapes from the graph) of `session` on
     /// CUDA GPU `ordinal`.
-    pub fn new(session: &Session, ordinal: usize, inputs: &[(&str, &HostTensor)]) -> Result<Self, String> {
+    pub fn new(session: &Session, ordinal: usize, inputs: &[(&str, &HostTensor)]) -> Result<Self, CudaError> {
         let context = CudaContext::new(ordinal).map_err(|e| driver("CUDA context", e))?;
         let stream = context.default_stream();
         let memory = MemoryInfo::new(
             AllocationDevice::CUDA,
-            i32::try_from(ordinal).map_err(|e| e.to_string())?,
+            i32::try_from(ordinal).map_err(|e| driver("device ordinal", e))?,
             AllocatorType::Device,
             MemoryType::Default,
         )
         .map_err(|e| driver("memory info", e))?;
         let mut binding = session.create_binding().map_err(|e| driver("IoBinding", e))?;
-        let allocate = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, String> {
+        let allocate = |name: &str, shape: Vec<usize>| -> Result<DeviceTensor, CudaError> {
             let len = shape.iter().product::<usize>().max(1);
             let buffer = stream.alloc_zeros::<f32>(len).map_err(|e| driver(&format!("allocating `{name}`"), e))?;
             Ok(DeviceTensor { name: name.to_owned(), shape, buffer })
@@ -98,13 +99,16 @@ impl CudaIo {
         &mut self,
         session: &mut Session,
         inputs: &[(&str, &HostTensor)],
-    ) -> Result<BTreeMap<String, HostTensor>, String> {
+    ) -> Result<BTreeMap<String, HostTensor>, CudaError> {
         for (name, t) in inputs {
             let Some(slot) = self.inputs.iter_mut().find(|s| s.name == *name) else {
                 continue;
             };
             if t.shape() != slot.shape.as_slice() {
-                return Err(format!("input `{name}` has shape {:?}, the binding {:?}", t.shape(), slot.shape));
+                return Err(driver(
+                    &format!("input `{name}`"),
+                    format!("shape {:?}, the binding {:?}", t.shape(), slot.shape),
+                ));
             }
             self.stream.memcpy_htod(t.data(), &mut slot.buffer).map_err(|e| driver(&format!("upload `{name}`"), e))?;
         }
@@ -125,13 +129,13 @@ impl CudaIo {
 /// Binds `value` as input `name` without a copy. `IoBinding::bind_input` clones values that borrow their memory,
 /// and ONNX Runtime cannot clone into CUDA memory; here the borrowing is the point. The binding keeps its own
 /// reference to the value, whose memory (a `CudaIo` buffer) outlives the binding.
-fn bind_input_in_place(binding: &mut IoBinding, name: &str, value: &TensorRefMut<'_, f32>) -> Result<(), String> {
+fn bind_input_in_place(binding: &mut IoBinding, name: &str, value: &TensorRefMut<'_, f32>) -> Result<(), CudaError> {
     let api = ort::api();
-    let c_name = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+    let c_name = std::ffi::CString::new(name).map_err(|e| driver("input name", e))?;
     // SAFETY: the binding and the value are live ONNX Runtime objects; the name is NUL-terminated and outlives the
     // call, which copies what it keeps.
     let status = unsafe { (api.BindInput)(binding.ptr_mut(), c_name.as_ptr(), value.ptr()) };
-    super::ort::status_result(status).map_err(|msg| format!("binding input `{name}`: {msg}"))
+    super::ort_api::status_result(status).map_err(|msg| driver(&format!("binding input `{name}`"), msg))
 }
 
 /// An ONNX Runtime tensor viewing `t`'s device buffer.
@@ -141,7 +145,7 @@ fn device_value<'a>(
     name: &str,
     buffer: &'a mut CudaSlice<f32>,
     shape: &[usize],
-) -> Result<TensorRefMut<'a, f32>, String> {
+) -> Result<TensorRefMut<'a, f32>, CudaError> {
     let (ptr, _synced) = buffer.device_ptr_mut(stream);
     // SAFETY: the pointer addresses `shape`'s element count of f32 in this GPU's memory, described by `memory`;
     // the buffer lives in the same `CudaIo` as the binding holding the value and is dropped after it.

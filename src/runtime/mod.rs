@@ -4,8 +4,13 @@
 //! panic-free probe of the CUDA driver, and ONNX Runtime (`ort`): locating its shared library, the process-wide
 //! environment, and sessions that run serialised ONNX models on `HostTensor`s.
 
+pub mod burn_device;
 pub mod cuda_io;
+mod error;
 pub mod ort;
+mod ort_api;
+
+pub use error::{CudaError, RuntimeError};
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,8 +29,13 @@ pub enum Device {
     Auto,
 }
 
+/// A device name that is not `cpu`, `cuda`, `cuda:N`, `vulkan` or `auto`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown device `{0}` (expected `cpu`, `cuda`, `cuda:N`, `vulkan` or `auto`)")]
+pub struct DeviceParseError(pub String);
+
 impl FromStr for Device {
-    type Err = String;
+    type Err = DeviceParseError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
@@ -33,11 +43,11 @@ impl FromStr for Device {
             "cuda" => Ok(Self::Cuda(0)),
             "auto" => Ok(Self::Auto),
             "vulkan" => Ok(Self::Vulkan),
-            other => {
-                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(|| {
-                    format!("unknown device `{s}` (expected `cpu`, `cuda`, `cuda:N`, `vulkan` or `auto`)")
-                })
-            }
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| DeviceParseError(s.to_owned())),
         }
     }
 }
@@ -55,16 +65,16 @@ impl fmt::Display for Device {
 
 /// Checks that CUDA GPU `ordinal` exists, without panicking: cudarc's dynamic loader panics when the driver library
 /// is absent, so its presence is checked first and the remaining calls run under `catch_unwind`.
-pub fn probe_cuda(ordinal: usize) -> Result<(), String> {
+pub fn probe_cuda(ordinal: usize) -> Result<(), CudaError> {
     // SAFETY: only tries to dlopen the driver library by its usual names and drops the handle.
     if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Err("no CUDA driver library (libcuda.so) could be loaded".into());
+        return Err(CudaError::NoDriver);
     }
     let count = std::panic::catch_unwind(cudarc::driver::CudaContext::device_count)
-        .map_err(|_| "the CUDA driver library is unusable (missing symbols)".to_owned())?
-        .map_err(|e| format!("the CUDA driver failed to initialise: {e}"))?;
+        .map_err(|_| CudaError::DriverUnusable)?
+        .map_err(|e| CudaError::Init(e.to_string()))?;
     if ordinal >= count.max(0) as usize {
-        return Err(format!("CUDA device {ordinal} does not exist ({count} device(s) found)"));
+        return Err(CudaError::NoSuchDevice { ordinal, count });
     }
     Ok(())
 }
@@ -86,7 +96,7 @@ mod tests {
         }
         assert_eq!(Device::Cuda(2).to_string().parse::<Device>(), Ok(Device::Cuda(2)));
         for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1"] {
-            let msg = bad.parse::<Device>().unwrap_err();
+            let msg = bad.parse::<Device>().unwrap_err().to_string();
             assert!(msg.contains("cuda:N"), "{msg}");
         }
     }

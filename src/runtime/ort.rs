@@ -4,28 +4,26 @@
 //! `onnxruntime` package), the one-time `ort::init_from`, and `OrtSession`: a session built from in-memory model
 //! bytes with a fixed threading policy and an optional CUDA execution provider that falls back to the CPU with one
 //! warning. Receives model bytes and named `HostTensor`s; emits every graph output as a `HostTensor`. Errors are
-//! `ModelError::Executor { executor: "ort", .. }`.
+//! `RuntimeError`s.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::ffi::{CStr, CString};
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use ort::AsPointer;
 use ort::environment::Environment;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
 use super::cuda_io::CudaIo;
-use super::{Device, probe_cuda};
-use crate::model::ModelError;
+use super::ort_api::append_cuda;
+pub use super::ort_api::{CUDA_GRAPH_ENV, CUDA_TF32_ENV};
+use super::{Device, RuntimeError, probe_cuda};
 use crate::tensor::HostTensor;
 
-const EXECUTOR: &str = "ort";
 /// Explicit path of the library file (the variable `ort` itself honours).
 pub const ENV_DYLIB_PATH: &str = "ORT_DYLIB_PATH";
 /// A directory holding the library, directly or as `onnxruntime/capi/` (a pip `--target` install).
@@ -38,21 +36,8 @@ const LIB_PREFIX: &str = "libonnxruntime.so";
 /// Where the pip wheel keeps the library, relative to the package's parent directory.
 const WHEEL_CAPI: &str = "onnxruntime/capi";
 const PYTHON_LOCATE: &str = "import onnxruntime, os; print(os.path.dirname(onnxruntime.__file__))";
-/// CUDA provider option selecting the GPU.
-const CUDA_DEVICE_ID: &str = "device_id";
-/// CUDA provider option allowing TF32 tensor-core math in convolutions and matrix products.
-const CUDA_USE_TF32: &str = "use_tf32";
-/// `1` lets CUDA sessions use TF32 (faster on Ampere and later, ~1e-3 relative error, PyTorch's default for cuDNN
-/// convolutions); anything else keeps full fp32, which the parity fixtures need.
-pub const CUDA_TF32_ENV: &str = "METAPORTRAIT_CUDA_TF32";
-/// CUDA provider option replaying the whole run as one captured CUDA graph (needs fixed device buffers: IoBinding).
-const CUDA_ENABLE_GRAPH: &str = "enable_cuda_graph";
-/// `1` captures each CUDA session's run as a CUDA graph on its first run and replays it after: one launch per frame
-/// instead of one per node.
-pub const CUDA_GRAPH_ENV: &str = "METAPORTRAIT_CUDA_GRAPH";
-
-fn ort_error(context: &str, e: impl Display) -> ModelError {
-    ModelError::Executor { executor: EXECUTOR, reason: format!("{context}: {e}") }
+fn ort_error(context: &str, e: impl Display) -> RuntimeError {
+    RuntimeError::ort(context, e)
 }
 
 /// The first `libonnxruntime.so*` in `dir` (sorted, so the choice is stable).
@@ -87,8 +72,8 @@ impl LibrarySearch {
     }
 
     /// Resolves the library path; the error lists what was tried and the one-line fix.
-    pub fn locate(&self) -> Result<PathBuf, ModelError> {
-        self.find().map_err(|reason| ModelError::Executor { executor: EXECUTOR, reason })
+    pub fn locate(&self) -> Result<PathBuf, RuntimeError> {
+        self.find().map_err(|reason| RuntimeError::Library { reason })
     }
 
     fn find(&self) -> Result<PathBuf, String> {
@@ -140,7 +125,7 @@ fn python_package_dir() -> Option<PathBuf> {
 }
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
-pub fn environment() -> Result<Environment, ModelError> {
+pub fn environment() -> Result<Environment, RuntimeError> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
     ENV.get_or_init(|| {
         let path = LibrarySearch::from_env().find()?;
@@ -151,7 +136,7 @@ pub fn environment() -> Result<Environment, ModelError> {
         Ok(env)
     })
     .clone()
-    .map_err(|reason| ModelError::Executor { executor: EXECUTOR, reason })
+    .map_err(|reason| RuntimeError::Library { reason })
 }
 
 /// Session settings.
@@ -181,7 +166,7 @@ enum CudaBinding {
 impl OrtSession {
     /// Builds a session from serialised model bytes. CUDA (asked for, or `Auto`) that cannot be used falls back to
     /// the CPU with a single warning saying why.
-    pub fn from_bytes(model: &[u8], opts: &SessionOptions) -> Result<Self, ModelError> {
+    pub fn from_bytes(model: &[u8], opts: &SessionOptions) -> Result<Self, RuntimeError> {
         let env = environment()?;
         let ordinal = match opts.device {
             Device::Cpu => None,
@@ -193,7 +178,7 @@ impl OrtSession {
             Device::Auto => Some(0),
         };
         if let Some(n) = ordinal {
-            let attempt = probe_cuda(n).and_then(|()| {
+            let attempt = probe_cuda(n).map_err(|e| e.to_string()).and_then(|()| {
                 let mut builder = base_builder(&env, opts.threads).map_err(|e| e.to_string())?;
                 append_cuda(&mut builder, n)?;
                 builder.commit_from_memory(model).map_err(|e| e.to_string())
@@ -231,7 +216,7 @@ impl OrtSession {
 
     /// Runs the model on named float inputs and returns every output. On the CPU the inputs are viewed in place; on
     /// CUDA they are copied into device buffers bound once to the session.
-    pub fn run(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<BTreeMap<String, HostTensor>, ModelError> {
+    pub fn run(&mut self, inputs: &[(&str, &HostTensor)]) -> Result<BTreeMap<String, HostTensor>, RuntimeError> {
         if let CudaBinding::Pending(ordinal) = self.cuda_io {
             self.cuda_io = match CudaIo::new(&self.session, ordinal, inputs) {
                 Ok(io) => {
@@ -254,7 +239,7 @@ impl OrtSession {
                     .map_err(|e| ort_error(&format!("input `{name}`"), e))?;
                 Ok((Cow::Borrowed(*name), SessionInputValue::from(view)))
             })
-            .collect::<Result<Vec<_>, ModelError>>()?;
+            .collect::<Result<Vec<_>, RuntimeError>>()?;
         let outputs = self.session.run(values).map_err(|e| ort_error("run failed", e))?;
         outputs
             .iter()
@@ -271,7 +256,7 @@ impl OrtSession {
 
 /// Threads: `threads` intra-op, 1 inter-op (the graph is a chain), no spinning (it burns cores between frames and
 /// starves other work on small machines); all graph optimisations, including the NCHWc layout transforms.
-fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, ModelError> {
+fn base_builder(env: &Environment, threads: usize) -> Result<SessionBuilder, RuntimeError> {
     let step = |e: ort::Error<SessionBuilder>| ort_error("session options", e);
     let builder = Session::builder(env)
         .map_err(|e| ort_error("session options", e))?
@@ -306,51 +291,6 @@ fn report_cpu_fallback(device: Device, why: &str) {
 
 /// Environment variable: file prefix for ONNX Runtime's per-node profile (unset: no profiling).
 pub const PROFILE_ENV: &str = "METAPORTRAIT_ORT_PROFILE";
-
-/// An `OrtStatus` from a raw C API call as a result, releasing it.
-pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
-    if status.0.is_null() {
-        return Ok(());
-    }
-    let api = ort::api();
-    // SAFETY: a non-null status is a valid OrtStatus whose message lives until it is released.
-    let msg = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned() };
-    // SAFETY: released exactly once, after its message was copied.
-    unsafe { (api.ReleaseStatus)(status.0) };
-    Err(msg)
-}
-
-/// Appends the CUDA execution provider through the C API, because `ort`'s typed `ep::CUDA` exists only with its `cuda`
-/// Cargo feature. Fails when the loaded build has no CUDA provider (the CPU wheel) or the provider cannot load.
-fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Result<(), String> {
-    let api = ort::api();
-    let check = |status| status_result(status).map_err(|msg| format!("CUDA execution provider unavailable: {msg}"));
-    let mut options = std::ptr::null_mut();
-    // SAFETY: `options` is an out-pointer; on success it owns an OrtCUDAProviderOptionsV2 released below.
-    check(unsafe { (api.CreateCUDAProviderOptions)(&mut options) })?;
-    let flag = |name: &str| u8::from(std::env::var(name).is_ok_and(|v| v == "1")).to_string();
-    let pairs = [
-        (CUDA_DEVICE_ID, ordinal.to_string()),
-        (CUDA_USE_TF32, flag(CUDA_TF32_ENV)),
-        (CUDA_ENABLE_GRAPH, flag(CUDA_GRAPH_ENV)),
-    ];
-    let owned = pairs
-        .iter()
-        .map(|(k, v)| Ok((CString::new(*k)?, CString::new(v.as_str())?)))
-        .collect::<Result<Vec<_>, std::ffi::NulError>>()
-        .map_err(|e| e.to_string())?;
-    let keys: Vec<_> = owned.iter().map(|(k, _)| k.as_ptr()).collect();
-    let values: Vec<_> = owned.iter().map(|(_, v)| v.as_ptr()).collect();
-    // SAFETY: `options` is live; the key/value arrays hold `keys.len()` NUL-terminated strings each and outlive the
-    // call; the session options pointer comes from a live builder.
-    let result = check(unsafe { (api.UpdateCUDAProviderOptions)(options, keys.as_ptr(), values.as_ptr(), keys.len()) })
-        .and_then(|()| {
-            check(unsafe { (api.SessionOptionsAppendExecutionProvider_CUDA_V2)(builder.ptr_mut(), options) })
-        });
-    // SAFETY: created above, released once; the session options keep their own copy.
-    unsafe { (api.ReleaseCUDAProviderOptions)(options) };
-    result
-}
 
 #[cfg(test)]
 mod tests {

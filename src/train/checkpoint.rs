@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::atomic_file::write_atomic;
 use crate::model::ModelError;
-use crate::model::weights::{WeightStore, write_atomic};
+use crate::model::weights::WeightStore;
 
 const LATEST_FILE: &str = "latest";
 const STATE_FILE: &str = "state.json";

@@ -82,7 +82,7 @@ pub fn write_clip(dir: &Path, clip: &ClipFrames, id_vector: &[f32]) -> Result<bo
         let text = serde_json::to_string(&manifest)
             .map_err(|e| DatasetError::Invalid { path: staging.clone(), reason: e.to_string() })?;
         let path = staging.join(CLIP_FILE);
-        crate::model::weights::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
+        crate::atomic_file::write_atomic(&path, text.as_bytes()).map_err(io(&path))?;
         std::fs::rename(&staging, dir).map_err(io(dir))
     })();
     if result.is_err() {

@@ -13,9 +13,9 @@
 //! the generator's perceptual loss does. The official configuration uses the single scale 1 with 32 → 64…512.
 
 use crate::model::ModelError;
+use crate::model::exec::shape::ShapeOps;
 use crate::model::net::blocks::{self, ConvGeom};
 use crate::model::ops::Ops;
-use crate::model::shape::ShapeOps;
 use crate::model::weights::{ExpectedEntry, WeightStore};
 use crate::rng::SplitMix64;
 use crate::tensor::HostTensor;
@@ -274,7 +274,7 @@ mod tests {
     use burn::tensor::Device;
 
     use super::*;
-    use crate::model::burn_exec::BurnExec;
+    use crate::model::exec::burn::BurnExec;
     use crate::train::adam::Adam;
     use crate::train::supervised::discriminator_adam_config;
 

@@ -186,7 +186,7 @@ pub fn generator_loss<O: Ops>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::burn_exec::BurnExec;
+    use crate::model::exec::burn::BurnExec;
     use crate::model::weights::WeightStore;
 
     #[test]

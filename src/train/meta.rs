@@ -20,7 +20,7 @@ use super::reptile::{InnerLoop, InnerProgress, LoopError, MetaReport, outer_adam
 use super::resident::ResidentTrainer;
 use super::step::{Objective, TrainSample};
 use crate::model::ModelError;
-use crate::model::engine::GeneratorModel;
+use crate::model::generator::GeneratorModel;
 use crate::model::inputs::InputBuilder;
 use crate::personalize::clip::ClipFrames;
 use crate::personalize::job::{PersonalizeError, samples};

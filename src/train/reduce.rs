@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::model::ModelError;
-use crate::model::burn_exec::{BurnValue, device_copy, host_copy};
+use crate::model::exec::burn::{BurnValue, device_copy, host_copy};
 use crate::tensor::HostTensor;
 
 /// Turns this replica's gradients into the mean over all replicas, in place.
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn device_gradients_are_reduced_like_host_ones() {
-        use crate::model::burn_exec::{device_copy, host_copy};
+        use crate::model::exec::burn::{device_copy, host_copy};
         let device = burn::tensor::Device::flex();
         let on_device = |g: &BTreeMap<String, HostTensor>| -> BTreeMap<String, BurnValue> {
             g.iter().map(|(k, t)| (k.clone(), device_copy(t, &device).unwrap())).collect()

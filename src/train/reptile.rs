@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use burn::tensor::Device;
 
 use crate::model::ModelError;
-use crate::model::burn_exec::BurnValue;
-use crate::model::engine::{GeneratorModel, Stage};
+use crate::model::exec::burn::BurnValue;
+use crate::model::generator::GeneratorModel;
+use crate::model::runner::Stage;
 
 use super::adam::AdamConfig;
 use super::reduce::GradientReduce;

@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use burn::tensor::{Device, Tensor};
 
 use crate::model::ModelError;
-use crate::model::burn_exec::{BurnExec, BurnValue, device_copy, host_copy};
-use crate::model::engine::{GeneratorModel, Stage};
+use crate::model::exec::burn::{BurnExec, BurnValue, device_copy, host_copy};
+use crate::model::generator::GeneratorModel;
+use crate::model::runner::Stage;
 use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;
 

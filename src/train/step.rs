@@ -8,9 +8,10 @@
 use burn::tensor::Device;
 
 use crate::model::ModelError;
-use crate::model::burn_exec::{BurnExec, BurnValue};
-use crate::model::engine::{GeneratorModel, Stage};
+use crate::model::exec::burn::{BurnExec, BurnValue};
+use crate::model::generator::GeneratorModel;
 use crate::model::net::{self, GeneratorInputs};
+use crate::model::runner::Stage;
 use crate::tensor::HostTensor;
 
 use super::adam::{Adam, StepStats};

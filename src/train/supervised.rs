@@ -30,11 +30,12 @@ use super::meta::{
 use super::reduce::GradientReduce;
 use super::resident::{Joint, ResidentTrainer};
 use super::step::{Objective, TrainSample, read_report};
-use crate::model::burn_exec::BurnValue;
-use crate::model::engine::{GeneratorModel, Stage};
+use crate::model::exec::burn::BurnValue;
+use crate::model::generator::GeneratorModel;
 use crate::model::inputs::InputBuilder;
 use crate::model::net;
 use crate::model::ops::Ops;
+use crate::model::runner::Stage;
 use crate::model::weights::WeightStore;
 use crate::personalize::clip::ClipFrames;
 use crate::personalize::job::{PersonalizeError, pair_sample};

@@ -41,15 +41,15 @@ use super::resident::{DeviceSum, Joint, ResidentEma, ResidentTrainer};
 use super::step::{LossReport, read_report};
 use super::vgg::{TSR_LAYERS, Vgg19};
 use crate::model::ModelError;
-use crate::model::burn_exec::BurnValue;
+use crate::model::exec::burn::BurnValue;
 use crate::model::inputs::write_planar_unit;
 use crate::model::ops::Ops;
 use crate::model::weights::WeightStore;
 use crate::personalize::clip::ClipFrames;
 use crate::rng::SplitMix64;
 use crate::tensor::HostTensor;
-use crate::tsr::engine::TsrModel;
 use crate::tsr::net::{RGB, tsr_forward};
+use crate::tsr::runner::TsrModel;
 
 const STAGE_TSR: &str = "tsr";
 const STEP_SEED_MIX: u64 = 0xA24B_AED4_963E_E407;
@@ -183,7 +183,7 @@ pub const LQ_DIR: &str = "lq";
 /// reads it. Written to a staging folder and renamed, so `lq/` is complete or absent. Returns the frames written.
 pub fn render_lq(
     clip_dir: &Path,
-    engine: &mut crate::model::engine::GeneratorEngine,
+    engine: &mut crate::model::runner::GeneratorRunner,
     config: &crate::model::config::GeneratorConfig,
 ) -> Result<usize, TrainError> {
     use crate::model::inputs::{InputBuilder, prediction_to_image};
@@ -576,7 +576,7 @@ mod tests {
     #[test]
     fn the_device_ema_moves_towards_the_trained_weights_from_where_the_run_started() {
         use crate::model::ModelError;
-        use crate::model::burn_exec::BurnExec;
+        use crate::model::exec::burn::BurnExec;
         // loss = mean|w − 0| + mean|b − 0|: each Adam step (lr 0.5, no clip) moves every element by 0.5 towards 0.
         let forward = |exec: &mut BurnExec<'_>| -> Result<(BurnValue, LossReport), ModelError> {
             let w = exec.param("w", &[2])?;

@@ -195,7 +195,7 @@ fn channel_map(v: [f32; 3]) -> Result<HostTensor, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::shape::ShapeOps;
+    use crate::model::exec::shape::ShapeOps;
 
     #[test]
     fn layout_is_torchvision_vgg19_up_to_relu5_1() {

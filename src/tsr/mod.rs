@@ -5,6 +5,6 @@
 //! 256² frames in [0, 1]; emits 512² frames in the same order, one frame later when streaming.
 
 pub mod config;
-pub mod engine;
 pub mod net;
+pub mod runner;
 pub mod stream;

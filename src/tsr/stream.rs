@@ -8,13 +8,13 @@
 //! forward runs a clip, replicate padding included; `history = 1` gives every temporal window of the first level its
 //! true neighbours. The official offline test instead runs disjoint 16-frame chunks; each network level widens the
 //! temporal reach by one frame (2·levels in all: 14 at 512²), so no one-frame-latency scheme can equal it on moving
-//! content — the offline path is `TsrEngine::run_clip`; this stage equals it wherever the clips coincide (a still
+//! content — the offline path is `TsrRunner::run_clip`; this stage equals it wherever the clips coincide (a still
 //! scene, or a clip no longer than the window), which the tests check.
 
 use std::collections::VecDeque;
 
-use super::engine::TsrEngine;
 use super::net::{self, RGB};
+use super::runner::TsrRunner;
 use crate::model::ModelError;
 use crate::tensor::HostTensor;
 
@@ -50,7 +50,7 @@ impl<Tag: Clone> TsrStream<Tag> {
     /// Adds the newest frame; returns the previous frame's result.
     pub fn push(
         &mut self,
-        engine: &mut TsrEngine,
+        engine: &mut TsrRunner,
         frame: HostTensor,
         tag: Tag,
     ) -> Result<Option<StreamOutput<Tag>>, ModelError> {
@@ -85,7 +85,7 @@ impl<Tag: Clone> TsrStream<Tag> {
     }
 
     /// Emits the last frame's result (computed with no future frame, as at the end of a clip) and resets the stream.
-    pub fn finish(&mut self, engine: &mut TsrEngine) -> Result<Option<StreamOutput<Tag>>, ModelError> {
+    pub fn finish(&mut self, engine: &mut TsrRunner) -> Result<Option<StreamOutput<Tag>>, ModelError> {
         let out = if self.window.is_empty() {
             None
         } else {
@@ -100,7 +100,7 @@ impl<Tag: Clone> TsrStream<Tag> {
     /// Runs the buffered frames `range` as one clip and returns frame `target`'s result.
     fn run(
         &mut self,
-        engine: &mut TsrEngine,
+        engine: &mut TsrRunner,
         range: std::ops::Range<usize>,
         target: usize,
     ) -> Result<StreamOutput<Tag>, ModelError> {

@@ -69,7 +69,7 @@ pub fn tiny_id128(dir: &std::path::Path) -> (PathBuf, PathBuf) {
     let config_path = dir.join("tiny_id128.json");
     std::fs::write(&config_path, config.to_string()).expect("write config");
     let fixture = load("tiny_weights.safetensors");
-    let mut model = metaportrait::model::engine::GeneratorModel::random(
+    let mut model = metaportrait::model::generator::GeneratorModel::random(
         metaportrait::model::config::GeneratorConfig::from_json_file(&config_path).expect("config"),
         11,
     )

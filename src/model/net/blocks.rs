@@ -4,7 +4,8 @@
 //! the same call both builds the computation and declares the state-dict entries it reads.
 
 use crate::model::ModelError;
-use crate::model::ops::{Ops, SnDim};
+use crate::model::ops::Ops;
+use crate::model::reparam::SnDim;
 use crate::tensor::HostTensor;
 
 /// eps of every InstanceNorm2d / LayerNorm2d in the reference.
@@ -206,7 +207,7 @@ pub fn up2_conv3<O: Ops>(ops: &mut O, prefix: &str, x: &O::T, cin: usize, cout: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::burn_exec::BurnExec;
+    use crate::model::exec::burn::BurnExec;
     use crate::model::weights::WeightStore;
     use crate::rng::SplitMix64;
 

@@ -9,7 +9,8 @@ use crate::model::ModelError;
 use crate::model::config::{
     GAZE_KP_END, GAZE_KP_START, GeneratorConfig, IMAGE_CHANNELS, KP_VARIANCE, SPADE_BLOCKS, SPADE_SEED_SIDE,
 };
-use crate::model::ops::{Ops, SnDim};
+use crate::model::ops::Ops;
+use crate::model::reparam::SnDim;
 
 const ENCODER: &str = "feature_encoder";
 const FUSE: &str = "fuse_high_res";

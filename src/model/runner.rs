@@ -1,53 +1,20 @@
-//! The generator engine: a configured, validated model bound to an executor.
+//! The generator runner: a configured, validated model bound to an executor and a device.
 //!
 //! Owns the choice of executor (ONNX Runtime for speed, burn for gradients), the conversion of the architecture into
 //! an ONNX graph with the current weights, and reusable sessions. Receives a `GeneratorModel` and named host
 //! tensors (`INPUT_NAMES`); emits named host tensors (`OUTPUT_NAMES`, plus intermediates when taps are on).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::str::FromStr;
 
 use super::ModelError;
-use super::burn_exec::{self, BurnExec};
-use super::config::GeneratorConfig;
+use super::exec::ExecutorKind;
+use super::exec::burn::BurnExec;
+use super::exec::onnx::OnnxBuilder;
+use super::generator::GeneratorModel;
 use super::net::{self, GeneratorInputs, INPUT_NAMES};
-use super::onnx::OnnxBuilder;
-use super::shape::ShapeOps;
-use super::weights::{ExpectedEntry, WeightStore};
 use crate::runtime::Device;
 use crate::runtime::ort::{OrtSession, SessionOptions};
 use crate::tensor::HostTensor;
-
-/// Which executor runs the generator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ExecutorKind {
-    /// ONNX Runtime on a graph emitted from the architecture definition (the fast path).
-    #[default]
-    Ort,
-    /// burn tensors (differentiable; used for personalization and training).
-    Burn,
-}
-
-impl FromStr for ExecutorKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "ort" => Ok(Self::Ort),
-            "burn" => Ok(Self::Burn),
-            other => Err(format!("unknown executor `{other}` (expected `ort` or `burn`)")),
-        }
-    }
-}
-
-impl ExecutorKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ort => "ort",
-            Self::Burn => "burn",
-        }
-    }
-}
 
 /// How much of the generator to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,50 +25,9 @@ pub enum Stage {
     Full,
 }
 
-/// A configuration with weights that match it.
-#[derive(Clone, Debug)]
-pub struct GeneratorModel {
-    pub config: GeneratorConfig,
-    pub weights: WeightStore,
-}
-
-/// Every state-dict entry the architecture declares for `cfg`, in declaration order.
-pub fn expected_entries(cfg: &GeneratorConfig) -> Result<Vec<ExpectedEntry>, ModelError> {
-    let mut ops = ShapeOps::new();
-    let inputs = GeneratorInputs::from_spec(cfg, |_, shape| shape.to_vec());
-    net::generator_forward(&mut ops, cfg, &inputs)?;
-    if let Some(err) = ops.take_error() {
-        return Err(err);
-    }
-    Ok(ops.into_entries())
-}
-
-/// Seed of the deterministic initialisation used when no weights are given.
-pub const DEFAULT_INIT_SEED: u64 = 0x4D50;
-
-impl GeneratorModel {
-    /// Pairs a config with weights after checking every key and shape.
-    pub fn new(config: GeneratorConfig, weights: WeightStore) -> Result<Self, ModelError> {
-        weights.validate(&expected_entries(&config)?)?;
-        Ok(Self { config, weights })
-    }
-
-    /// Loads weights from a safetensors file and validates them against the config.
-    pub fn load(config: GeneratorConfig, weights_path: &Path) -> Result<Self, ModelError> {
-        let weights = WeightStore::load_safetensors(weights_path)?;
-        Self::new(config, weights)
-    }
-
-    /// Deterministic random weights (benchmarks, training from scratch).
-    pub fn random(config: GeneratorConfig, seed: u64) -> Result<Self, ModelError> {
-        let weights = super::weights::random_init(&expected_entries(&config)?, seed);
-        Ok(Self { config, weights })
-    }
-}
-
 /// Executor settings.
 #[derive(Clone, Debug)]
-pub struct EngineOptions {
+pub struct RunnerOptions {
     pub executor: ExecutorKind,
     pub device: Device,
     /// Intra-op threads (ONNX Runtime); 0 lets the runtime decide.
@@ -111,14 +37,14 @@ pub struct EngineOptions {
     pub taps: bool,
 }
 
-impl Default for EngineOptions {
+impl Default for RunnerOptions {
     fn default() -> Self {
         Self { executor: ExecutorKind::Ort, device: Device::Cpu, threads: 0, stage: Stage::Full, taps: false }
     }
 }
 
 /// A generator ready to run frames.
-pub struct GeneratorEngine {
+pub struct GeneratorRunner {
     /// Expected input shapes, in `INPUT_NAMES` order: inputs are checked before any executor sees them.
     input_shapes: [Vec<usize>; INPUT_NAMES.len()],
     backend: Backend,
@@ -129,8 +55,8 @@ enum Backend {
     Burn { model: GeneratorModel, device: burn::tensor::Device, runs_on: Device, stage: Stage, taps: bool },
 }
 
-impl GeneratorEngine {
-    pub fn new(model: &GeneratorModel, opts: &EngineOptions) -> Result<Self, ModelError> {
+impl GeneratorRunner {
+    pub fn new(model: &GeneratorModel, opts: &RunnerOptions) -> Result<Self, ModelError> {
         let backend = match opts.executor {
             ExecutorKind::Ort => {
                 let graph = build_onnx(model, opts.stage, opts.taps)?;
@@ -138,7 +64,7 @@ impl GeneratorEngine {
                 Backend::Ort { session: OrtSession::from_bytes(&graph, &session_opts)? }
             }
             ExecutorKind::Burn => {
-                let (device, runs_on) = burn_exec::resolve_device(opts.device)?;
+                let (device, runs_on) = crate::runtime::burn_device::resolve_device(opts.device)?;
                 Backend::Burn { model: model.clone(), device, runs_on, stage: opts.stage, taps: opts.taps }
             }
         };
@@ -181,7 +107,7 @@ impl GeneratorEngine {
         match &mut self.backend {
             Backend::Ort { session } => {
                 let named = INPUT_NAMES.iter().map(|n| Ok((*n, get(n)?))).collect::<Result<Vec<_>, ModelError>>()?;
-                session.run(&named)
+                Ok(session.run(&named)?)
             }
             Backend::Burn { model, device, stage, taps, .. } => {
                 let mut exec = BurnExec::new(&model.weights, device, false).with_taps(*taps);

@@ -10,10 +10,10 @@ use std::path::Path;
 use super::config::TsrConfig;
 use super::net::{self, RGB};
 use crate::model::ModelError;
-use crate::model::burn_exec::{self, BurnExec};
-use crate::model::engine::ExecutorKind;
-use crate::model::onnx::OnnxBuilder;
-use crate::model::shape::ShapeOps;
+use crate::model::exec::ExecutorKind;
+use crate::model::exec::burn::BurnExec;
+use crate::model::exec::onnx::OnnxBuilder;
+use crate::model::exec::shape::ShapeOps;
 use crate::model::weights::{ExpectedEntry, WeightStore, random_init};
 use crate::runtime::Device;
 use crate::runtime::ort::{OrtSession, SessionOptions};
@@ -84,17 +84,17 @@ struct Geometry {
 }
 
 /// A TSR model ready to run batches of frames.
-pub struct TsrEngine {
+pub struct TsrRunner {
     model: TsrModel,
     opts: TsrOptions,
     /// ONNX Runtime sessions by geometry; graphs have static shapes, so each batch size gets its own.
     sessions: BTreeMap<Geometry, OrtSession>,
 }
 
-impl TsrEngine {
+impl TsrRunner {
     pub fn new(model: TsrModel, opts: TsrOptions) -> Result<Self, ModelError> {
         if opts.executor == ExecutorKind::Burn {
-            burn_exec::exec_device(opts.device)?;
+            crate::runtime::burn_device::exec_device(opts.device)?;
         }
         Ok(Self { model, opts, sessions: BTreeMap::new() })
     }
@@ -159,7 +159,7 @@ impl TsrEngine {
                 Ok(out)
             }
             ExecutorKind::Burn => {
-                let device = burn_exec::exec_device(self.opts.device)?;
+                let device = crate::runtime::burn_device::exec_device(self.opts.device)?;
                 let mut exec = BurnExec::new(&self.model.weights, &device, false).with_taps(self.opts.taps);
                 let x = exec.input(frames);
                 let y = net::tsr_forward(&mut exec, &self.model.config, &x)?;

@@ -18,7 +18,8 @@ mod tests {
 
     use super::proto::ModelProto;
     use super::*;
-    use crate::model::ops::{Ops, SnDim};
+    use crate::model::ops::Ops;
+    use crate::model::reparam::SnDim;
     use crate::model::weights::WeightStore;
     use crate::rng::SplitMix64;
     use crate::runtime::Device;

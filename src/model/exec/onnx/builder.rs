@@ -15,8 +15,9 @@ use super::proto::{
     ValueInfoProto, attribute_type, data_type, tensor_shape_proto, type_proto,
 };
 use crate::model::ModelError;
-use crate::model::ops::{Ops, SnDim};
-use crate::model::shape;
+use crate::model::exec::shape;
+use crate::model::ops::Ops;
+use crate::model::reparam::SnDim;
 use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;
 

@@ -8,9 +8,10 @@
 
 use std::collections::HashMap;
 
-use super::ModelError;
-use super::ops::{Ops, SnDim};
-use super::weights::{EntryKind, ExpectedEntry, SN_ORIG, SN_U, SN_V};
+use crate::model::ModelError;
+use crate::model::ops::Ops;
+use crate::model::reparam::{SN_ORIG, SN_U, SN_V, SnDim};
+use crate::model::weights::{EntryKind, ExpectedEntry};
 use crate::tensor::HostTensor;
 
 /// Highest rank any `Ops` tensor may have (see `ops`).

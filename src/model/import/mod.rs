@@ -3,11 +3,18 @@
 //! Owns the mapping from a checkpoint's state dict to the keys the architecture expects: `module.` prefixes from
 //! data-parallel training are dropped, and checkpoints whose spectral norm was removed (a plain `weight` where
 //! `weight_orig`/`weight_u`/`weight_v` are expected) are restored so the eval-mode weight is exactly that `weight`. Receives the
-//! tensors read by `checkpoint`; emits a validated `WeightStore`.
+//! tensors read by `torch` (the container) and `pickle` (the safe unpickler); emits a validated `WeightStore`.
+
+mod error;
+pub mod pickle;
+pub mod plain;
+pub mod torch;
+
+pub use error::TorchCheckpointError;
 
 use super::ModelError;
-use super::ops::SnDim;
-use super::weights::{EntryKind, ExpectedEntry, SN_ORIG, SN_U, SN_V, WeightStore, power_iteration};
+use super::reparam::{SN_ORIG, SN_U, SN_V, SnDim, power_iteration};
+use super::weights::{EntryKind, ExpectedEntry, WeightStore};
 use crate::tensor::HostTensor;
 
 /// Prefix added by `nn.DataParallel` / DDP wrappers.
@@ -48,8 +55,8 @@ fn restore_spectral_norm(store: &mut WeightStore, expected: &[ExpectedEntry]) ->
         let Some(weight) = store.remove(&plain_key) else { continue };
         let dim = if prefix.ends_with(SN_DIM1_SUFFIX) { SnDim::Dim1 } else { SnDim::Dim0 };
         let (u, v) = power_iteration(&weight, dim, SN_REBUILD_ITERATIONS);
-        let sigma = super::weights::spectral_sigma(&weight, &u, &v, dim)
-            .map_err(|reason| ModelError::Tensor { name: plain_key.clone(), reason })?;
+        let sigma = super::reparam::spectral_sigma(&weight, &u, &v, dim)
+            .map_err(|reason| ModelError::Tensor { name: plain_key.clone(), reason: reason.to_string() })?;
         let u: Vec<f32> = u.iter().map(|x| (*x as f64 / sigma) as f32).collect();
         let to_tensor = |shape: Vec<usize>, data: Vec<f32>| {
             HostTensor::new(shape, data)

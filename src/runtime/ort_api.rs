@@ -1,0 +1,68 @@
+//! ONNX Runtime's C API where the `ort` crate has no typed call: status results, and the CUDA execution provider
+//! (whose typed form exists only with `ort`'s `cuda` feature).
+//!
+//! Owns the raw calls and their safety reasoning. Receives session builders and bindings from `runtime::ort` and
+//! `runtime::cuda_io`; emits plain results.
+
+use std::ffi::{CStr, CString};
+
+use ort::AsPointer;
+use ort::session::builder::SessionBuilder;
+
+/// CUDA provider option selecting the GPU.
+const CUDA_DEVICE_ID: &str = "device_id";
+/// CUDA provider option allowing TF32 tensor-core math in convolutions and matrix products.
+const CUDA_USE_TF32: &str = "use_tf32";
+/// `1` lets CUDA sessions use TF32 (faster on Ampere and later, ~1e-3 relative error, PyTorch's default for cuDNN
+/// convolutions); anything else keeps full fp32, which the parity fixtures need.
+pub const CUDA_TF32_ENV: &str = "METAPORTRAIT_CUDA_TF32";
+/// CUDA provider option replaying the whole run as one captured CUDA graph (needs fixed device buffers: IoBinding).
+const CUDA_ENABLE_GRAPH: &str = "enable_cuda_graph";
+/// `1` captures each CUDA session's run as a CUDA graph on its first run and replays it after: one launch per frame
+/// instead of one per node.
+pub const CUDA_GRAPH_ENV: &str = "METAPORTRAIT_CUDA_GRAPH";
+
+/// An `OrtStatus` from a raw C API call as a result, releasing it.
+pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
+    if status.0.is_null() {
+        return Ok(());
+    }
+    let api = ort::api();
+    // SAFETY: a non-null status is a valid OrtStatus whose message lives until it is released.
+    let msg = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned() };
+    // SAFETY: released exactly once, after its message was copied.
+    unsafe { (api.ReleaseStatus)(status.0) };
+    Err(msg)
+}
+
+/// Appends the CUDA execution provider through the C API, because `ort`'s typed `ep::CUDA` exists only with its `cuda`
+/// Cargo feature. Fails when the loaded build has no CUDA provider (the CPU wheel) or the provider cannot load.
+pub(crate) fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Result<(), String> {
+    let api = ort::api();
+    let check = |status| status_result(status).map_err(|msg| format!("CUDA execution provider unavailable: {msg}"));
+    let mut options = std::ptr::null_mut();
+    // SAFETY: `options` is an out-pointer; on success it owns an OrtCUDAProviderOptionsV2 released below.
+    check(unsafe { (api.CreateCUDAProviderOptions)(&mut options) })?;
+    let flag = |name: &str| u8::from(std::env::var(name).is_ok_and(|v| v == "1")).to_string();
+    let pairs = [
+        (CUDA_DEVICE_ID, ordinal.to_string()),
+        (CUDA_USE_TF32, flag(CUDA_TF32_ENV)),
+        (CUDA_ENABLE_GRAPH, flag(CUDA_GRAPH_ENV)),
+    ];
+    let owned = pairs
+        .iter()
+        .map(|(k, v)| Ok((CString::new(*k)?, CString::new(v.as_str())?)))
+        .collect::<Result<Vec<_>, std::ffi::NulError>>()
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<_> = owned.iter().map(|(k, _)| k.as_ptr()).collect();
+    let values: Vec<_> = owned.iter().map(|(_, v)| v.as_ptr()).collect();
+    // SAFETY: `options` is live; the key/value arrays hold `keys.len()` NUL-terminated strings each and outlive the
+    // call; the session options pointer comes from a live builder.
+    let result = check(unsafe { (api.UpdateCUDAProviderOptions)(options, keys.as_ptr(), values.as_ptr(), keys.len()) })
+        .and_then(|()| {
+            check(unsafe { (api.SessionOptionsAppendExecutionProvider_CUDA_V2)(builder.ptr_mut(), options) })
+        });
+    // SAFETY: created above, released once; the session options keep their own copy.
+    unsafe { (api.ReleaseCUDAProviderOptions)(options) };
+    result
+}
