@@ -74,8 +74,8 @@ const METRIC: &str = "not computed in this build";
 
 pub fn run(args: &ReconstructArgs) -> Result<()> {
     let config = GeneratorConfig::resolve(&args.config)?;
-    let connectivity = connectivity(args)?;
     let data = OfficialData::open(&args.data)?;
+    let connectivity = connectivity(args)?;
     if !data.skipped.is_empty() {
         tracing::warn!(
             count = data.skipped.len(),
