@@ -1106,6 +1106,7 @@ fn identities(cmd: IdentitiesCommand) -> Result<()> {
                         Ok(m) => serde_json::json!({
                             "id": e.id, "name": m.name, "ok": true, "created_unix_s": m.created_unix_s,
                             "personalized": m.personalization.is_some(),
+                            "embedder": m.embedder.as_deref().unwrap_or(metaportrait::face::embed::DLIB_EMBEDDER_TAG),
                         }),
                         Err(err) => serde_json::json!({"id": e.id, "ok": false, "error": err.to_string()}),
                     })
@@ -1118,7 +1119,9 @@ fn identities(cmd: IdentitiesCommand) -> Result<()> {
                     match &e.meta {
                         Ok(m) => {
                             let kind = if m.personalization.is_some() { "personalized" } else { "portrait" };
-                            println!("{:<24} {:<32} {kind}", e.id, m.name);
+                            let embedder =
+                                m.embedder.as_deref().unwrap_or(metaportrait::face::embed::DLIB_EMBEDDER_TAG);
+                            println!("{:<24} {:<32} {kind:<12} {embedder}", e.id, m.name);
                         }
                         Err(err) => println!("{:<24} BROKEN: {err}", e.id),
                     }

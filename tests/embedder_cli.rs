@@ -183,6 +183,10 @@ fn identities_carry_their_embedder_and_models_refuse_other_embedders() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not one vector"));
     assert_eq!(store.list().unwrap().len(), 2);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&cli(&home, &["identities", "list", "--json"]).stdout).expect("list json");
+    let tags: Vec<&str> = listed.as_array().unwrap().iter().map(|r| r["embedder"].as_str().unwrap()).collect();
+    assert_eq!(tags, [tag.as_str(), "external"]);
 
     // Three frames of a real person drive the renders.
     let driving = dir.join("driving");
