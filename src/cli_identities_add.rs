@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use metaportrait::model::inputs::EXTERNAL_EMBEDDER;
 use metaportrait::personalize::store::{IdentityStore, NewIdentity};
@@ -38,22 +38,12 @@ pub struct AddArgs {
     pub models: Option<PathBuf>,
 }
 
-/// A vector from a `.npy` file: one vector (any shape with a single non-unit axis), finite, not zero.
-fn read_vector(path: &std::path::Path) -> Result<Vec<f32>> {
-    let array = metaportrait::face::npy::read_array(path).with_context(|| format!("reading {}", path.display()))?;
-    if array.data.is_empty() || array.shape.iter().filter(|d| **d != 1).count() > 1 {
-        bail!("{}: shape {:?} is not one vector", path.display(), array.shape);
-    }
-    if array.data.iter().any(|v| !v.is_finite()) || array.data.iter().all(|v| *v == 0.0) {
-        bail!("{}: the vector is zero or not finite", path.display());
-    }
-    Ok(array.data)
-}
-
 pub fn run(store: &IdentityStore, args: &AddArgs) -> Result<()> {
     // Read the vector first: a bad file fails before the face models load.
     let from_file = match &args.id_vector {
-        Some(path) => Some(read_vector(path)?),
+        Some(path) => {
+            Some(metaportrait::face::npy::read_vector(path).with_context(|| format!("reading {}", path.display()))?)
+        }
         None => None,
     };
     let models = args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir);

@@ -43,6 +43,19 @@ pub fn read_array(path: &Path) -> Result<NpyArray, NpyError> {
     parse_array(&bytes)
 }
 
+/// One vector from a `.npy` file (identity vectors): any shape with at most one axis longer than 1, e.g. `(D,)` or
+/// `(1, D)` as the official data stores them; finite; not all zero.
+pub fn read_vector(path: &Path) -> Result<Vec<f32>, NpyError> {
+    let array = read_array(path)?;
+    if array.data.is_empty() || array.shape.iter().filter(|d| **d != 1).count() > 1 {
+        return Err(NpyError::Format(format!("shape {:?} is not one vector", array.shape)));
+    }
+    if array.data.iter().any(|v| !v.is_finite()) || array.data.iter().all(|v| *v == 0.0) {
+        return Err(NpyError::Format("the vector is zero or not finite".into()));
+    }
+    Ok(array.data)
+}
+
 /// Parses `.npy` bytes holding a little-endian float32/float64 array in C order, of any shape.
 pub fn parse_array(bytes: &[u8]) -> Result<NpyArray, NpyError> {
     let bad = |m: &str| NpyError::Format(m.to_owned());

@@ -199,23 +199,14 @@ pub fn read_landmarks(path: &Path) -> Result<Vec<[f32; 2]>, ReconstructError> {
 
 /// An identity vector of `id_dim` values, as stored (the official loader squeezes it and does not normalise it).
 pub fn read_id_vector(path: &Path, id_dim: usize) -> Result<Vec<f32>, ReconstructError> {
-    let array = npy::read_array(path).map_err(|e| match e {
+    let vector = npy::read_vector(path).map_err(|e| match e {
         npy::NpyError::Io { source, .. } => ReconstructError::Io { path: path.into(), source },
         other => ReconstructError::BadFile { path: path.into(), reason: other.to_string() },
     })?;
-    if array.shape.iter().filter(|d| **d != 1).count() > 1 {
-        return Err(ReconstructError::BadFile {
-            path: path.into(),
-            reason: format!("shape {:?} is not one vector", array.shape),
-        });
+    if vector.len() != id_dim {
+        return Err(ReconstructError::IdDim { path: path.into(), expected: id_dim, actual: vector.len() });
     }
-    if array.data.len() != id_dim {
-        return Err(ReconstructError::IdDim { path: path.into(), expected: id_dim, actual: array.data.len() });
-    }
-    if array.data.iter().any(|v| !v.is_finite()) {
-        return Err(ReconstructError::BadFile { path: path.into(), reason: "a value is not finite".into() });
-    }
-    Ok(array.data)
+    Ok(vector)
 }
 
 #[cfg(test)]
