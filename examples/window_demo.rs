@@ -12,10 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam::channel::{self, Receiver, Sender, TrySendError};
-use metaportrait::render::{
+use metaportrait::app::run_window;
+use metaportrait::pipeline::messages::{
     IdentityEntry, OutputFrame, PixelFormat, PreviewFrame, Progress, RecordingStatus, StageTime, Stats, Thumbnail,
-    UiCommand, UiSettings, WindowInputs, run_window,
+    UiCommand, WindowInputs,
 };
+use metaportrait::pipeline::settings::UiSettings;
 
 const FRAME_INTERVAL: Duration = Duration::from_micros(33_333);
 const STATS_INTERVAL: Duration = Duration::from_millis(250);

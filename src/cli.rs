@@ -34,6 +34,10 @@ use metaportrait::tsr;
 use metaportrait::tsr::config::TsrConfig;
 use metaportrait::tsr::runner::{TsrModel, TsrOptions, TsrRunner};
 
+mod embedder;
+mod identities_add;
+mod reconstruct;
+
 /// The bundled portrait (public domain, see assets/README.md).
 const DEMO_PORTRAIT: &str = "assets/portrait.png";
 
@@ -82,7 +86,7 @@ pub enum Command {
     #[command(subcommand)]
     Train(TrainCommand),
     /// Run the official inference on the official preprocessed data (self-reconstruction, PSNR/SSIM per frame).
-    Reconstruct(crate::cli_reconstruct::ReconstructArgs),
+    Reconstruct(reconstruct::ReconstructArgs),
 }
 
 #[derive(Args, Debug)]
@@ -94,7 +98,7 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Frames kept per clip, evenly spread (see `--consecutive`).
-    #[arg(long, default_value_t = metaportrait::personalize::clip::DEFAULT_MAX_FRAMES)]
+    #[arg(long, default_value_t = metaportrait::clip::frames::DEFAULT_MAX_FRAMES)]
     pub frames: usize,
     /// Keep the first `--frames` frames in a row instead of spreading them over the clip: temporal SR learns from
     /// frame-to-frame motion, so TSR datasets want consecutive video frames.
@@ -113,7 +117,7 @@ pub struct PrepareArgs {
     #[arg(long)]
     pub models: Option<PathBuf>,
     #[command(flatten)]
-    pub embedder: crate::cli_embedder::EmbedderArgs,
+    pub embedder: embedder::EmbedderArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -242,7 +246,7 @@ pub struct PersonalizeArgs {
     #[arg(long, default_value_t = metaportrait::train::reptile::DEFAULT_INNER_STEPS)]
     pub steps: usize,
     /// Frames taken from the clip, evenly spread (the paper uses 48).
-    #[arg(long, default_value_t = metaportrait::personalize::clip::DEFAULT_MAX_FRAMES)]
+    #[arg(long, default_value_t = metaportrait::clip::frames::DEFAULT_MAX_FRAMES)]
     pub frames: usize,
     /// VGG-19 perceptual loss: `auto` uses the provisioned weights when present, `off` trains without it.
     #[arg(long, value_enum, default_value = "auto")]
@@ -259,7 +263,7 @@ pub struct PersonalizeArgs {
     #[arg(long, default_value = "auto")]
     pub device: Device,
     #[command(flatten)]
-    pub embedder: crate::cli_embedder::EmbedderArgs,
+    pub embedder: embedder::EmbedderArgs,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,7 +287,7 @@ pub enum IdentitiesCommand {
     /// Add the identity stored in an archive file made by `export`.
     Import { file: PathBuf },
     /// Add a portrait as an identity, with its identity vector from an embedder or from a `.npy` file.
-    Add(crate::cli_identities_add::AddArgs),
+    Add(identities_add::AddArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -352,7 +356,7 @@ pub struct NeuralArgs {
     #[arg(long, default_value = "auto")]
     pub device: Device,
     #[command(flatten)]
-    pub embedder: crate::cli_embedder::EmbedderArgs,
+    pub embedder: embedder::EmbedderArgs,
 }
 
 impl NeuralArgs {
@@ -685,7 +689,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Step(args)) => bench_step(&args),
         Command::Bench(BenchCommand::Tsr(args)) => bench_tsr(&args),
         Command::Bench(BenchCommand::E2e(args)) => bench_e2e(&args),
-        Command::Reconstruct(args) => crate::cli_reconstruct::run(&args),
+        Command::Reconstruct(args) => reconstruct::run(&args),
     }
 }
 
@@ -879,8 +883,9 @@ fn box_mask(side: usize, frac: [f32; 4]) -> Result<HostTensor> {
 }
 
 fn bench_step(args: &BenchStepArgs) -> Result<()> {
+    use metaportrait::clip::sample::TrainSample;
     use metaportrait::train::loss::LossWeights;
-    use metaportrait::train::step::{Objective, TrainSample};
+    use metaportrait::train::step::Objective;
     if args.iters == 0 {
         bail!("--iters must be at least 1");
     }
@@ -1142,7 +1147,7 @@ fn identities(cmd: IdentitiesCommand) -> Result<()> {
             let id = store.import(&file).with_context(|| format!("importing {}", file.display()))?;
             eprintln!("imported as `{id}`");
         }
-        IdentitiesCommand::Add(args) => crate::cli_identities_add::run(&store, &args)?,
+        IdentitiesCommand::Add(args) => identities_add::run(&store, &args)?,
     }
     Ok(())
 }
@@ -1198,7 +1203,7 @@ fn time_ms(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<(f64, f64)>
 }
 
 fn bench_face(args: &BenchFaceArgs) -> Result<()> {
-    use metaportrait::face::{FaceTracker, Roi, TrackerOptions};
+    use metaportrait::face::{FaceTracker, TrackerOptions};
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
@@ -1206,7 +1211,7 @@ fn bench_face(args: &BenchFaceArgs) -> Result<()> {
     let image = metaportrait::face::load_image(&path)?;
     let mut mesher = face_mesher(args.models.as_ref())?;
     let detection = *mesher.detect(&image)?.first().with_context(|| format!("no face in {}", path.display()))?;
-    let roi = Roi::from_detection(&detection);
+    let roi = detection.roi();
     mesher.landmarks(&image, &roi, true)?;
     let mut tracker = FaceTracker::new(TrackerOptions::default());
     let mut t_s = 0.0;
@@ -1311,7 +1316,7 @@ fn render_identity(
     source: Option<&std::path::Path>,
     identity: Option<&str>,
     with_embedding: bool,
-    embedder: &crate::cli_embedder::EmbedderArgs,
+    embedder: &embedder::EmbedderArgs,
 ) -> Result<EngineIdentity> {
     if let Some(name) = identity {
         let store = identity_store()?;
@@ -1347,10 +1352,10 @@ fn default_vgg_path() -> PathBuf {
 }
 
 fn personalize(args: &PersonalizeArgs) -> Result<()> {
-    use metaportrait::personalize::clip::prepare_clip;
+    use metaportrait::clip::frames::prepare_clip;
     use metaportrait::personalize::job::{PersonalizeJob, PersonalizeProgress, personalize};
-    if args.steps == 0 || args.frames < metaportrait::personalize::clip::MIN_FRAMES {
-        bail!("--steps must be at least 1 and --frames at least {}", metaportrait::personalize::clip::MIN_FRAMES);
+    if args.steps == 0 || args.frames < metaportrait::clip::frames::MIN_FRAMES {
+        bail!("--steps must be at least 1 and --frames at least {}", metaportrait::clip::frames::MIN_FRAMES);
     }
     let store = identity_store()?;
     let config = GeneratorConfig::resolve(&args.config)?;
@@ -1447,7 +1452,7 @@ fn perceptual_vgg(choice: Perceptual, explicit: Option<&PathBuf>) -> Result<Opti
 }
 
 fn prepare(args: &PrepareArgs) -> Result<()> {
-    use metaportrait::personalize::clip::prepare_clip_at;
+    use metaportrait::clip::frames::prepare_clip_at;
     use metaportrait::train::dataset::write_clip;
     let mut sources = Vec::new();
     for identity in std::fs::read_dir(&args.videos).with_context(|| format!("reading {}", args.videos.display()))? {
@@ -1605,8 +1610,9 @@ fn train_warp(args: &TrainWarpArgs) -> Result<()> {
 }
 
 fn train_full(args: &TrainFullArgs) -> Result<()> {
+    use metaportrait::train::discriminator::discriminator_adam_config;
     use metaportrait::train::discriminator::{self, DiscriminatorConfig};
-    use metaportrait::train::supervised::{Discriminator, FullTraining, discriminator_adam_config, train_full};
+    use metaportrait::train::supervised::{Discriminator, FullTraining, train_full};
     let setup = TrainSetup::new(&args.common)?;
     let config = DiscriminatorConfig::resolve(&args.discriminator)?;
     let image_size = setup.model.config.image_size;
@@ -1815,7 +1821,7 @@ fn render(args: &RenderArgs) -> Result<()> {
 
 fn live(args: &LiveArgs) -> Result<()> {
     use metaportrait::pipeline::live::{LiveConfig, LiveInput, start};
-    use metaportrait::render::UiSettings;
+    use metaportrait::pipeline::settings::UiSettings;
     let home = metaportrait::home::data_home()?;
     let settings_path = metaportrait::home::settings_path(&home);
     let settings = UiSettings::load(&settings_path);
@@ -1856,7 +1862,7 @@ fn live(args: &LiveArgs) -> Result<()> {
         tsr_device: args.neural.device,
     };
     let (pipeline, inputs) = start(config, engine, settings)?;
-    let result = metaportrait::render::run_window(inputs);
+    let result = metaportrait::app::run_window(inputs);
     pipeline.shutdown();
     let settings = result?;
     settings.save(&settings_path).with_context(|| format!("saving settings to {}", settings_path.display()))?;

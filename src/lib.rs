@@ -3,9 +3,11 @@
 //! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
 //! wires command-line arguments to these modules.
 
+pub mod app;
 pub mod atomic_file;
 pub mod capture;
 pub mod checksum;
+pub mod clip;
 pub mod face;
 pub mod home;
 pub mod model;
@@ -13,7 +15,6 @@ pub mod personalize;
 pub mod pipeline;
 pub mod reconstruct;
 pub mod record;
-pub mod render;
 pub mod rng;
 pub mod runtime;
 pub mod tensor;

@@ -1,9 +1,6 @@
 //! `metaportrait` binary: parses the command line, sets up logging, and reports errors at the edge.
 
 mod cli;
-mod cli_embedder;
-mod cli_identities_add;
-mod cli_reconstruct;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;

@@ -39,7 +39,8 @@ fn library_files() -> BTreeMap<ModPath, PathBuf> {
         let rel = file.strip_prefix(&root).expect("under src");
         let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
         let last = parts.pop().expect("file name");
-        if parts.first().is_some_and(|p| p == "cli") || (parts.is_empty() && last == "main.rs") {
+        // The binary (`main.rs`, `cli`) sits above the library and is not part of its graph.
+        if parts.first().is_some_and(|p| p == "cli") || (parts.is_empty() && (last == "main.rs" || last == "cli.rs")) {
             continue;
         }
         match last.as_str() {

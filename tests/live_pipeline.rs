@@ -11,8 +11,9 @@ use image::RgbImage;
 use metaportrait::capture::{Frame, FrameSource, VideoFileSource};
 use metaportrait::pipeline::engine::{EngineError, EngineIdentity, LiveEngine, PreviewEngine};
 use metaportrait::pipeline::live::{LiveConfig, LiveInput, LivePipeline, start};
+use metaportrait::pipeline::messages::{OutputFrame, Stats, UiCommand, WindowInputs};
+use metaportrait::pipeline::settings::UiSettings;
 use metaportrait::record::{PushOutcome, Recorder, RecorderConfig};
-use metaportrait::render::{OutputFrame, Stats, UiCommand, UiSettings, WindowInputs};
 
 const CLIP_FPS: f64 = 25.0;
 
@@ -70,7 +71,7 @@ struct FakeWindow {
     inputs: WindowInputs,
     frames: Vec<(OutputFrame, Instant)>,
     stats: Vec<Stats>,
-    progress: Vec<Option<metaportrait::render::Progress>>,
+    progress: Vec<Option<metaportrait::pipeline::messages::Progress>>,
 }
 
 impl FakeWindow {
@@ -418,7 +419,7 @@ fn personalizing_from_the_panel_replaces_the_identity_and_cancel_keeps_it() {
     assert!(notice.is_some(), "no completion notice; last: {:?}", window.stats.last().and_then(|s| s.notice.clone()));
     // Phases arrive in order (the channel keeps only the newest, so some updates may be skipped): reading the clip,
     // held-out scoring, training steps, scoring again; then the bar is cleared.
-    use metaportrait::render::Progress;
+    use metaportrait::pipeline::messages::Progress;
     let rank = |p: &Progress| match p {
         Progress::ReadingClip { .. } => 0,
         Progress::Scoring { after: false, .. } => 1,

@@ -78,7 +78,7 @@ fn personalization_lowers_the_heldout_loss_and_adds_an_identity() {
 
 #[test]
 fn a_cancelled_or_faceless_personalization_leaves_the_library_untouched() {
-    use metaportrait::personalize::clip::prepare_clip;
+    use metaportrait::clip::frames::prepare_clip;
     use metaportrait::personalize::job::{PersonalizeError, PersonalizeJob, personalize as run};
     let dir = common::tempdir("personalize-cancel");
     let (config, weights) = common::tiny_id128(&dir);

@@ -4,6 +4,7 @@ mod common;
 
 use std::sync::atomic::AtomicBool;
 
+use metaportrait::clip::sample::TrainSample;
 use metaportrait::face::condition;
 use metaportrait::model::ModelError;
 use metaportrait::model::config::GeneratorConfig;
@@ -15,7 +16,7 @@ use metaportrait::train::loss::{self, LossWeights};
 use metaportrait::train::reduce::{LocalReplicas, SingleReplica};
 use metaportrait::train::reptile::{self, InnerLoop, LoopError};
 use metaportrait::train::resident::ResidentTrainer;
-use metaportrait::train::step::{self, Objective, TrainSample};
+use metaportrait::train::step::{self, Objective};
 
 fn tiny() -> GeneratorModel {
     let cfg = GeneratorConfig::from_json_file(&common::generator_fixture("tiny_config.json")).expect("config");

@@ -4,7 +4,8 @@
 //! scripts/test.sh).
 
 use eframe::wgpu;
-use metaportrait::render::{OutputFrame, PixelFormat, VideoQuad};
+use metaportrait::app::VideoQuad;
+use metaportrait::pipeline::messages::{OutputFrame, PixelFormat};
 
 /// Largest per-channel difference allowed between uploaded and read-back texels (filtering at texel centres and
 /// sRGB round trips may be off by one).

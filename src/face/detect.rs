@@ -141,6 +141,13 @@ fn weighted_average(cluster: &[Detection], score: f32) -> Detection {
     }
 }
 
+impl Detection {
+    /// The landmark ROI MediaPipe builds for this detection (in pixels).
+    pub fn roi(&self) -> Roi {
+        Roi::from_box_and_eyes(&self.bbox, self.keypoints[KEYPOINT_RIGHT_EYE], self.keypoints[KEYPOINT_LEFT_EYE])
+    }
+}
+
 /// The centred square of side max(W, H) that the frame is letterboxed into: a ROI whose crop is the detector input.
 pub fn letterbox_roi(image_width: u32, image_height: u32) -> Roi {
     let (w, h) = (image_width as f32, image_height as f32);

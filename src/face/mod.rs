@@ -256,7 +256,7 @@ impl FaceMesher {
         let detections = self.detect(image)?;
         let mut faces = Vec::new();
         for detection in detections.into_iter().take(self.options.max_faces) {
-            let landmarks = self.landmarks(image, &Roi::from_detection(&detection), refine)?;
+            let landmarks = self.landmarks(image, &detection.roi(), refine)?;
             if landmarks.is_present(self.options.min_presence) {
                 faces.push(Face { score: detection.score, bbox: detection.bbox, landmarks, detection });
             }

@@ -6,7 +6,6 @@
 //! `face_landmark_landmarks_to_roi.pbtxt`). Also maps points between the model's crop and the image
 //! (`Roi::project`). Receives detections and landmarks in pixels; emits `Roi`s and projected points.
 
-use super::detect::{Detection, KEYPOINT_LEFT_EYE, KEYPOINT_RIGHT_EYE};
 use super::geometry::{Point2, Rect, normalize_radians};
 
 /// Both ROI rules enlarge the face box by this factor (`RectTransformationCalculator` scale_x / scale_y).
@@ -44,12 +43,10 @@ fn rotation_between(from: Point2, to: Point2) -> f32 {
 }
 
 impl Roi {
-    /// The landmark ROI for a face detection (in pixels): box centre, rotation from the right-eye keypoint to the
-    /// left-eye keypoint, square side = longest box side × `ROI_SCALE`.
-    pub fn from_detection(detection: &Detection) -> Self {
-        let rotation =
-            rotation_between(detection.keypoints[KEYPOINT_RIGHT_EYE], detection.keypoints[KEYPOINT_LEFT_EYE]);
-        Self::around_box(&detection.bbox, rotation)
+    /// The landmark ROI of a detected face box (in pixels): box centre, rotation from the right-eye keypoint to the
+    /// left-eye keypoint, square side = longest box side × `ROI_SCALE` (see `Detection::roi`).
+    pub fn from_box_and_eyes(bbox: &Rect, right_eye: Point2, left_eye: Point2) -> Self {
+        Self::around_box(bbox, rotation_between(right_eye, left_eye))
     }
 
     /// The next frame's ROI from this frame's landmarks (pixels, at least `ROTATION_END_LANDMARK + 1` of them):

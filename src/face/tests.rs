@@ -147,7 +147,7 @@ fn roi_from_recorded_detection_matches_mediapipe() {
     for f in fixtures() {
         let r = &f.recorded;
         let detection = r.detection_pixels(&r.face_mesh_468_debug.detection);
-        let ours = Roi::from_detection(&detection).normalized(r.width, r.height);
+        let ours = detection.roi().normalized(r.width, r.height);
         let want = &r.face_mesh_468_debug.roi_norm;
         let errs = [
             ours.x_center - want.x_center,
@@ -224,7 +224,7 @@ fn detector_and_roi_match_mediapipe() {
             let want = r.detection_pixels(want);
             let err = detection_error(d, &want);
             let score_err = (d.score - want.score).abs();
-            let roi = Roi::from_detection(d);
+            let roi = d.roi();
             let want_roi = &r.face_mesh_468_debug.roi_norm;
             let (w, h) = (r.width as f32, r.height as f32);
             let centre_err = roi.center.distance(Point2::new(want_roi.x_center * w, want_roi.y_center * h));

@@ -156,7 +156,7 @@ impl FaceTracker {
         let Some(detection) = detections.into_iter().max_by(|a, b| a.bbox.area().total_cmp(&b.bbox.area())) else {
             return Ok(self.lose());
         };
-        let landmarks = self.run_landmarks(mesher, image, &Roi::from_detection(&detection))?;
+        let landmarks = self.run_landmarks(mesher, image, &detection.roi())?;
         if !landmarks.is_present(min_presence) {
             return Ok(self.lose());
         }

@@ -12,9 +12,10 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::clip::ClipFrames;
 use super::store::{NewIdentity, PersonalizationInfo};
-use crate::face::condition::{eye_mask, mouth_mask};
+use crate::clip::frames::ClipFrames;
+use crate::clip::sample::TrainSample;
+use crate::clip::sample::{SampleError, samples};
 use crate::model::ModelError;
 use crate::model::generator::GeneratorModel;
 use crate::model::inputs::{InputBuilder, InputError};
@@ -23,13 +24,15 @@ use crate::tensor::HostTensor;
 use crate::train::adam::AdamConfig;
 use crate::train::loss::{LossWeights, TERM_EYE, TERM_L1, TERM_MOUTH, TERM_PERCEPTUAL};
 use crate::train::reptile::{InnerLoop, InnerProgress, LoopError, inner_loop};
-use crate::train::step::{Objective, TrainSample, evaluate_mean_until};
+use crate::train::step::{Objective, evaluate_mean_until};
 use crate::train::vgg::Vgg19;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PersonalizeError {
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error(transparent)]
+    Sample(#[from] SampleError),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]
@@ -76,45 +79,6 @@ pub struct PersonalizeJob<'a> {
     /// Tag of the embedder that made the identity vector (`face::embed::IdEmbedder::tag`); checked against the
     /// model's and recorded with the identity.
     pub embedder: String,
-}
-
-fn keypoints_of(ldmk: &HostTensor) -> crate::face::condition::Keypoints58 {
-    let mut kp = [[0.0f32; 2]; crate::model::config::NUM_KEYPOINTS];
-    for (k, c) in kp.iter_mut().zip(ldmk.data().chunks_exact(2)) {
-        *k = [c[0], c[1]];
-    }
-    kp
-}
-
-/// Training samples: the source frame posed as each listed frame, with that frame as the target.
-pub fn samples(
-    builder: &mut InputBuilder,
-    clip: &ClipFrames,
-    indices: &[usize],
-    id_vector: &[f32],
-) -> Result<Vec<TrainSample>, PersonalizeError> {
-    indices.iter().map(|&i| pair_sample(builder, clip, clip.source, i, id_vector)).collect()
-}
-
-/// One training sample: frame `source` of the clip posed as frame `driving`, with `driving` as the target.
-pub fn pair_sample(
-    builder: &mut InputBuilder,
-    clip: &ClipFrames,
-    source: usize,
-    driving: usize,
-    id_vector: &[f32],
-) -> Result<TrainSample, PersonalizeError> {
-    let (source, frame) = (&clip.frames[source], &clip.frames[driving]);
-    let side = source.crop.width() as f32;
-    let inputs = builder.frame(&source.crop, &source.landmarks, &frame.landmarks, id_vector, side)?;
-    let kp = keypoints_of(&inputs.driving_ldmk);
-    let size = builder.size();
-    Ok(TrainSample {
-        target: builder.image(&frame.crop),
-        eye_mask: eye_mask(&kp, size),
-        mouth_mask: mouth_mask(&kp, size),
-        inputs,
-    })
 }
 
 /// The held-out frames and how to score a model on them.

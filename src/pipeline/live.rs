@@ -32,11 +32,12 @@ use crate::face::motion::{MotionMode, MotionTransfer};
 use crate::face::{FaceError, FaceMesher, FaceTracker, TrackerOptions};
 use crate::model::inputs::{planar_unit_to_image, write_planar_unit};
 use crate::personalize::store::{IdentityStore, NewIdentity};
-use crate::record::{PushOutcome, Recorder, RecorderConfig, RecorderState};
-use crate::render::{
+use crate::pipeline::messages::{
     IdentityEntry, OutputFrame, PixelFormat, PreviewFrame, Progress, RecordingStatus, StageTime, Stats, Thumbnail,
-    UiCommand, UiSettings, WindowInputs,
+    UiCommand, WindowInputs,
 };
+use crate::pipeline::settings::UiSettings;
+use crate::record::{PushOutcome, Recorder, RecorderConfig, RecorderState};
 use crate::tensor::HostTensor;
 
 /// Frame rate assumed for an image directory given to `live --input`.

@@ -8,5 +8,7 @@ pub mod demo;
 pub mod engine;
 pub mod live;
 pub mod looping;
+pub mod messages;
 pub mod personalizer;
 pub mod render;
+pub mod settings;

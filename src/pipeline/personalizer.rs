@@ -16,13 +16,13 @@ use crossbeam::channel::{Receiver, TryRecvError, bounded};
 
 use super::channel::LatestSender;
 use crate::capture::{CaptureError, Frame, FrameSize, FrameSource};
+use crate::clip::frames::{DEFAULT_MAX_FRAMES, prepare_clip};
 use crate::face::FaceMesher;
 use crate::face::embed::IdEmbedder;
 use crate::model::generator::GeneratorModel;
-use crate::personalize::clip::{DEFAULT_MAX_FRAMES, prepare_clip};
 use crate::personalize::job::{PersonalizeJob, PersonalizeProgress, PersonalizeReport, personalize};
 use crate::personalize::store::NewIdentity;
-use crate::render::Progress;
+use crate::pipeline::messages::Progress;
 use crate::train::vgg::Vgg19;
 
 /// What the window's personalization fine-tunes and with what.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
-use crate::personalize::clip::{ClipFrames, CropFrame};
+use crate::clip::frames::{ClipFrames, CropFrame};
 
 pub const CLIP_FILE: &str = "clip.json";
 

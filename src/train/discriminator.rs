@@ -20,6 +20,7 @@ use crate::model::weights::{ExpectedEntry, WeightStore};
 use crate::rng::SplitMix64;
 use crate::tensor::HostTensor;
 
+use super::adam::AdamConfig;
 use super::loss::{mean_all, pyramid_level};
 
 /// Key prefix of the discriminator's entries (its official module name), also in joint checkpoints.
@@ -269,6 +270,12 @@ pub fn discriminator_loss<O: Ops>(
     total.unwrap_or_else(|| ops.constant(HostTensor::zeros(&[1])))
 }
 
+/// The discriminator optimizer of the official code: Adam lr 2e-4, betas (0.5, 0.999), clip 0.3, no per-module
+/// multipliers.
+pub fn discriminator_adam_config() -> AdamConfig {
+    AdamConfig { lr_multipliers: Vec::new(), ..AdamConfig::default() }
+}
+
 #[cfg(test)]
 mod tests {
     use burn::tensor::Device;
@@ -276,7 +283,6 @@ mod tests {
     use super::*;
     use crate::model::exec::burn::BurnExec;
     use crate::train::adam::Adam;
-    use crate::train::supervised::discriminator_adam_config;
 
     #[test]
     fn official_listing_and_patch_map_size() {

@@ -18,12 +18,12 @@ use super::dataset::{ClipRef, Dataset, DatasetError};
 use super::reduce::GradientReduce;
 use super::reptile::{InnerLoop, InnerProgress, LoopError, MetaReport, outer_adam_config, reptile_step};
 use super::resident::ResidentTrainer;
-use super::step::{Objective, TrainSample};
+use super::step::Objective;
+use crate::clip::frames::ClipFrames;
+use crate::clip::sample::{SampleError, TrainSample, samples};
 use crate::model::ModelError;
 use crate::model::generator::GeneratorModel;
 use crate::model::inputs::InputBuilder;
-use crate::personalize::clip::ClipFrames;
-use crate::personalize::job::{PersonalizeError, samples};
 use crate::rng::SplitMix64;
 
 const STEP_SEED_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -37,7 +37,7 @@ pub enum TrainError {
     #[error(transparent)]
     Loop(#[from] LoopError),
     #[error(transparent)]
-    Samples(#[from] PersonalizeError),
+    Samples(#[from] SampleError),
     #[error(transparent)]
     Checkpoint(#[from] super::checkpoint::CheckpointError),
     #[error("{path}: {reason}")]
@@ -180,7 +180,7 @@ pub fn meta_train(
     let (mut state, outer_adam) = resume_or_start(run.run_dir, "meta", &mut model, outer_adam_config(), run.seed)?;
     // θ and the outer moments stay on the device; the host weights are written at checkpoints and at the end.
     let mut outer = ResidentTrainer::from_adam(&outer_adam, run.device);
-    let mut builder = InputBuilder::new(&model.config).map_err(PersonalizeError::from)?;
+    let mut builder = InputBuilder::new(&model.config).map_err(SampleError::from)?;
     let mut cache: BTreeMap<PathBuf, (ClipFrames, Vec<f32>)> = BTreeMap::new();
     let inner =
         InnerLoop { steps: run.inner_steps, adam: &run.inner_adam, device: run.device, objective: run.objective };

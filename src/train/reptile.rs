@@ -18,7 +18,8 @@ use crate::model::runner::Stage;
 use super::adam::AdamConfig;
 use super::reduce::GradientReduce;
 use super::resident::{DeviceSum, ResidentTrainer};
-use super::step::{LossReport, Objective, TrainSample};
+use super::step::{LossReport, Objective};
+use crate::clip::sample::TrainSample;
 
 /// Inner steps of the paper's personalization and of the meta-training inner loop.
 pub const DEFAULT_INNER_STEPS: usize = 24;

@@ -22,7 +22,8 @@ use crate::tensor::HostTensor;
 
 use super::adam::{Adam, AdamConfig, StepStats};
 use super::reduce::{GradientReduce, SingleReplica};
-use super::step::{LossReport, Objective, StepReport, TrainSample, forward_l1, forward_loss};
+use super::step::{LossReport, Objective, StepReport, forward_l1, forward_loss};
+use crate::clip::sample::TrainSample;
 
 /// Adam's moment estimates of one parameter, shaped like its leaf.
 struct Moments {

@@ -17,17 +17,7 @@ use crate::tensor::HostTensor;
 use super::adam::{Adam, StepStats};
 use super::loss::{self, LossWeights};
 use super::vgg::Vgg19;
-
-/// One training example: a driving frame's conditioning, the real frame, and its eye/mouth box masks.
-#[derive(Clone, Debug)]
-pub struct TrainSample {
-    pub inputs: GeneratorInputs<HostTensor>,
-    /// `[1, 3, S, S]` in [0, 1].
-    pub target: HostTensor,
-    /// `[1, 1, S, S]`.
-    pub eye_mask: HostTensor,
-    pub mouth_mask: HostTensor,
-}
+use crate::clip::sample::TrainSample;
 
 /// A loss value and its terms.
 #[derive(Clone, Debug, PartialEq)]

@@ -29,7 +29,9 @@ use super::meta::{
 };
 use super::reduce::GradientReduce;
 use super::resident::{Joint, ResidentTrainer};
-use super::step::{Objective, TrainSample, read_report};
+use super::step::{Objective, read_report};
+use crate::clip::frames::ClipFrames;
+use crate::clip::sample::{SampleError, TrainSample, pair_sample};
 use crate::model::exec::burn::BurnValue;
 use crate::model::generator::GeneratorModel;
 use crate::model::inputs::InputBuilder;
@@ -37,8 +39,6 @@ use crate::model::net;
 use crate::model::ops::Ops;
 use crate::model::runner::Stage;
 use crate::model::weights::WeightStore;
-use crate::personalize::clip::ClipFrames;
-use crate::personalize::job::{PersonalizeError, pair_sample};
 use crate::rng::SplitMix64;
 
 const STAGE_WARP: &str = "warp";
@@ -99,7 +99,7 @@ struct PairDraw<'d> {
 
 impl<'d> PairDraw<'d> {
     fn new(model: &GeneratorModel, dataset: &'d Dataset) -> Result<Self, TrainError> {
-        let builder = InputBuilder::new(&model.config).map_err(PersonalizeError::from)?;
+        let builder = InputBuilder::new(&model.config).map_err(SampleError::from)?;
         Ok(Self { dataset, builder, cache: BTreeMap::new() })
     }
 
@@ -136,12 +136,6 @@ pub struct FullTraining<'a> {
     pub warp_perceptual: [f32; 5],
     pub discriminator_adam: AdamConfig,
     pub reduce: &'a dyn GradientReduce,
-}
-
-/// The discriminator optimizer of the official code: Adam lr 2e-4, betas (0.5, 0.999), clip 0.3, no per-module
-/// multipliers.
-pub fn discriminator_adam_config() -> AdamConfig {
-    AdamConfig { lr_multipliers: Vec::new(), ..AdamConfig::default() }
 }
 
 /// Names of the adversarial terms in the generator step's report.

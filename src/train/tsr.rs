@@ -40,12 +40,12 @@ use super::reduce::GradientReduce;
 use super::resident::{DeviceSum, Joint, ResidentEma, ResidentTrainer};
 use super::step::{LossReport, read_report};
 use super::vgg::{TSR_LAYERS, Vgg19};
+use crate::clip::frames::ClipFrames;
 use crate::model::ModelError;
 use crate::model::exec::burn::BurnValue;
 use crate::model::inputs::write_planar_unit;
 use crate::model::ops::Ops;
 use crate::model::weights::WeightStore;
-use crate::personalize::clip::ClipFrames;
 use crate::rng::SplitMix64;
 use crate::tensor::HostTensor;
 use crate::tsr::net::{RGB, tsr_forward};
@@ -192,11 +192,11 @@ pub fn render_lq(
     let io = |path: &Path, e: &dyn std::fmt::Display| TrainError::Run { path: path.into(), reason: e.to_string() };
     let staging = clip_dir.join(format!(".{LQ_DIR}.staging-{}", std::process::id()));
     std::fs::create_dir_all(&staging).map_err(|e| io(&staging, &e))?;
-    let mut builder = InputBuilder::new(config).map_err(crate::personalize::job::PersonalizeError::from)?;
+    let mut builder = InputBuilder::new(config).map_err(crate::clip::sample::SampleError::from)?;
     let mut picture = image::RgbImage::new(config.image_size as u32, config.image_size as u32);
     let mut named = BTreeMap::new();
     for k in 0..clip.frames.len() {
-        let sample = crate::personalize::job::pair_sample(&mut builder, &clip, clip.source, k, &id_vector)?;
+        let sample = crate::clip::sample::pair_sample(&mut builder, &clip, clip.source, k, &id_vector)?;
         for (name, value) in sample.inputs.named() {
             named.insert(name.to_owned(), value.clone());
         }
@@ -539,7 +539,7 @@ mod tests {
 
     #[test]
     fn clips_take_generator_outputs_as_inputs_when_given() {
-        use crate::personalize::clip::CropFrame;
+        use crate::clip::frames::CropFrame;
         let frame = |v: u8| CropFrame {
             crop: image::RgbImage::from_fn(4, 4, |x, _| image::Rgb([v + x as u8, 0, 0])),
             landmarks: Vec::new(),

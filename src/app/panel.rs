@@ -7,10 +7,10 @@
 
 use eframe::egui;
 
-use super::app::{App, RECALIBRATE_KEY, RECORD_KEY};
-use super::messages::{MotionMode, Progress, UiCommand};
 use super::preview::camera_preview_ui;
-use super::settings::SMOOTHING_RANGE;
+use super::{App, RECALIBRATE_KEY, RECORD_KEY};
+use crate::pipeline::messages::{MotionMode, Progress, UiCommand};
+use crate::pipeline::settings::SMOOTHING_RANGE;
 
 /// Starting width of the side panel, in points.
 pub const SIDE_PANEL_WIDTH_PT: f32 = 320.0;
@@ -123,7 +123,7 @@ impl App {
                     }
                 }
                 let selected = self.settings.selected_identity.as_ref() == Some(&entry.id);
-                let label = if index < super::app::IDENTITY_KEYS.len() {
+                let label = if index < super::IDENTITY_KEYS.len() {
                     format!("{}  {}", index + 1, entry.name)
                 } else {
                     entry.name.clone()

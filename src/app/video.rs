@@ -11,7 +11,7 @@ use std::sync::Arc;
 use eframe::egui_wgpu::{self, CallbackResources, ScreenDescriptor};
 use eframe::wgpu;
 
-use super::messages::{OutputFrame, PixelFormat};
+use crate::pipeline::messages::{OutputFrame, PixelFormat};
 use crate::wgpu_kit;
 
 /// The output-view shader (`shaders/video_quad.wgsl`).

@@ -176,5 +176,5 @@ pub struct WindowInputs {
     pub progress: Receiver<Option<Progress>>,
     pub commands: Sender<UiCommand>,
     /// Settings to start with (restored by the caller).
-    pub settings: super::UiSettings,
+    pub settings: super::settings::UiSettings,
 }

@@ -1,10 +1,20 @@
-//! The window's state and its per-pass work on the render thread: drain the input channels, apply keyboard
-//! shortcuts, lay out the side panel and the output view.
+//! The desktop window: the render loop that shows the generated video and the egui side panel that drives the app.
 //!
-//! Owns `App` (everything the panel shows and edits, the newest frames, the user's settings) and the eframe glue.
-//! Receives frames, stats, identity snapshots and personalization progress through bounded channels, always with
-//! `try_recv`, keeping only the newest value; emits `UiCommand`s with `try_send` (a full channel drops the command
-//! with a warning). Nothing here waits on another thread.
+//! Owns the window, its wgpu resources (`video`: the output view's texture and WGSL pipeline) and the egui panel
+//! (`panel`, `preview`). Receives output frames, camera previews with landmarks, stats, identity snapshots and
+//! personalization progress through the bounded channels of `WindowInputs`; emits `UiCommand`s. It runs on the
+//! thread that calls `run_window` (the main thread: the windowing system wants it) and never blocks on another
+//! thread: every receive is a `try_recv` that keeps the newest value, every send a `try_send`. `App` is the window's
+//! state and its per-pass work (drain the inputs, keyboard shortcuts, the panel and the output view); the panel's
+//! drawing lives in `panel`, the camera preview in `preview`, the output view's GPU side in `video`.
+
+mod panel;
+mod preview;
+mod video;
+
+pub use panel::{SIDE_PANEL_WIDTH_PT, SIDE_PANEL_WIDTH_RANGE_PT, format_elapsed, progress_text};
+pub use preview::{CameraPreview, camera_preview_ui};
+pub use video::{FrameError, VIDEO_QUAD_WGSL, VideoCallback, VideoQuad, letterbox_scale};
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -15,11 +25,50 @@ use std::time::{Duration, Instant};
 use crossbeam::channel::{Receiver, Sender, TryRecvError, TrySendError};
 use eframe::egui;
 
-use super::RenderError;
-use super::messages::{IdentityEntry, OutputFrame, Progress, Stats, UiCommand, WindowInputs};
-use super::preview::CameraPreview;
-use super::settings::UiSettings;
-use super::video::{VideoCallback, VideoQuad};
+use crate::pipeline::messages::{IdentityEntry, OutputFrame, Progress, Stats, UiCommand, WindowInputs};
+use crate::pipeline::settings::UiSettings;
+
+/// Title of the main window (tests find the window by it).
+pub const WINDOW_TITLE: &str = "MetaPortrait";
+/// Starting size of the window, in points.
+const WINDOW_SIZE_PT: [f32; 2] = [1280.0, 800.0];
+/// Smallest size that still fits the side panel and a usable view, in points.
+const MIN_WINDOW_SIZE_PT: [f32; 2] = [720.0, 480.0];
+
+/// Why the window could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum WindowError {
+    #[error("the window was created without a wgpu renderer")]
+    NoWgpu,
+    #[error("window system: {0}")]
+    Window(#[from] eframe::Error),
+}
+
+/// Opens the window and runs it until the user closes it (or a `Quit` comes from the window's own controls).
+/// Sends `UiCommand::Quit` on the way out and returns the settings the user left, for the caller to persist.
+/// The wgpu backend honours `WGPU_BACKEND` (e.g. `vulkan`) and the other `WGPU_*` variables.
+pub fn run_window(inputs: WindowInputs) -> Result<UiSettings, WindowError> {
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title(WINDOW_TITLE)
+            .with_app_id("metaportrait")
+            .with_inner_size(WINDOW_SIZE_PT)
+            .with_min_inner_size(MIN_WINDOW_SIZE_PT),
+        renderer: eframe::Renderer::Wgpu,
+        // One frame in flight instead of eframe's default two: the view is latency-bound, its GPU work is tiny.
+        wgpu_options: eframe::WgpuConfiguration { surface: eframe::SurfaceConfig::LOW_LATENCY, ..Default::default() },
+        ..Default::default()
+    };
+    let settings_out = Rc::new(RefCell::new(inputs.settings.clone()));
+    let app_settings_out = Rc::clone(&settings_out);
+    tracing::info!("window: opening");
+    eframe::run_native(
+        WINDOW_TITLE,
+        options,
+        Box::new(move |cc| Ok(Box::new(App::new(cc, inputs, app_settings_out)?) as Box<dyn eframe::App>)),
+    )?;
+    Ok(settings_out.take())
+}
 
 /// How often the window looks at its input channels when nothing else wakes it: a little faster than the
 /// pipeline's frame rate so a new frame waits at most this long before it is drawn.
@@ -109,7 +158,7 @@ impl RateMeter {
 /// Everything the window shows and edits.
 pub struct App {
     output_rx: Receiver<OutputFrame>,
-    preview_rx: Receiver<super::messages::PreviewFrame>,
+    preview_rx: Receiver<crate::pipeline::messages::PreviewFrame>,
     stats_rx: Receiver<Stats>,
     identities_rx: Receiver<Vec<IdentityEntry>>,
     progress_rx: Receiver<Option<Progress>>,
@@ -151,8 +200,8 @@ impl App {
         cc: &eframe::CreationContext<'_>,
         inputs: WindowInputs,
         settings_out: Rc<RefCell<UiSettings>>,
-    ) -> Result<Self, RenderError> {
-        let render_state = cc.wgpu_render_state.as_ref().ok_or(RenderError::NoWgpu)?;
+    ) -> Result<Self, WindowError> {
+        let render_state = cc.wgpu_render_state.as_ref().ok_or(WindowError::NoWgpu)?;
         let quad = VideoQuad::new(&render_state.device, &render_state.queue, render_state.target_format);
         render_state.renderer.write().callback_resources.insert(quad);
         tracing::info!(
@@ -364,8 +413,8 @@ impl eframe::App for App {
         self.shortcuts_ui(&ctx);
         egui::Panel::right("control_panel")
             .resizable(true)
-            .default_size(super::panel::SIDE_PANEL_WIDTH_PT)
-            .size_range(super::panel::SIDE_PANEL_WIDTH_RANGE_PT)
+            .default_size(panel::SIDE_PANEL_WIDTH_PT)
+            .size_range(panel::SIDE_PANEL_WIDTH_RANGE_PT)
             .show(ui, |ui| self.side_panel_ui(ui));
         egui::CentralPanel::no_frame().show(ui, |ui| self.output_view_ui(ui));
     }

@@ -13,7 +13,7 @@ use metaportrait::model::inputs::EXTERNAL_EMBEDDER;
 use metaportrait::personalize::store::{IdentityStore, NewIdentity};
 use metaportrait::tensor::HostTensor;
 
-use crate::cli_embedder::EmbedderArgs;
+use super::embedder::EmbedderArgs;
 
 #[derive(Args, Debug)]
 pub struct AddArgs {

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::messages::MotionMode;
+use crate::face::motion::MotionMode;
 
 /// Smoothing strength when nothing was saved: light enough to keep expressions, strong enough to hide jitter.
 pub const DEFAULT_SMOOTHING: f32 = 0.5;

@@ -5,7 +5,7 @@
 
 use eframe::egui;
 
-use super::messages::{PixelFormat, PreviewFrame};
+use crate::pipeline::messages::{PixelFormat, PreviewFrame};
 
 /// Landmark dot radius, in points.
 const LANDMARK_RADIUS_PT: f32 = 1.5;
