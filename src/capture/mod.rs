@@ -9,6 +9,7 @@
 mod avc;
 mod image_seq;
 pub mod mp4_demux;
+mod open;
 mod thread;
 mod video_file;
 mod webcam;
@@ -17,6 +18,7 @@ pub mod yuv;
 use std::path::PathBuf;
 
 pub use image_seq::{DEFAULT_SEQUENCE_FRAME_RATE_HZ, ImageSequenceSource, StillImageSource, StillRepeat, natural_cmp};
+pub use open::{IMAGE_DIR_FPS, OpenedSource, open_path};
 pub use thread::{CaptureOptions, CaptureStats, CaptureStatus, CaptureThread, Pacing};
 pub use video_file::VideoFileSource;
 pub use webcam::{WebcamConfig, WebcamSource};

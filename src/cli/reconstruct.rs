@@ -72,7 +72,13 @@ fn score(_prediction: &image::RgbImage, _truth: &image::RgbImage) -> Result<Fram
 }
 const METRIC: &str = "not computed in this build";
 
-pub fn run(args: &ReconstructArgs) -> Result<()> {
+impl ReconstructArgs {
+    pub fn run(&self) -> Result<()> {
+        run(self)
+    }
+}
+
+fn run(args: &ReconstructArgs) -> Result<()> {
     let config = GeneratorConfig::resolve(&args.config)?;
     let data = OfficialData::open(&args.data)?;
     let connectivity = connectivity(args)?;

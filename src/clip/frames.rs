@@ -13,7 +13,8 @@
 use image::RgbImage;
 
 use crate::capture::{CaptureError, FrameSource};
-use crate::face::facecrop::{CropBox, CropPolicy, FaceBox};
+use crate::face::driver::DriverCrop;
+use crate::face::facecrop::CropPolicy;
 use crate::face::{FaceError, FaceMesher};
 
 /// Frames used by default (the paper's 48).
@@ -108,9 +109,8 @@ pub fn prepare_clip_at(
     crop_size: u32,
     mut progress: impl FnMut(usize),
 ) -> Result<ClipFrames, ClipError> {
-    let policy = CropPolicy { out_size: crop_size, ..CropPolicy::official() };
+    let mut driver = DriverCrop::new(CropPolicy { out_size: crop_size, ..CropPolicy::official() });
     let stride = total_frames.map_or(1, |n| (n as usize).div_ceil(max_frames.max(1)).max(1));
-    let mut crop_box: Option<CropBox> = None;
     let (mut frames, mut pictures) = (Vec::new(), Vec::new());
     let (mut read, mut without_face) = (0usize, 0usize);
     while let Some(frame) = source.next_frame()? {
@@ -128,16 +128,14 @@ pub fn prepare_clip_at(
             without_face += 1;
             continue;
         };
-        let flat: Vec<[f32; 2]> = face.landmarks.points.iter().map(|p| [p[0], p[1]]).collect();
-        let Some(face_box) = FaceBox::of_points(&flat) else {
+        let (w, h) = frame.pixels.dimensions();
+        let Some(crop_box) = driver.place(&face.landmarks.points, w, h) else {
             without_face += 1;
             continue;
         };
-        let (w, h) = frame.pixels.dimensions();
-        let crop_box = *crop_box.get_or_insert_with(|| CropBox::official(face_box, w, h, &policy));
-        let mut crop = RgbImage::new(policy.out_size, policy.out_size);
+        let mut crop = RgbImage::new(driver.out_size(), driver.out_size());
         crop_box.crop_into(&frame.pixels, &mut crop);
-        let landmarks = crop_box.landmarks_to_crop(&face.landmarks.points, policy.out_size);
+        let landmarks = crop_box.landmarks_to_crop(&face.landmarks.points, driver.out_size());
         frames.push(CropFrame { crop, landmarks, index: frame.index });
         pictures.push((frame.pixels, face.landmarks.points));
     }

@@ -44,6 +44,15 @@ pub struct FaceBox {
 impl FaceBox {
     /// The bounding box of landmarks (pixels); `None` if there are none or they are not finite.
     pub fn of_points(points: &[[f32; 2]]) -> Option<Self> {
+        Self::bounding(points.iter().map(|p| [p[0], p[1]]))
+    }
+
+    /// `of_points` of landmarks with a z coordinate (ignored), without copying them.
+    pub fn of_landmarks(points: &[[f32; 3]]) -> Option<Self> {
+        Self::bounding(points.iter().map(|p| [p[0], p[1]]))
+    }
+
+    fn bounding(points: impl Iterator<Item = [f32; 2]>) -> Option<Self> {
         let mut lo = [f32::INFINITY; 2];
         let mut hi = [f32::NEG_INFINITY; 2];
         for p in points {

@@ -52,3 +52,21 @@ impl GeneratorModel {
         Ok(Self { config, weights })
     }
 }
+
+/// Inputs of the right shapes with values uniform in [0, 1), drawn from `seed` (benchmarks: speed does not depend on
+/// values).
+pub fn synthetic_inputs(
+    cfg: &GeneratorConfig,
+    seed: u64,
+) -> Result<std::collections::BTreeMap<String, crate::tensor::HostTensor>, ModelError> {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    let mut out = std::collections::BTreeMap::new();
+    for (name, shape) in net::INPUT_NAMES.iter().zip(net::input_shapes(cfg)) {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| rng.uniform() as f32).collect();
+        let tensor = crate::tensor::HostTensor::new(shape, data)
+            .map_err(|e| ModelError::Tensor { name: (*name).to_owned(), reason: e.to_string() })?;
+        out.insert((*name).to_owned(), tensor);
+    }
+    Ok(out)
+}

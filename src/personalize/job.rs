@@ -7,6 +7,7 @@
 //! a report with the held-out loss before and after. Cancelling leaves nothing behind: the caller's store is only
 //! written with a finished result.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -27,16 +28,55 @@ use crate::train::reptile::{InnerLoop, InnerProgress, LoopError, inner_loop};
 use crate::train::step::{Objective, evaluate_mean_until};
 use crate::train::vgg::Vgg19;
 
+/// Why a personalization did not produce an identity.
 #[derive(Debug, thiserror::Error)]
 pub enum PersonalizeError {
+    /// The clip could not be opened.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The clip.
+        path: PathBuf,
+        /// Why.
+        source: crate::capture::CaptureError,
+    },
+    /// The clip could not be read into frames (too few faces, a broken frame).
+    #[error("preparing {path}: {source}")]
+    Clip {
+        /// The clip.
+        path: PathBuf,
+        /// Why.
+        source: crate::clip::frames::ClipError,
+    },
+    /// The identity-embedding network is missing or broken.
+    #[error("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`: {0}")]
+    Embedder(crate::face::FaceError),
+    /// The face models failed.
+    #[error(transparent)]
+    Face(#[from] crate::face::FaceError),
+    /// The VGG-19 weights of the perceptual loss could not be loaded.
+    #[error("loading {path}: {source}")]
+    Vgg {
+        /// The weights file.
+        path: PathBuf,
+        /// Why.
+        source: ModelError,
+    },
+    /// The training device cannot be used.
+    #[error(transparent)]
+    Device(#[from] crate::runtime::RuntimeError),
+    /// Conditioning could not be drawn.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// A training sample could not be built.
     #[error(transparent)]
     Sample(#[from] SampleError),
+    /// The generator failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The training loop stopped.
     #[error(transparent)]
     Loop(#[from] LoopError),
+    /// The loss became non-finite.
     #[error("training diverged (non-finite loss); the identity was not saved")]
     Diverged,
 }

@@ -10,6 +10,7 @@ use image::RgbImage;
 
 use crate::model::preview::gpu::{GpuContext, GpuError, GpuMeshWarp};
 use crate::model::preview::{MeshWarp, PreviewError};
+use crate::personalize::store::Identity;
 
 /// Why an engine could not take an identity or produce a frame.
 #[derive(Debug, thiserror::Error)]
@@ -47,10 +48,35 @@ pub struct EngineIdentity {
     pub embedder: Option<String>,
 }
 
+/// A library identity whose landmarks are not a `[n, 3]` table.
+#[derive(Debug, thiserror::Error)]
+#[error("identity `{id}` has landmarks of shape {shape:?}; expected [n, 3]")]
+pub struct LandmarkShapeError {
+    /// The identity's id.
+    pub id: String,
+    /// The shape found.
+    pub shape: Vec<usize>,
+}
+
 impl EngineIdentity {
     /// An identity with only a portrait and its landmarks (all the preview engine needs).
     pub fn portrait_only(portrait: RgbImage, landmarks: Vec<[f32; 3]>) -> Self {
         Self { portrait, landmarks, id_vector: None, weights_delta: Default::default(), embedder: None }
+    }
+
+    /// What the engines need of library identity `id`.
+    pub fn from_library(id: &str, identity: Identity) -> Result<Self, LandmarkShapeError> {
+        let landmarks = match identity.landmarks.shape() {
+            [_, 3] => identity.landmarks.data().chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+            shape => return Err(LandmarkShapeError { id: id.to_owned(), shape: shape.to_vec() }),
+        };
+        Ok(Self {
+            portrait: identity.portrait,
+            landmarks,
+            id_vector: identity.id_vector,
+            weights_delta: identity.weights_delta,
+            embedder: identity.meta.embedder,
+        })
     }
 }
 

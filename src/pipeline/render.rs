@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use crate::capture::{Frame, FrameSource};
-use crate::face::facecrop::{CropBox, CropPolicy, FaceBox};
+use crate::face::driver::{DriverCrop, DriverTracker};
 use crate::face::motion::{MotionMode, MotionTransfer};
-use crate::face::{FaceError, FaceMesher, FaceTracker, TrackerOptions};
+use crate::face::{FaceError, FaceMesher, TrackerOptions};
 use crate::model::inputs::{planar_unit_to_image, write_planar_unit};
 use crate::model::preview::PreviewError;
 use crate::pipeline::engine::{EngineError, EngineIdentity, LiveEngine};
@@ -71,23 +71,23 @@ pub fn prepare_portrait(
     portrait: &RgbImage,
     path: &Path,
 ) -> Result<PreparedPortrait, RenderError> {
-    let policy = CropPolicy::official();
+    let mut driver = DriverCrop::official();
     let faces = mesher.detect_landmarks(portrait, true)?;
     let face =
         faces.first().ok_or_else(|| RenderError::Portrait { path: path.into(), reason: "no face found".into() })?;
     if faces.len() > 1 {
         tracing::warn!(faces = faces.len(), "the portrait has several faces; using the largest");
     }
-    let points: Vec<[f32; 2]> = face.landmarks.points.iter().map(|p| [p[0], p[1]]).collect();
-    let face_box = FaceBox::of_points(&points)
+    let crop_box = driver
+        .place(&face.landmarks.points, portrait.width(), portrait.height())
         .ok_or_else(|| RenderError::Portrait { path: path.into(), reason: "landmarks are not finite".into() })?;
-    let crop_box = CropBox::official(face_box, portrait.width(), portrait.height(), &policy);
-    let mut crop = RgbImage::new(policy.out_size, policy.out_size);
+    let side = driver.out_size();
+    let mut crop = RgbImage::new(side, side);
     crop_box.crop_into(portrait, &mut crop);
     // Landmarks of the crop itself (the network saw them at this scale), falling back to the mapped ones.
     let landmarks = match mesher.detect_landmarks(&crop, true)?.first() {
         Some(f) => f.landmarks.points.clone(),
-        None => crop_box.landmarks_to_crop(&face.landmarks.points, policy.out_size),
+        None => crop_box.landmarks_to_crop(&face.landmarks.points, side),
     };
     Ok(PreparedPortrait { crop, landmarks, frame_landmarks: face.landmarks.points.clone() })
 }
@@ -154,9 +154,9 @@ pub fn render_clip(
     job: RenderJob<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<RenderSummary, RenderError> {
-    let policy = CropPolicy::official();
+    let mut driver = DriverTracker::new(TrackerOptions { refine: true, ..TrackerOptions::default() });
     let mut tsr = job.tsr.map(|engine| ChunkedTsr { engine, pending: Vec::with_capacity(TSR_CHUNK_FRAMES) });
-    let size = policy.out_size;
+    let size = driver.out_size();
     engine.set_identity(identity)?;
     let portrait = PreparedPortrait {
         crop: identity.portrait.clone(),
@@ -168,8 +168,6 @@ pub fn render_clip(
         reason: format!("motion transfer: {e}"),
     };
     let mut motion = MotionTransfer::new(&portrait.landmarks, job.motion).map_err(motion_err)?;
-    let mut tracker = FaceTracker::new(TrackerOptions { refine: true, ..TrackerOptions::default() });
-    let mut driver_box: Option<CropBox> = None;
     let mut target3 = portrait.landmarks.clone();
     let mut driving_crop_pts = vec![[0.0f32; 3]; portrait.landmarks.len()];
     let mut out = RgbImage::new(size, size);
@@ -178,14 +176,9 @@ pub fn render_clip(
     let mut any_face = false;
     let result = (|| -> Result<(), RenderError> {
         while let Some(frame) = driving.next_frame()? {
-            let tracked = tracker.track(mesher, &frame.pixels, frame.timestamp_us as f64 * 1e-6)?;
-            match tracked.face {
-                Some(face) if face.landmarks.points.len() == driving_crop_pts.len() => {
-                    let pts: Vec<[f32; 2]> = face.landmarks.points.iter().map(|p| [p[0], p[1]]).collect();
-                    let crop_box = *driver_box.get_or_insert_with(|| {
-                        let b = FaceBox::of_points(&pts).unwrap_or(FaceBox { x: 0.0, y: 0.0, w: 1.0, h: 1.0 });
-                        CropBox::official(b, frame.pixels.width(), frame.pixels.height(), &policy)
-                    });
+            let driven = driver.track(mesher, &frame.pixels, frame.timestamp_us as f64 * 1e-6)?;
+            match (driven.tracked.face, driven.crop) {
+                (Some(face), Some(crop_box)) if face.landmarks.points.len() == driving_crop_pts.len() => {
                     crop_box.landmarks_into_crop(&face.landmarks.points, size, &mut driving_crop_pts);
                     motion.transfer(&driving_crop_pts, &mut target3).map_err(motion_err)?;
                     any_face = true;

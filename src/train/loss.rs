@@ -35,6 +35,24 @@ impl Default for LossWeights {
     }
 }
 
+impl LossWeights {
+    /// The official joint, meta and personalization objective: L1, eye and mouth boxes (50 each), and the VGG-19
+    /// pyramid perceptual loss (10 per layer) when VGG weights are present (`with_vgg`), else without it.
+    pub fn generator(with_vgg: bool) -> Self {
+        if with_vgg { Self::default() } else { Self { perceptual: [0.0; VGG_FEATURES], ..Self::default() } }
+    }
+
+    /// The official warping pre-training: the perceptual loss of the warped source alone; L1 stands in for it
+    /// without VGG weights.
+    pub fn warp_stage(with_vgg: bool) -> Self {
+        if with_vgg {
+            Self { l1: 0.0, eye: 0.0, mouth: 0.0, ..Self::default() }
+        } else {
+            Self { l1: 1.0, eye: 0.0, mouth: 0.0, perceptual: [0.0; VGG_FEATURES] }
+        }
+    }
+}
+
 /// Names of the loss terms, as reported.
 pub const TERM_L1: &str = "l1";
 pub const TERM_EYE: &str = "eye";
