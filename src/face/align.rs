@@ -9,8 +9,11 @@ use image::RgbImage;
 /// A 2-D similarity `p ↦ [a −b; b a]·p + t`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Similarity2 {
+    /// Scale times the cosine of the rotation.
     pub a: f64,
+    /// Scale times the sine of the rotation.
     pub b: f64,
+    /// Translation.
     pub t: [f64; 2],
 }
 
@@ -42,6 +45,7 @@ impl Similarity2 {
         Some(Self { a, b, t })
     }
 
+    /// The image of `p`.
     pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
         [self.a * p[0] - self.b * p[1] + self.t[0], self.b * p[0] + self.a * p[1] + self.t[1]]
     }

@@ -33,7 +33,9 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 /// A float array of any shape from a `.npy` file, as f32 in C order.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NpyArray {
+    /// The array's shape (empty for a scalar).
     pub shape: Vec<usize>,
+    /// Every value in C order, converted to f32.
     pub data: Vec<f32>,
 }
 

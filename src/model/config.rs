@@ -70,6 +70,39 @@ fn default_embedder() -> String {
 }
 
 /// All widths of the generator. Field names follow the fixture config JSON.
+/// A generator configuration the dataflow cannot run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A width or count is zero.
+    #[error("`{field}` must be positive")]
+    NotPositive {
+        /// The field.
+        field: &'static str,
+    },
+    /// The image size is not the one the networks are built for.
+    #[error("image_size {image_size} is not supported (only {SUPPORTED_IMAGE_SIZE})")]
+    ImageSize {
+        /// The configured size.
+        image_size: usize,
+    },
+    /// The dense-motion hourglass has another depth.
+    #[error("the dense-motion hourglass must have 5 blocks and dec_lease 2 (64² flow at 256²)")]
+    Hourglass,
+    /// The feature encoder has another depth.
+    #[error("the feature encoder must have 3 blocks (4 pyramid levels 32..256)")]
+    EncoderBlocks,
+    /// The ladder style does not fit the ADAIN layers.
+    #[error(
+        "motion_adain_c ({motion_adain_c}) must equal ladder_z_dim ({ladder_z_dim}): the ladder style drives every ADAIN"
+    )]
+    AdainChannels {
+        /// `motion_adain_c`.
+        motion_adain_c: usize,
+        /// `ladder_z_dim`.
+        ladder_z_dim: usize,
+    },
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorConfig {
     #[serde(default = "default_name")]
@@ -172,12 +205,12 @@ impl GeneratorConfig {
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self, ModelError> {
         let cfg: Self = serde_json::from_str(text)
             .map_err(|e| ModelError::Config { origin: origin.to_owned(), reason: e.to_string() })?;
-        cfg.validate().map_err(|reason| ModelError::Config { origin: origin.to_owned(), reason })?;
+        cfg.validate().map_err(|e| ModelError::Config { origin: origin.to_owned(), reason: e.to_string() })?;
         Ok(cfg)
     }
 
     /// Checks the structural assumptions the dataflow relies on.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("ladder_nef", self.ladder_nef),
             ("ladder_z_dim", self.ladder_z_dim),
@@ -192,22 +225,22 @@ impl GeneratorConfig {
             ("id_dim", self.id_dim),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("`{name}` must be positive"));
+            return Err(ConfigError::NotPositive { field: name });
         }
         if self.image_size != SUPPORTED_IMAGE_SIZE {
-            return Err(format!("image_size {} is not supported (only {SUPPORTED_IMAGE_SIZE})", self.image_size));
+            return Err(ConfigError::ImageSize { image_size: self.image_size });
         }
         if self.motion_num_blocks != 5 || self.motion_dec_lease != 2 {
-            return Err("the dense-motion hourglass must have 5 blocks and dec_lease 2 (64² flow at 256²)".into());
+            return Err(ConfigError::Hourglass);
         }
         if self.encoder_num_blocks != 3 {
-            return Err("the feature encoder must have 3 blocks (4 pyramid levels 32..256)".into());
+            return Err(ConfigError::EncoderBlocks);
         }
         if self.motion_adain_c != self.ladder_z_dim {
-            return Err(format!(
-                "motion_adain_c ({}) must equal ladder_z_dim ({}): the ladder style drives every ADAIN",
-                self.motion_adain_c, self.ladder_z_dim
-            ));
+            return Err(ConfigError::AdainChannels {
+                motion_adain_c: self.motion_adain_c,
+                ladder_z_dim: self.ladder_z_dim,
+            });
         }
         Ok(())
     }
@@ -253,7 +286,7 @@ mod tests {
     fn rejects_inconsistent_configs() {
         let mut cfg = GeneratorConfig::tiny();
         cfg.motion_adain_c = 7;
-        assert!(cfg.validate().unwrap_err().contains("motion_adain_c"));
+        assert!(cfg.validate().unwrap_err().to_string().contains("motion_adain_c"));
         let err = GeneratorConfig::from_json_str("{\"image_size\": 256}", "inline").unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
     }

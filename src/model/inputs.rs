@@ -36,13 +36,25 @@ pub enum InputError {
          which no public tracker produces, while this path draws MediaPipe landmarks: run it on the official \
          preprocessed data with `metaportrait reconstruct`, or use weights trained on MediaPipe landmarks"
     )]
-    UnavailableConditioning { config: String },
+    /// The model's config says `official669`, which MediaPipe cannot provide.
+    UnavailableConditioning {
+        /// The config's name.
+        config: String,
+    },
     #[error(
         "the identity vector was made by the face embedder `{actual}`, but this model (config `{config}`) was \
          trained with `{expected}`: embed the portrait again with that embedder (`--embedder`), or use a model \
          trained with `{actual}`"
     )]
-    EmbedderMismatch { config: String, expected: String, actual: String },
+    /// The identity's vector comes from another embedder than the model's.
+    EmbedderMismatch {
+        /// The config's name.
+        config: String,
+        /// The model's embedder tag.
+        expected: String,
+        /// The identity's embedder tag.
+        actual: String,
+    },
 }
 
 /// Embedder tag of identity vectors given as a file without naming their embedder (`identities add --id-vector`):

@@ -36,6 +36,41 @@ pub struct WeightStore {
     tensors: BTreeMap<String, HostTensor>,
 }
 
+/// Why bytes are not a usable safetensors file.
+#[derive(Debug, thiserror::Error)]
+pub enum SafetensorsError {
+    /// The header or layout is broken.
+    #[error(transparent)]
+    Format(#[from] safetensors::SafeTensorError),
+    /// A tensor's data cannot be read as floats.
+    #[error("tensor `{name}`: {reason}")]
+    Tensor {
+        /// The tensor's key.
+        name: String,
+        /// Why.
+        reason: TensorDecodeError,
+    },
+}
+
+/// Why one tensor's bytes cannot be read as f32.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorDecodeError {
+    /// Not a floating-point dtype.
+    #[error("unsupported dtype {0} (expected a floating-point tensor)")]
+    Dtype(String),
+    /// The byte count is not a whole number of values.
+    #[error("{bytes} bytes is not a whole number of {dtype} values")]
+    PartialValue {
+        /// Bytes given.
+        bytes: usize,
+        /// The dtype.
+        dtype: String,
+    },
+    /// The shape does not hold that many values.
+    #[error(transparent)]
+    Shape(#[from] crate::tensor::ShapeMismatch),
+}
+
 impl WeightStore {
     pub fn new() -> Self {
         Self::default()
@@ -77,16 +112,19 @@ impl WeightStore {
     /// Reads every tensor of a safetensors file (f32, f16, bf16 or f64 are converted to f32).
     pub fn load_safetensors(path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
-        Self::from_safetensors_bytes(&bytes).map_err(|reason| ModelError::Safetensors { path: path.into(), reason })
+        Self::from_safetensors_bytes(&bytes)
+            .map_err(|e| ModelError::Safetensors { path: path.into(), reason: e.to_string() })
     }
 
-    /// Parses safetensors bytes; the error string says what is wrong with the file.
-    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    /// Parses safetensors bytes; the error says what is wrong with the file.
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, SafetensorsError> {
+        let st = SafeTensors::deserialize(bytes)?;
         let mut store = Self::new();
         for (name, view) in st.tensors() {
-            let data = decode_to_f32(view.dtype(), view.data()).map_err(|e| format!("tensor `{name}`: {e}"))?;
-            let tensor = HostTensor::new(view.shape().to_vec(), data).map_err(|e| format!("tensor `{name}`: {e}"))?;
+            let tensor_err = |reason: TensorDecodeError| SafetensorsError::Tensor { name: name.clone(), reason };
+            let data = decode_to_f32(view.dtype(), view.data()).map_err(tensor_err)?;
+            let tensor =
+                HostTensor::new(view.shape().to_vec(), data).map_err(|e| tensor_err(TensorDecodeError::Shape(e)))?;
             store.insert(name, tensor);
         }
         Ok(store)
@@ -205,10 +243,10 @@ fn f32_le_bytes(data: &[f32]) -> Vec<u8> {
     data.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, TensorDecodeError> {
     let chunks = |n: usize| {
         if !bytes.len().is_multiple_of(n) {
-            Err(format!("{} bytes is not a whole number of {dtype:?} values", bytes.len()))
+            Err(TensorDecodeError::PartialValue { bytes: bytes.len(), dtype: format!("{dtype:?}") })
         } else {
             Ok(bytes.chunks_exact(n))
         }
@@ -220,7 +258,7 @@ fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
         }
         Dtype::F16 => chunks(2)?.map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => chunks(2)?.map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(format!("unsupported dtype {other:?} (expected a floating-point tensor)")),
+        other => return Err(TensorDecodeError::Dtype(format!("{other:?}"))),
     })
 }
 

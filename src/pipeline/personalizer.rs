@@ -47,7 +47,7 @@ pub struct Finished {
 pub struct Running {
     pub id: String,
     cancel: Arc<AtomicBool>,
-    done: Receiver<Result<Finished, String>>,
+    done: Receiver<Result<Finished, PersonalizeEnd>>,
     join: Option<JoinHandle<()>>,
 }
 
@@ -75,7 +75,7 @@ impl Running {
     }
 
     /// The result once the worker has finished (`None` while it runs).
-    pub fn poll(&mut self) -> Option<Result<Finished, String>> {
+    pub fn poll(&mut self) -> Option<Result<Finished, PersonalizeEnd>> {
         match self.done.try_recv() {
             Ok(result) => {
                 if let Some(join) = self.join.take() {
@@ -84,7 +84,7 @@ impl Running {
                 Some(result)
             }
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err("the personalization thread stopped unexpectedly".into())),
+            Err(TryRecvError::Disconnected) => Some(Err(PersonalizeEnd::WorkerStopped)),
         }
     }
 
@@ -97,8 +97,19 @@ impl Running {
     }
 }
 
-/// The notice of a cancelled run.
-const CANCELLED: &str = "personalization cancelled; the identity is unchanged";
+/// How a personalization ended without an identity (the text is the panel's notice).
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalizeEnd {
+    /// The user cancelled.
+    #[error("personalization cancelled; the identity is unchanged")]
+    Cancelled,
+    /// Something failed.
+    #[error("personalization failed: {0}")]
+    Failed(PersonalizeError),
+    /// The worker thread ended without a result (it panicked).
+    #[error("the personalization thread stopped unexpectedly")]
+    WorkerStopped,
+}
 
 fn run(
     base: &PersonalizeBase,
@@ -107,7 +118,7 @@ fn run(
     clip_path: &std::path::Path,
     cancel: &AtomicBool,
     progress: &LatestSender<Option<Progress>>,
-) -> Result<Finished, String> {
+) -> Result<Finished, PersonalizeEnd> {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let request = ClipRequest {
         clip: clip_path.to_path_buf(),
@@ -142,8 +153,8 @@ fn run(
         progress.send(Some(shown)).ok();
     })
     .map_err(|e| match e {
-        PersonalizeError::Loop(LoopError::Cancelled(_)) => CANCELLED.to_owned(),
-        other => format!("personalization failed: {other}"),
+        PersonalizeError::Loop(LoopError::Cancelled(_)) => PersonalizeEnd::Cancelled,
+        other => PersonalizeEnd::Failed(other),
     })?;
     Ok(Finished { id, identity, report })
 }

@@ -24,6 +24,7 @@ use crate::tensor::HostTensor;
 
 /// One frame's inputs and its ground truth.
 pub struct OfficialFrame {
+    /// The generator's six inputs.
     pub inputs: GeneratorInputs<HostTensor>,
     /// The driving frame resized to the model's side (what the official loader calls `driving`).
     pub ground_truth: RgbImage,

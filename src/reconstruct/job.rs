@@ -41,37 +41,52 @@ const ENCODER_BACKOFF: std::time::Duration = std::time::Duration::from_millis(2)
 /// Fidelity of one generated frame against its ground truth.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct FrameScores {
+    /// PSNR in dB.
     pub psnr_db: f64,
+    /// SSIM.
     pub ssim: f64,
 }
 
 /// One finished frame, for progress display.
 #[derive(Clone, Debug)]
 pub struct FrameDone<'a> {
+    /// Position in the data order, from 0.
     pub index: usize,
+    /// Frames in the run.
     pub total: usize,
+    /// The frame's file name.
     pub name: &'a str,
+    /// Its fidelity.
     pub scores: FrameScores,
 }
 
 /// A frame's line in `metrics.json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct FrameReport {
+    /// The frame's file name.
     pub frame: String,
+    /// Its source index.
     pub source: String,
+    /// PSNR in dB.
     pub psnr_db: f64,
+    /// SSIM.
     pub ssim: f64,
 }
 
 /// What a run wrote.
 #[derive(Clone, Debug, Serialize)]
 pub struct ReconstructSummary {
+    /// Frames generated.
     pub frames: usize,
+    /// Mean PSNR over the frames, dB.
     pub mean_psnr_db: f64,
+    /// Mean SSIM over the frames.
     pub mean_ssim: f64,
+    /// Wall time of the run.
     pub seconds: f64,
     /// How PSNR and SSIM were computed (from the scorer).
     pub metric: String,
+    /// Every frame's scores, in data order.
     pub per_frame: Vec<FrameReport>,
 }
 

@@ -31,7 +31,9 @@ const GLOB_EXCLUDED_FIRST: [char; 4] = ['s', 'r', 'c', '_'];
 pub struct FrameEntry {
     /// File name, e.g. `00000000.png` (the key in the map dict and the name of the output picture).
     pub name: String,
+    /// `<n>/imgs/<frame>`.
     pub image: PathBuf,
+    /// `<n>/ldmks/<stem>_ldmk.npy`.
     pub landmarks: PathBuf,
     /// Source index `k` (`src_<k>.png`).
     pub source: String,
@@ -40,14 +42,18 @@ pub struct FrameEntry {
 /// One source portrait with its landmarks and identity vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SourceEntry {
+    /// `src_<k>.png`.
     pub image: PathBuf,
+    /// `src_<k>_ldmk.npy`.
     pub landmarks: PathBuf,
+    /// `src_<k>_id.npy`.
     pub id_vector: PathBuf,
 }
 
 /// A data folder in the official inference layout.
 #[derive(Clone, Debug)]
 pub struct OfficialData {
+    /// The data folder.
     pub root: PathBuf,
     /// In the official order.
     pub frames: Vec<FrameEntry>,

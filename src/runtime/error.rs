@@ -32,11 +32,16 @@ pub enum RuntimeError {
         /// The device asked for.
         device: super::Device,
         /// Why it cannot be used, and what to use instead.
-        reason: String,
+        reason: super::burn_device::BurnDeviceError,
     },
 }
 
 impl RuntimeError {
+    /// The library could not be found or loaded, for `reason`.
+    pub fn library(reason: impl Into<String>) -> Self {
+        Self::Library { reason: reason.into() }
+    }
+
     /// An ONNX Runtime failure while doing `context`.
     pub fn ort(context: &str, message: impl std::fmt::Display) -> Self {
         Self::Ort { context: context.to_owned(), message: message.to_string() }

@@ -73,18 +73,19 @@ impl LibrarySearch {
 
     /// Resolves the library path; the error lists what was tried and the one-line fix.
     pub fn locate(&self) -> Result<PathBuf, RuntimeError> {
-        self.find().map_err(|reason| RuntimeError::Library { reason })
+        self.find()
     }
 
-    fn find(&self) -> Result<PathBuf, String> {
+    /// The library path, or what was tried and the fix.
+    fn find(&self) -> Result<PathBuf, RuntimeError> {
         if let Some(path) = &self.dylib_path {
             return if path.is_file() {
                 Ok(path.clone())
             } else {
-                Err(format!(
+                Err(RuntimeError::library(format!(
                     "ONNX Runtime not found: {ENV_DYLIB_PATH}={} is not a file; unset it, or run `{PROVISION_FIX}`",
                     path.display()
-                ))
+                )))
             };
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
@@ -110,11 +111,11 @@ impl LibrarySearch {
                 None => tried.push("python3's `onnxruntime` package (not installed)".into()),
             }
         }
-        Err(format!(
+        Err(RuntimeError::library(format!(
             "ONNX Runtime not found (no {LIB_PREFIX}* in {}); run `{PROVISION_FIX}` (or set {ENV_DYLIB_PATH} to the \
              library file)",
             tried.join(", ")
-        ))
+        )))
     }
 }
 
@@ -126,17 +127,21 @@ fn python_package_dir() -> Option<PathBuf> {
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 pub fn environment() -> Result<Environment, RuntimeError> {
-    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+    static ENV: OnceLock<Result<Environment, RuntimeError>> = OnceLock::new();
     ENV.get_or_init(|| {
         let path = LibrarySearch::from_env().find()?;
         // `ort::init()` would panic without a library; `init_from` reports instead.
-        let builder = ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-        let env = builder.with_name("metaportrait").with_telemetry(false).build().map_err(|e| e.to_string())?;
+        let builder =
+            ort::init_from(&path).map_err(|e| RuntimeError::library(format!("cannot load {}: {e}", path.display())))?;
+        let env = builder
+            .with_name("metaportrait")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| RuntimeError::library(e.to_string()))?;
         tracing::debug!(library = %path.display(), "ONNX Runtime loaded");
         Ok(env)
     })
     .clone()
-    .map_err(|reason| RuntimeError::Library { reason })
 }
 
 /// Session settings.
@@ -178,16 +183,17 @@ impl OrtSession {
             Device::Auto => Some(0),
         };
         if let Some(n) = ordinal {
-            let attempt = probe_cuda(n).map_err(|e| e.to_string()).and_then(|()| {
-                let mut builder = base_builder(&env, opts.threads).map_err(|e| e.to_string())?;
+            let attempt = probe_cuda(n).map_err(RuntimeError::from).and_then(|()| {
+                let mut builder = base_builder(&env, opts.threads)?;
                 append_cuda(&mut builder, n)?;
-                builder.commit_from_memory(model).map_err(|e| e.to_string())
+                builder.commit_from_memory(model).map_err(|e| ort_error("cannot create the CUDA session", e))
             });
             match attempt {
                 Ok(session) => {
                     return Ok(Self { session, device: Device::Cuda(n), cuda_io: CudaBinding::Pending(n) });
                 }
-                Err(why) => report_cpu_fallback(opts.device, &why),
+                Err(RuntimeError::Cuda(why)) => report_cpu_fallback(opts.device, &why.to_string()),
+                Err(why) => report_cpu_fallback(opts.device, &why.to_string()),
             }
         }
         let session = base_builder(&env, opts.threads)?

@@ -9,6 +9,8 @@ use std::ffi::{CStr, CString};
 use ort::AsPointer;
 use ort::session::builder::SessionBuilder;
 
+use super::CudaError;
+
 /// CUDA provider option selecting the GPU.
 const CUDA_DEVICE_ID: &str = "device_id";
 /// CUDA provider option allowing TF32 tensor-core math in convolutions and matrix products.
@@ -22,8 +24,13 @@ const CUDA_ENABLE_GRAPH: &str = "enable_cuda_graph";
 /// instead of one per node.
 pub const CUDA_GRAPH_ENV: &str = "METAPORTRAIT_CUDA_GRAPH";
 
+/// The message of a failed ONNX Runtime C API call.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct OrtStatus(pub(crate) String);
+
 /// An `OrtStatus` from a raw C API call as a result, releasing it.
-pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String> {
+pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), OrtStatus> {
     if status.0.is_null() {
         return Ok(());
     }
@@ -32,14 +39,15 @@ pub(crate) fn status_result(status: ort::sys::OrtStatusPtr) -> Result<(), String
     let msg = unsafe { CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned() };
     // SAFETY: released exactly once, after its message was copied.
     unsafe { (api.ReleaseStatus)(status.0) };
-    Err(msg)
+    Err(OrtStatus(msg))
 }
 
 /// Appends the CUDA execution provider through the C API, because `ort`'s typed `ep::CUDA` exists only with its `cuda`
 /// Cargo feature. Fails when the loaded build has no CUDA provider (the CPU wheel) or the provider cannot load.
-pub(crate) fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Result<(), String> {
+pub(crate) fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Result<(), CudaError> {
     let api = ort::api();
-    let check = |status| status_result(status).map_err(|msg| format!("CUDA execution provider unavailable: {msg}"));
+    let check =
+        |status| status_result(status).map_err(|msg| CudaError::call("CUDA execution provider unavailable", msg));
     let mut options = std::ptr::null_mut();
     // SAFETY: `options` is an out-pointer; on success it owns an OrtCUDAProviderOptionsV2 released below.
     check(unsafe { (api.CreateCUDAProviderOptions)(&mut options) })?;
@@ -53,7 +61,7 @@ pub(crate) fn append_cuda(builder: &mut SessionBuilder, ordinal: usize) -> Resul
         .iter()
         .map(|(k, v)| Ok((CString::new(*k)?, CString::new(v.as_str())?)))
         .collect::<Result<Vec<_>, std::ffi::NulError>>()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| CudaError::call("CUDA provider options", e))?;
     let keys: Vec<_> = owned.iter().map(|(k, _)| k.as_ptr()).collect();
     let values: Vec<_> = owned.iter().map(|(_, v)| v.as_ptr()).collect();
     // SAFETY: `options` is live; the key/value arrays hold `keys.len()` NUL-terminated strings each and outlive the

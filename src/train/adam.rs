@@ -87,6 +87,17 @@ struct Moments {
     v: Vec<f32>,
 }
 
+/// An optimizer state that cannot be resumed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdamStateError {
+    /// A first moment without its second.
+    #[error("optimizer state lacks `v.{0}`")]
+    MissingSecondMoment(String),
+    /// The two moments of a key have different lengths.
+    #[error("optimizer moments of `{0}` differ in length")]
+    LengthMismatch(String),
+}
+
 /// Adam state.
 #[derive(Clone, Debug)]
 pub struct Adam {
@@ -127,13 +138,14 @@ impl Adam {
         config: AdamConfig,
         step: u64,
         state: &crate::model::weights::WeightStore,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AdamStateError> {
         let mut moments = BTreeMap::new();
         for (name, m) in state.iter() {
             let Some(key) = name.strip_prefix("m.") else { continue };
-            let v = state.get(&format!("v.{key}")).ok_or_else(|| format!("optimizer state lacks `v.{key}`"))?;
+            let v =
+                state.get(&format!("v.{key}")).ok_or_else(|| AdamStateError::MissingSecondMoment(key.to_owned()))?;
             if v.len() != m.len() {
-                return Err(format!("optimizer moments of `{key}` differ in length"));
+                return Err(AdamStateError::LengthMismatch(key.to_owned()));
             }
             moments.insert(key.to_owned(), Moments { m: m.data().to_vec(), v: v.data().to_vec() });
         }

@@ -146,7 +146,7 @@ pub fn resume_or_start(
     };
     let state = checkpoint.state;
     *model = GeneratorModel::new(model.config.clone(), checkpoint.weights)?;
-    let adam = Adam::from_state(adam, state.step, &checkpoint.optimizer).map_err(run_err)?;
+    let adam = Adam::from_state(adam, state.step, &checkpoint.optimizer).map_err(|e| run_err(e.to_string()))?;
     tracing::info!(stage, step = state.step, "training: resuming");
     Ok((state, adam))
 }

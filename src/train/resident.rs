@@ -85,7 +85,7 @@ impl ResidentTrainer {
             }
         }
         Adam::from_state(self.config.clone(), self.step, &state)
-            .map_err(|reason| ModelError::Tensor { name: "optimizer state".into(), reason })
+            .map_err(|reason| ModelError::Tensor { name: "optimizer state".into(), reason: reason.to_string() })
     }
 
     /// The same optimizer starting from parameter values already on the device (Reptile's inner loop starts from

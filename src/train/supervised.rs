@@ -255,8 +255,8 @@ fn resume_full(
     *model = GeneratorModel::new(model.config.clone(), g_weights)?;
     disc.weights = d_weights;
     let step = checkpoint.state.step;
-    let adam_g = Adam::from_state(run.adam.clone(), step, &g_moments).map_err(run_err)?;
-    let adam_d = Adam::from_state(d_adam, step, &d_moments).map_err(run_err)?;
+    let adam_g = Adam::from_state(run.adam.clone(), step, &g_moments).map_err(|e| run_err(e.to_string()))?;
+    let adam_d = Adam::from_state(d_adam, step, &d_moments).map_err(|e| run_err(e.to_string()))?;
     tracing::info!(step, "training: resuming the joint stage");
     Ok((checkpoint.state, adam_g, adam_d))
 }

@@ -512,7 +512,7 @@ fn resume_or_start(
     if let Some(d) = gan {
         d_weights.validate(&super::discriminator::expected_entries(&d.config, model.config.out_size)?)?;
         d.weights = d_weights;
-        d.adam = Adam::from_state(tsr_adam_config(), step, &d_moments).map_err(run_err)?;
+        d.adam = Adam::from_state(tsr_adam_config(), step, &d_moments).map_err(|e| run_err(e.to_string()))?;
     }
     let mut ema = WeightStore::new();
     for (key, t) in optimizer.iter() {
@@ -520,7 +520,7 @@ fn resume_or_start(
             ema.insert(bare.to_owned(), t.clone());
         }
     }
-    let adam = Adam::from_state(tsr_adam_config(), step, &optimizer).map_err(run_err)?;
+    let adam = Adam::from_state(tsr_adam_config(), step, &optimizer).map_err(|e| run_err(e.to_string()))?;
     tracing::info!(step, "training: resuming TSR");
     Ok((ckpt.state, adam, ema))
 }

@@ -12,6 +12,65 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::ModelError;
 
+/// A temporal SR configuration the network cannot be built for.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TsrConfigError {
+    /// The output side is not a power of two from 8 up.
+    #[error("out_size must be a power of two ≥ {}, got {out_size}", 2 * SEED_SIDE)]
+    OutSize {
+        /// The configured side.
+        out_size: usize,
+    },
+    /// No style features.
+    #[error("num_style_feat must be positive")]
+    NumStyleFeat,
+    /// The width multiplier is not a positive number.
+    #[error("narrow must be a positive number, got {narrow}")]
+    Narrow {
+        /// The configured multiplier.
+        narrow: f64,
+    },
+    /// Another temporal module than the released one.
+    #[error("temp_type `{temp_type}` is not supported (only `{TEMP_TYPE_UNET_WINDOW}`, the released model's)")]
+    TempType {
+        /// The configured type.
+        temp_type: String,
+    },
+    /// A noise setting other than zero or stored.
+    #[error(
+        "randomize_noise {randomize_noise} is not supported (use \"zero\", as released, or false for the stored noise)"
+    )]
+    Noise {
+        /// The configured value, as JSON.
+        randomize_noise: String,
+    },
+    /// `sft_half = false`.
+    #[error("sft_half = false is not supported (the reference cannot run it with temp_type unet_window)")]
+    SftHalf,
+    /// The width multiplier leaves a level without channels.
+    #[error("narrow {narrow} leaves no channels at {side}×{side}")]
+    NoChannels {
+        /// The configured multiplier.
+        narrow: f64,
+        /// The level's side.
+        side: usize,
+    },
+    /// SFT needs the decoder twice as wide as the U-Net.
+    #[error(
+        "narrow {narrow} gives {decoder} decoder channels at {side}×{side}, not twice the U-Net's {unet} as SFT needs"
+    )]
+    SftChannels {
+        /// The configured multiplier.
+        narrow: f64,
+        /// The level's side.
+        side: usize,
+        /// Decoder channels there.
+        decoder: usize,
+        /// U-Net channels there.
+        unet: usize,
+    },
+}
+
 /// The only temporal mixing the released model uses (`temp_type`); the others need modules it does not have.
 pub const TEMP_TYPE_UNET_WINDOW: &str = "unet_window";
 /// `randomize_noise = "zero"`: the StyleGAN2 noise inputs are zeros (the released setting; deterministic).
@@ -150,7 +209,7 @@ impl TsrConfig {
             value = inner.take();
         }
         let cfg: TsrConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        cfg.validate().map_err(|reason| ModelError::Config { origin: origin.to_owned(), reason })?;
+        cfg.validate().map_err(|e| ModelError::Config { origin: origin.to_owned(), reason: e.to_string() })?;
         Ok(cfg)
     }
 
@@ -159,52 +218,46 @@ impl TsrConfig {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), TsrConfigError> {
         if !self.out_size.is_power_of_two() || self.out_size < 2 * SEED_SIDE {
-            return Err(format!("out_size must be a power of two ≥ {}, got {}", 2 * SEED_SIDE, self.out_size));
+            return Err(TsrConfigError::OutSize { out_size: self.out_size });
         }
         if self.num_style_feat == 0 {
-            return Err("num_style_feat must be positive".into());
+            return Err(TsrConfigError::NumStyleFeat);
         }
         if !(self.narrow.is_finite() && self.narrow > 0.0) {
-            return Err(format!("narrow must be a positive number, got {}", self.narrow));
+            return Err(TsrConfigError::Narrow { narrow: self.narrow });
         }
         if self.temp_type != TEMP_TYPE_UNET_WINDOW {
-            return Err(format!(
-                "temp_type `{}` is not supported (only `{TEMP_TYPE_UNET_WINDOW}`, the released model's)",
-                self.temp_type
-            ));
+            return Err(TsrConfigError::TempType { temp_type: self.temp_type.clone() });
         }
         self.noise_mode()?;
         if !self.sft_half {
             // The reference sizes its up-path temporal windows for 2× channels then, and its forward fails.
-            return Err(
-                "sft_half = false is not supported (the reference cannot run it with temp_type unet_window)".into()
-            );
+            return Err(TsrConfigError::SftHalf);
         }
         for side in (SEED_LOG2..=self.log_size()).map(|l| 1usize << l) {
             if self.unet_channels(side) == 0 {
-                return Err(format!("narrow {} leaves no channels at {side}×{side}", self.narrow));
+                return Err(TsrConfigError::NoChannels { narrow: self.narrow, side });
             }
             if side > SEED_SIDE && self.decoder_channels(side) != 2 * self.unet_channels(side) {
-                return Err(format!(
-                    "narrow {} gives {} decoder channels at {side}×{side}, not twice the U-Net's {} as SFT needs",
-                    self.narrow,
-                    self.decoder_channels(side),
-                    self.unet_channels(side)
-                ));
+                return Err(TsrConfigError::SftChannels {
+                    narrow: self.narrow,
+                    side,
+                    decoder: self.decoder_channels(side),
+                    unet: self.unet_channels(side),
+                });
             }
         }
         Ok(())
     }
 
-    pub fn noise_mode(&self) -> Result<NoiseMode, String> {
+    /// How the network's noise inputs are set.
+    pub fn noise_mode(&self) -> Result<NoiseMode, TsrConfigError> {
         match &self.randomize_noise {
             serde_json::Value::String(s) if s == NOISE_ZERO => Ok(NoiseMode::Zero),
             serde_json::Value::Bool(false) => Ok(NoiseMode::Stored),
-            other => Err(format!(
-                "randomize_noise {other} is not supported (use \"zero\", as released, or false for the stored noise)"
-            )),
+            other => Err(TsrConfigError::Noise { randomize_noise: other.to_string() }),
         }
     }
 

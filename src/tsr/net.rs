@@ -359,7 +359,9 @@ fn sft<O: Ops>(ops: &mut O, x: &O::T, scale: &O::T, shift: &O::T) -> O::T {
 /// The official forward: `[n, 3, h, w]` in [0, 1] → `[n, 3, S, S]`.
 pub fn tsr_forward<O: Ops>(ops: &mut O, cfg: &TsrConfig, frames: &O::T) -> Result<O::T, ModelError> {
     declare_layout(ops, cfg)?;
-    if cfg.noise_mode().map_err(|reason| ModelError::Config { origin: cfg.name.clone(), reason })? != NoiseMode::Zero {
+    if cfg.noise_mode().map_err(|e| ModelError::Config { origin: cfg.name.clone(), reason: e.to_string() })?
+        != NoiseMode::Zero
+    {
         return Err(ModelError::Config { origin: cfg.name.clone(), reason: "only zero noise is implemented".into() });
     }
     let shape = ops.shape(frames);

@@ -20,9 +20,33 @@ pub enum TorchCheckpointError {
     #[error("malformed pickle at byte {offset}: {reason}")]
     Malformed { offset: usize, reason: String },
     #[error("tensor `{name}`: {reason}")]
-    Tensor { name: String, reason: String },
+    Tensor { name: String, reason: TensorLayoutError },
     #[error("no state dict found: {0}")]
     NoStateDict(String),
     #[error("not a plain dict of names to integers or strings: {0}")]
     NotPlainDict(String),
+}
+
+/// Why a tensor view cannot be read out of its storage.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorLayoutError {
+    /// The element count overflows.
+    #[error("tensor size overflows")]
+    SizeOverflow,
+    /// The last element's position overflows.
+    #[error("tensor extent overflows")]
+    ExtentOverflow,
+    /// The view reaches past its storage.
+    #[error("view reaches element {extent} but its storage `{storage}` holds {storage_len}")]
+    OutsideStorage {
+        /// Highest element the view reads.
+        extent: usize,
+        /// The storage's record name.
+        storage: String,
+        /// Elements in the storage.
+        storage_len: usize,
+    },
+    /// Shape and data disagree.
+    #[error(transparent)]
+    Shape(#[from] crate::tensor::ShapeMismatch),
 }

@@ -11,7 +11,9 @@ use super::pickle::{Machine, Value};
 /// A value of a plain pickled dict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlainValue {
+    /// A Python `int`.
     Int(i64),
+    /// A Python `str`.
     Str(String),
 }
 

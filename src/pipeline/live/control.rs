@@ -222,7 +222,7 @@ impl Control {
                 }
                 Err(error) => self.notify(format!("personalization finished but could not be saved: {error}")),
             },
-            Err(message) => self.notify(message),
+            Err(end) => self.notify(end.to_string()),
         }
     }
 
