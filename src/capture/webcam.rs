@@ -22,7 +22,9 @@ use super::{CaptureError, Frame, FrameSize, FrameSource};
 pub struct WebcamConfig {
     /// Device index (`/dev/video<index>` on Linux).
     pub index: u32,
+    /// Requested picture size in pixels.
     pub size: FrameSize,
+    /// Requested frames per second.
     pub frame_rate_hz: u32,
 }
 

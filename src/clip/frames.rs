@@ -29,20 +29,29 @@ const RIGHT_EYE: [usize; 4] = [159, 145, 33, 133];
 const MOUTH: [usize; 4] = [13, 14, 61, 291];
 const NOSE_TIP: usize = 1;
 
+/// Why a clip could not be prepared for personalization.
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
+    /// The clip could not be read or decoded.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// Face detection or landmarking failed on a frame.
     #[error(transparent)]
     Face(#[from] FaceError),
+    /// Fewer than [`MIN_FRAMES`] sampled frames show a face that can be cropped.
     #[error("the clip has {found} frames with a face; personalization needs at least {MIN_FRAMES}")]
-    TooFewFaces { found: usize },
+    TooFewFaces {
+        /// Sampled frames in which a face was found and cropped.
+        found: usize,
+    },
 }
 
 /// One usable frame: its crop and landmarks in crop pixels (z scaled like x).
 #[derive(Clone, Debug)]
 pub struct CropFrame {
+    /// The face crop, square, at the crop policy's output size.
     pub crop: RgbImage,
+    /// Dense face-mesh landmarks `[x, y, z]` in crop pixels.
     pub landmarks: Vec<[f32; 3]>,
     /// Index in the clip.
     pub index: u64,
@@ -51,6 +60,7 @@ pub struct CropFrame {
 /// What a clip yields for personalization.
 #[derive(Debug)]
 pub struct ClipFrames {
+    /// The sampled frames that show a face, in clip order.
     pub frames: Vec<CropFrame>,
     /// Index into `frames` of the source frame.
     pub source: usize,
@@ -58,9 +68,11 @@ pub struct ClipFrames {
     pub holdout: Vec<usize>,
     /// The source frame's full picture and landmarks on it (for the identity embedding).
     pub source_picture: RgbImage,
+    /// Landmarks `[x, y, z]` of the source frame in `source_picture` pixels.
     pub source_picture_landmarks: Vec<[f32; 3]>,
-    /// Frames read, and those skipped for having no face.
+    /// Frames read from the clip, sampled or not.
     pub frames_read: usize,
+    /// Sampled frames skipped for having no face (or one that could not be cropped).
     pub frames_without_face: usize,
 }
 

@@ -10,10 +10,19 @@ use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
+/// Why a `.npy` landmark file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The `.npy` file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The bytes are not an `.npy` array this reader accepts; the text names the offending part (magic, version,
+    /// dtype, order, shape or data length).
     #[error("not a usable .npy landmark file: {0}")]
     Format(String),
 }

@@ -23,6 +23,7 @@ pub const IMAGE_CHANNELS: usize = 3;
 pub const NUM_KEYPOINTS: usize = 58;
 /// Gaze heatmaps are drawn for keypoints `GAZE_KP_START..GAZE_KP_END`.
 pub const GAZE_KP_START: usize = 29;
+/// One past the last gaze keypoint (8 gaze heatmaps).
 pub const GAZE_KP_END: usize = 37;
 /// Variance of the gaze Gaussian heatmaps, in normalised coordinates.
 pub const KP_VARIANCE: f32 = 0.005;
@@ -69,7 +70,6 @@ fn default_embedder() -> String {
     crate::face::embed::DLIB_EMBEDDER_TAG.to_owned()
 }
 
-/// All widths of the generator. Field names follow the fixture config JSON.
 /// A generator configuration the dataflow cannot run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -103,24 +103,43 @@ pub enum ConfigError {
     },
 }
 
+/// All widths of the generator. Field names follow the fixture config JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GeneratorConfig {
+    /// Label of the configuration (`official`, `tiny`; `custom` when a JSON file omits it); the networks ignore it.
     #[serde(default = "default_name")]
     pub name: String,
+    /// Side of the square source, driving and output images, px; only `SUPPORTED_IMAGE_SIZE` (256) is accepted.
     pub image_size: usize,
+    /// Width of the ladder encoder's first layer; its six layers have 1, 2, 4, 8, 8 and 8 times this many channels.
     pub ladder_nef: usize,
+    /// Length of the unit style vector the ladder encoder emits.
     pub ladder_z_dim: usize,
+    /// Base width of the dense-motion hourglass: down block `i` has
+    /// `min(motion_max_features, motion_block_expansion · 2^(i+1))` channels.
     pub motion_block_expansion: usize,
+    /// Upper bound on every dense-motion hourglass width.
     pub motion_max_features: usize,
+    /// Down blocks of the dense-motion hourglass; must be 5.
     pub motion_num_blocks: usize,
+    /// Finest hourglass levels the dense-motion decoder skips, so the flow stays at 64² for 256² images; must be 2.
     pub motion_dec_lease: usize,
+    /// Style length the dense-motion ADAIN layers read; must equal `ladder_z_dim`.
     pub motion_adain_c: usize,
+    /// Hidden width of the style MLP inside each dense-motion ADAIN.
     pub adain_hidden: usize,
+    /// Base width of the feature encoder: level `i` has `min(encoder_max_features, encoder_block_expansion · 2^i)`
+    /// channels.
     pub encoder_block_expansion: usize,
+    /// Upper bound on every feature-encoder width.
     pub encoder_max_features: usize,
+    /// Down blocks of the feature encoder; must be 3 (four pyramid levels, 32² to 256²).
     pub encoder_num_blocks: usize,
+    /// Base width `nf` of the SPADE generator: its blocks go from 16·nf channels at the 4×4 seed down to nf.
     pub spade_conv_dim: usize,
+    /// Hidden width of the shared conv each SPADE norm applies to its label map.
     pub spade_hidden: usize,
+    /// Length of the identity embedding (`src_id`) that seeds the SPADE generator and drives its AdaIN.
     pub id_dim: usize,
     /// Landmark layout of the conditioning (`"mediapipe"` when absent).
     #[serde(default)]
@@ -197,11 +216,13 @@ impl GeneratorConfig {
         }
     }
 
+    /// Reads and validates a JSON file in the fixture schema.
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
         Self::from_json_str(&text, &path.display().to_string())
     }
 
+    /// Parses and validates JSON text in the fixture schema; `origin` names where it came from in errors.
     pub fn from_json_str(text: &str, origin: &str) -> Result<Self, ModelError> {
         let cfg: Self = serde_json::from_str(text)
             .map_err(|e| ModelError::Config { origin: origin.to_owned(), reason: e.to_string() })?;

@@ -15,7 +15,10 @@ use super::weights::{ExpectedEntry, WeightStore};
 /// A configuration with weights that match it.
 #[derive(Clone, Debug)]
 pub struct GeneratorModel {
+    /// The widths the networks are built with.
     pub config: GeneratorConfig,
+    /// Weights holding every entry `expected_entries(&config)` lists, with those shapes (checked by `new`; keep it so
+    /// when replacing tensors).
     pub weights: WeightStore,
 }
 

@@ -19,16 +19,25 @@ use crate::tensor::HostTensor;
 /// Why inputs could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The landmark-line images could not be drawn (wrong landmark count for the topology, a bad canvas).
     #[error(transparent)]
     Condition(#[from] ConditionError),
+    /// The identity vector's length is not the model's `id_dim`: the weights expect another embedding.
     #[error(
         "the identity vector has {actual} values but this model's id_dim is {expected}: the weights were trained \
          with another identity embedding (the provisioned one is the 128-d dlib descriptor; `--embedder FILE.onnx` \
          and `identities add --id-vector FILE.npy` give others)"
     )]
-    IdDim { expected: usize, actual: usize },
+    IdDim {
+        /// The model's `id_dim`.
+        expected: usize,
+        /// Values in the identity vector given.
+        actual: usize,
+    },
+    /// The identity vector cannot be normalised to unit length (all zeros, NaN or infinite values).
     #[error("the identity vector is zero or not finite")]
     IdNorm,
+    /// The network's `refine.prediction` is not a single `[1, 3, S, S]` image, so it cannot become a picture.
     #[error("the prediction has shape {0:?}; expected [1, 3, S, S]")]
     PredictionShape(Vec<usize>),
     #[error(
@@ -75,7 +84,8 @@ pub struct InputBuilder {
 }
 
 impl InputBuilder {
-    /// The builder for `config`; refused for a model trained on a topology MediaPipe cannot provide.
+    /// A builder for `config`'s image side and `id_dim`, with the MediaPipe landmark topology; refused for a model
+    /// trained on a topology MediaPipe cannot provide.
     pub fn new(config: &GeneratorConfig) -> Result<Self, InputError> {
         if config.conditioning != Conditioning::Mediapipe {
             return Err(InputError::UnavailableConditioning { config: config.name.clone() });

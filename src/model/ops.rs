@@ -17,6 +17,7 @@ use crate::tensor::HostTensor;
 
 /// Executor interface. `T` is a cheap-to-clone handle to a tensor (or to a value in a graph being built).
 pub trait Ops {
+    /// The executor's tensor handle; cloning it must not copy the data.
     type T: Clone;
 
     /// Static shape of a tensor.
@@ -56,17 +57,28 @@ pub trait Ops {
     /// Normalisation jointly over (C, H, W) of each sample, without affine parameters.
     fn layer_norm_chw(&mut self, x: &Self::T, eps: f32) -> Self::T;
 
+    /// Element-wise `max(x, 0)`.
     fn relu(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise `x` where `x ≥ 0`, `slope · x` elsewhere.
     fn leaky_relu(&mut self, x: &Self::T, slope: f32) -> Self::T;
+    /// Element-wise logistic `1 / (1 + e^−x)`, in (0, 1).
     fn sigmoid(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise hyperbolic tangent, in (−1, 1).
     fn tanh(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise `e^x`.
     fn exp(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise square root (NaN for negative inputs).
     fn sqrt(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise absolute value.
     fn abs(&mut self, x: &Self::T) -> Self::T;
 
+    /// Element-wise `a + b`, broadcasting.
     fn add(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    /// Element-wise `a − b`, broadcasting.
     fn sub(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    /// Element-wise `a · b`, broadcasting.
     fn mul(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    /// Element-wise `a / b`, broadcasting.
     fn div(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
     /// `x * scale + offset` with scalars.
     fn scale_shift(&mut self, x: &Self::T, scale: f32, offset: f32) -> Self::T;
@@ -93,9 +105,12 @@ pub trait Ops {
     /// `F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)`.
     fn grid_sample_reflect(&mut self, x: &Self::T, grid: &Self::T) -> Self::T;
 
+    /// Joins tensors along `axis`; all other dims must agree.
     fn concat(&mut self, xs: &[&Self::T], axis: usize) -> Self::T;
     /// `x[.., start..end, ..]` along `axis`.
     fn slice(&mut self, x: &Self::T, axis: usize, start: usize, end: usize) -> Self::T;
+    /// The same row-major data viewed with another shape of equal element count.
     fn reshape(&mut self, x: &Self::T, shape: &[usize]) -> Self::T;
+    /// Reorders axes so that output dim `i` is input dim `perm[i]`.
     fn permute(&mut self, x: &Self::T, perm: &[usize]) -> Self::T;
 }

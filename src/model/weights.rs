@@ -18,15 +18,20 @@ use crate::tensor::HostTensor;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
+    /// Trained by gradient descent (weights, biases, spectral-norm `weight_orig`).
     Parameter,
+    /// Stored state that is not trained (spectral-norm `weight_u`/`weight_v`).
     Buffer,
 }
 
 /// One entry the architecture expects in a state dict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpectedEntry {
+    /// The official state-dict key, e.g. `ladder_network.fc.weight`.
     pub key: String,
+    /// The shape the stored tensor must have.
     pub shape: Vec<usize>,
+    /// Parameter or buffer.
     pub kind: EntryKind,
 }
 
@@ -72,30 +77,37 @@ pub enum TensorDecodeError {
 }
 
 impl WeightStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds or replaces the tensor under `key`.
     pub fn insert(&mut self, key: impl Into<String>, tensor: HostTensor) {
         self.tensors.insert(key.into(), tensor);
     }
 
+    /// The tensor under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&HostTensor> {
         self.tensors.get(key)
     }
 
+    /// The tensor under `key`, or `ModelError::MissingWeight`.
     pub fn require(&self, key: &str) -> Result<&HostTensor, ModelError> {
         self.get(key).ok_or_else(|| ModelError::MissingWeight(key.to_owned()))
     }
 
+    /// Number of tensors (keys), not elements.
     pub fn len(&self) -> usize {
         self.tensors.len()
     }
 
+    /// Whether the store holds no tensors.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
 
+    /// Every key and tensor, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &HostTensor)> {
         self.tensors.iter()
     }
@@ -105,6 +117,7 @@ impl WeightStore {
         &mut self.tensors
     }
 
+    /// Takes the tensor under `key` out of the store, if any.
     pub fn remove(&mut self, key: &str) -> Option<HostTensor> {
         self.tensors.remove(key)
     }

@@ -84,35 +84,57 @@ pub enum PersonalizeError {
 /// What a personalization did (the `--report` JSON).
 #[derive(Clone, Debug, Serialize)]
 pub struct PersonalizeReport {
+    /// Adam steps taken.
     pub steps: usize,
+    /// Wall time of the job (held-out scoring and training, not the clip's reading), in seconds.
     pub seconds: f64,
+    /// Mean training loss over the held-out frames with the base weights.
     pub heldout_loss_before: f64,
+    /// Mean training loss over the held-out frames with the personalized weights; lower than before if it helped.
     pub heldout_loss_after: f64,
     /// Loss terms used ("l1", "eye", "mouth", "perceptual").
     pub losses: Vec<String>,
+    /// Frames trained on.
     pub frames_used: usize,
+    /// Frames held out for scoring, never trained on.
     pub frames_heldout: usize,
+    /// Frames of the clip read but skipped because no face was found.
     pub frames_without_face: usize,
     /// Clip index of the chosen source frame.
     pub source_frame: u64,
     /// Weight tensors that changed and are stored as the identity's delta.
     pub tensors_changed: usize,
+    /// Total training loss of each step, before its update.
     pub loss_per_step: Vec<f32>,
 }
 
 /// Where a personalization is: scoring the held-out frames before or after training, or a training step.
 #[derive(Clone, Debug)]
 pub enum PersonalizeProgress {
-    Scoring { after: bool, done: usize, total: usize },
+    /// Scoring the held-out frames.
+    Scoring {
+        /// `false` while scoring the base weights, `true` the personalized ones.
+        after: bool,
+        /// Held-out frames scored so far.
+        done: usize,
+        /// Held-out frames in all.
+        total: usize,
+    },
+    /// A training step finished.
     Step(InnerProgress),
 }
 
 /// Settings of one run.
 pub struct PersonalizeJob<'a> {
+    /// Display name of the new identity.
     pub name: String,
+    /// Adam steps to take (the paper's K).
     pub steps: usize,
+    /// Optimizer settings.
     pub adam: AdamConfig,
+    /// The perceptual loss's network; without it the perceptual term is left out.
     pub vgg: Option<&'a Vgg19>,
+    /// Where training and scoring run.
     pub device: &'a burn::tensor::Device,
     /// SHA-256 of the base weights file, recorded so the delta is only applied to the same base.
     pub base_sha256: Option<String>,

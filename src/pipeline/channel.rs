@@ -52,6 +52,7 @@ impl<T> Drop for LatestReceiver<T> {
 /// Why a send did not deliver.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// The receiver was dropped; nothing will read this channel again.
     #[error("the receiving stage has stopped")]
     Disconnected,
 }

@@ -15,20 +15,27 @@ use crate::personalize::store::Identity;
 /// Why an engine could not take an identity or produce a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// `drive` was called before any identity was set.
     #[error("no identity is selected")]
     NoIdentity,
+    /// The CPU mesh warp rejected the identity or the target landmarks.
     #[error(transparent)]
     Preview(#[from] PreviewError),
+    /// The wgpu mesh warp failed (no adapter, device lost, readback failed).
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The generator failed to build its sessions (e.g. with the identity's weight delta) or to run.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The generator's conditioning could not be built from the identity or the target landmarks.
     #[error(transparent)]
     Input(#[from] crate::model::inputs::InputError),
+    /// The identity was stored without an embedding.
     #[error(
         "this identity has no identity embedding, which the neural engine needs (personalize it, or use the preview engine)"
     )]
     NoIdVector,
+    /// Anything else the engine could not do, said in words (e.g. the generator returned no prediction).
     #[error("{0}")]
     Other(String),
 }
@@ -249,6 +256,7 @@ pub enum PreviewDevice {
     /// wgpu when an adapter exists (even a software one, which still beats the CPU path), else the CPU.
     #[default]
     Auto,
+    /// The CPU rasterizer, whatever adapters exist.
     Cpu,
     /// wgpu, or an error when no adapter exists.
     Gpu,

@@ -26,25 +26,33 @@ use crate::train::reptile::LoopError;
 /// What the window's personalization fine-tunes and with what.
 #[derive(Clone, Debug)]
 pub struct PersonalizeBase {
+    /// The base generator every personalization starts from (shared with the neural engine, never modified).
     pub model: Arc<GeneratorModel>,
     /// SHA-256 of the base weights file.
     pub weights_sha256: String,
+    /// The face detector and landmark models.
     pub models_dir: PathBuf,
+    /// The identity-embedding network.
     pub id_model: PathBuf,
     /// VGG-19 weights for the perceptual loss, when installed.
     pub vgg: Option<PathBuf>,
+    /// Adam steps per personalization (the paper's K).
     pub steps: usize,
 }
 
 /// A finished personalization: the identity it personalized, the new contents and the report.
 pub struct Finished {
+    /// The identity that was personalized (to be replaced).
     pub id: String,
+    /// Its new contents.
     pub identity: NewIdentity,
+    /// What the run did.
     pub report: PersonalizeReport,
 }
 
 /// A personalization in progress.
 pub struct Running {
+    /// The identity being personalized.
     pub id: String,
     cancel: Arc<AtomicBool>,
     done: Receiver<Result<Finished, PersonalizeEnd>>,
@@ -70,6 +78,7 @@ impl Running {
         Ok(Self { id, cancel, done, join: Some(join) })
     }
 
+    /// Asks the worker to stop at its next frame or step; `poll` then reports `PersonalizeEnd::Cancelled`.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Release);
     }

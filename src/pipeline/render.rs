@@ -22,28 +22,45 @@ use crate::record::{PushOutcome, RecordError, Recorder, RecorderConfig, Recordin
 /// How long to wait for the encoder when its queue is full (offline rendering never drops frames).
 const ENCODER_BACKOFF: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Why an offline render failed. The output file is only as complete as the recorder left it (see `RecordError`).
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// The portrait cannot be driven: no face in it, non-finite landmarks, or landmarks motion transfer rejects.
     #[error("portrait {path}: {reason}")]
-    Portrait { path: PathBuf, reason: String },
+    Portrait {
+        /// The portrait file (the output file when motion transfer rejects the identity's landmarks).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The face detector or landmark models failed.
     #[error(transparent)]
     Face(#[from] FaceError),
+    /// A driving frame could not be read.
     #[error(transparent)]
     Capture(#[from] crate::capture::CaptureError),
+    /// The preview mesh warp failed.
     #[error(transparent)]
     Preview(#[from] PreviewError),
+    /// The engine rejected the identity or failed on a frame.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The output file could not be started or finished.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The driving input ended before its first frame.
     #[error("the driving input has no frames")]
     NoFrames,
+    /// No driving frame had a face, so nothing moved.
     #[error("no face was found in any driving frame")]
     NoDrivingFace,
+    /// The recorder stopped taking frames mid-render (its state, in words).
     #[error("the recorder stopped: {0}")]
     RecorderStopped(String),
+    /// Temporal super-resolution got or returned tensors of the wrong shape.
     #[error("temporal super-resolution: {0}")]
     Tsr(String),
+    /// The temporal SR network failed to run.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
 }
@@ -51,15 +68,19 @@ pub enum RenderError {
 /// What the render produced.
 #[derive(Debug)]
 pub struct RenderSummary {
+    /// Output frames written: one per driving frame.
     pub frames: u64,
     /// Driving frames without a detected face (their output holds the last pose).
     pub frames_without_face: u64,
+    /// What the recorder wrote.
     pub recording: RecordingSummary,
 }
 
 /// The portrait prepared for driving: its 256² crop and landmarks in crop pixels (z scaled like x).
 pub struct PreparedPortrait {
+    /// The 256² crop.
     pub crop: RgbImage,
+    /// Landmarks in crop pixels (z scaled like x).
     pub landmarks: Vec<[f32; 3]>,
     /// The landmarks on the original picture (for the identity embedding, which aligns its own chip).
     pub frame_landmarks: Vec<[f32; 3]>,
@@ -97,8 +118,11 @@ pub const TSR_CHUNK_FRAMES: usize = 16;
 
 /// Settings of one offline render.
 pub struct RenderJob<'a> {
+    /// How driving motion is applied to the portrait.
     pub motion: MotionMode,
+    /// The video file to write.
     pub output: &'a Path,
+    /// Encoder settings of the output.
     pub recorder: RecorderConfig,
     /// Temporal super-resolution of the generated frames (256² → 512²) in chunks of `TSR_CHUNK_FRAMES`.
     pub tsr: Option<&'a mut crate::tsr::runner::TsrRunner>,

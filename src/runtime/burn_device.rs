@@ -6,38 +6,9 @@
 
 use burn::tensor::Device;
 
-use super::RuntimeError;
+use super::{BurnDeviceError, RuntimeError};
 
 const EXECUTOR: &str = "burn";
-
-/// Why burn cannot run on the device asked for.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum BurnDeviceError {
-    /// Built without `--features vulkan`.
-    #[error("this build has no Vulkan backend for burn (rebuild with `--features vulkan`)")]
-    NoVulkanBackend,
-    /// No Vulkan adapter came up.
-    #[error("no Vulkan adapter: {0}")]
-    NoVulkanAdapter(String),
-    /// The only adapter is a software rasterizer.
-    #[error(
-        "the only Vulkan adapter is `{name}`, a software rasterizer on the CPU: use `--device cpu` (burn's CPU \
-         backend is faster, and this adapter cannot run burn's kernels)"
-    )]
-    SoftwareAdapter {
-        /// The adapter's name.
-        name: String,
-    },
-    /// Built without `--features cuda`.
-    #[error(
-        "this build has no CUDA backend for burn (rebuild with `--features cuda`: cubecl's CUDA runtime, loaded at \
-         run time, no CUDA toolkit needed to build); use `cpu`, or the ONNX executor for GPU inference"
-    )]
-    NoCudaBackend,
-    /// The CUDA driver or device is missing.
-    #[error(transparent)]
-    Cuda(#[from] super::CudaError),
-}
 
 /// Resolves an executor device spec: `cuda[:N]` needs the `cuda` build feature and a working driver; `auto` takes
 /// GPU 0 when both are there and says in one line why not otherwise.

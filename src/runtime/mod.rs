@@ -10,7 +10,7 @@ mod error;
 pub mod ort;
 mod ort_api;
 
-pub use error::{CudaError, RuntimeError};
+pub use error::{BurnDeviceError, CudaError, RuntimeError};
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +18,7 @@ use std::str::FromStr;
 /// Where to run inference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Device {
+    /// The host CPU (always available).
     #[default]
     Cpu,
     /// A CUDA GPU by ordinal.

@@ -54,7 +54,9 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
 /// Where to look, in order; split from the process environment so the search is testable.
 #[derive(Clone, Debug, Default)]
 pub struct LibrarySearch {
+    /// An explicit library file (`ORT_DYLIB_PATH`); when set it is the only candidate, and a missing file is an error.
     pub dylib_path: Option<PathBuf>,
+    /// A directory holding the library directly or as `onnxruntime/capi/` (`METAPORTRAIT_RUNTIME_DIR`).
     pub runtime_dir: Option<PathBuf>,
     /// Roots that may hold `.runtime/onnxruntime/capi/`.
     pub project_roots: Vec<PathBuf>,
@@ -149,6 +151,7 @@ pub fn environment() -> Result<Environment, RuntimeError> {
 pub struct SessionOptions {
     /// Intra-op threads; 0 lets ONNX Runtime use one per physical core.
     pub threads: usize,
+    /// The device asked for; Vulkan, and CUDA that cannot be used, fall back to the CPU (see `OrtSession::device`).
     pub device: Device,
 }
 
@@ -207,10 +210,12 @@ impl OrtSession {
         self.device
     }
 
+    /// The model's graph input names, in declaration order.
     pub fn input_names(&self) -> Vec<String> {
         self.session.inputs().iter().map(|o| o.name().to_owned()).collect()
     }
 
+    /// The model's graph output names, in declaration order (the keys `run` returns).
     pub fn output_names(&self) -> Vec<String> {
         self.session.outputs().iter().map(|o| o.name().to_owned()).collect()
     }

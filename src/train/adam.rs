@@ -14,9 +14,13 @@ const CLIP_EPS: f64 = 1e-6;
 /// Hyper-parameters. Defaults are the paper's personalization inner loop.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// Base learning rate, before the per-module multipliers.
     pub lr: f32,
+    /// Decay of the first-moment (mean) estimate.
     pub beta1: f32,
+    /// Decay of the second-moment (uncentred variance) estimate.
     pub beta2: f32,
+    /// Added to the denominator `√v̂` so small second moments cannot blow up the step.
     pub eps: f32,
     /// Clip the global L2 norm of all gradients to this value (`None`: no clipping).
     pub clip_grad_norm: Option<f32>,
@@ -107,6 +111,7 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// A fresh optimizer: no moments, no steps taken.
     pub fn new(config: AdamConfig) -> Self {
         Self { config, step: 0, moments: BTreeMap::new() }
     }
@@ -116,6 +121,7 @@ impl Adam {
         self.config.lr = lr;
     }
 
+    /// Updates applied so far (skipped non-finite steps not counted); the `t` of the next bias correction minus 1.
     pub fn steps_taken(&self) -> u64 {
         self.step
     }
@@ -152,6 +158,7 @@ impl Adam {
         Ok(Self { config, step, moments })
     }
 
+    /// The hyper-parameters, with the learning rate last given to `set_lr`.
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }

@@ -22,8 +22,11 @@ const MASK_EPS: f32 = 1e-6;
 /// Loss weights (`train.loss_weights` of the official meta-training config, plus L1).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossWeights {
+    /// Weight of `mean|G − T|` at full resolution (0: the term is left out).
     pub l1: f32,
+    /// Weight of the eye-box loss (0: left out).
     pub eye: f32,
+    /// Weight of the mouth-box loss (0: left out).
     pub mouth: f32,
     /// Per VGG layer (relu1_1 … relu5_1).
     pub perceptual: [f32; VGG_FEATURES],
@@ -53,15 +56,20 @@ impl LossWeights {
     }
 }
 
-/// Names of the loss terms, as reported.
+/// Names of the loss terms, as reported: the L1 term.
 pub const TERM_L1: &str = "l1";
+/// The eye-box term.
 pub const TERM_EYE: &str = "eye";
+/// The mouth-box term.
 pub const TERM_MOUTH: &str = "mouth";
+/// The VGG-19 pyramid perceptual term.
 pub const TERM_PERCEPTUAL: &str = "perceptual";
 
 /// The weighted total and its terms.
 pub struct LossTerms<T> {
+    /// Sum of the terms (what is differentiated), a one-element tensor.
     pub total: T,
+    /// Each weighted term by its `TERM_*` name; terms of weight 0 are absent.
     pub terms: Vec<(&'static str, T)>,
 }
 

@@ -99,32 +99,48 @@ pub enum NoiseMode {
 /// Arguments of `GFPGANv1Clean_UnetWindow`. Field names are the Python argument names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TsrConfig {
+    /// Label of the configuration (`official`, `tiny`, or a JSON file's stem); not a constructor argument, so
+    /// `to_json` leaves it out, and the network ignores it.
     #[serde(default = "default_name", skip_serializing)]
     pub name: String,
+    /// Side of the square output frames, px (512 released); a power of two ≥ 8. Inputs are this side or half of it.
     pub out_size: usize,
+    /// Length of one StyleGAN2 latent (the style feature width).
     #[serde(default = "default_num_style_feat")]
     pub num_style_feat: usize,
+    /// StyleGAN2 width multiplier of the 64² and finer levels.
     #[serde(default = "default_channel_multiplier")]
     pub channel_multiplier: usize,
+    /// Linear layers of the StyleGAN2 style MLP (skipped when `input_is_latent`).
     #[serde(default = "default_num_mlp")]
     pub num_mlp: usize,
+    /// Whether the U-Net's style code is used as the latents directly, without normalisation and the style MLP.
     #[serde(default)]
     pub input_is_latent: bool,
+    /// Whether every StyleGAN2 layer gets its own latent (`num_latent` of them) rather than one shared latent.
     #[serde(default)]
     pub different_w: bool,
+    /// Width multiplier (> 0) of the decoder's channel table; the U-Net uses half of it.
     #[serde(default = "default_narrow")]
     pub narrow: f64,
+    /// Whether SFT modulates only the second half of the decoder's channels; must be `true`.
     #[serde(default)]
     pub sft_half: bool,
+    /// The noise setting as the Python constructor takes it: `"zero"` (released) or `false` (stored buffers); read
+    /// it through `noise_mode`.
     #[serde(default = "default_randomize_noise")]
     pub randomize_noise: serde_json::Value,
+    /// The temporal mixing module; must be `TEMP_TYPE_UNET_WINDOW`.
     #[serde(default = "default_temp_type")]
     pub temp_type: String,
     // Training-time switches: accepted so official files load, without effect on the forward pass.
+    /// Training: keep the StyleGAN2 decoder frozen. No effect on the forward pass.
     #[serde(default = "default_true")]
     pub fix_decoder: bool,
+    /// Training: also return the intermediate RGB images. No effect on the forward pass.
     #[serde(default = "default_true")]
     pub return_rgb: bool,
+    /// Training: the reference constructor's initialisation switch. No effect on the forward pass.
     #[serde(default = "default_true")]
     pub zero_out_init: bool,
 }
@@ -192,6 +208,8 @@ impl TsrConfig {
         }
     }
 
+    /// Reads and validates a JSON file (bare constructor arguments or under `constructor`); a config without a
+    /// `name` is named after the file's stem.
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
         let mut cfg = Self::from_json_str(&text, &path.display().to_string())?;

@@ -33,9 +33,11 @@ const STYLE_NORM_EPS: f32 = 1e-8;
 pub fn tap_window_down_delta(i: usize) -> String {
     format!("inter.window_down{i}_delta")
 }
+/// Tap: the SFT scale map of up level `i`.
 pub fn tap_condition_scale(i: usize) -> String {
     format!("inter.condition_scale{i}")
 }
+/// Tap: the SFT shift map of up level `i`.
 pub fn tap_condition_shift(i: usize) -> String {
     format!("inter.condition_shift{i}")
 }

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use super::CaptureError;
 
-/// Largest `moov`/`moof` box we load into memory.
 mod boxes;
 mod moof;
 mod moov;
@@ -24,6 +23,7 @@ use boxes::ParseError;
 use moof::{TrackFragment, parse_moof};
 use moov::{Moov, parse_moov};
 
+/// Largest `moov`/`moof` box we load into memory.
 pub const MAX_METADATA_BOX_BYTES: u64 = 256 * 1024 * 1024;
 /// Largest number of samples we accept in one track (about 90 hours at 30 fps).
 pub const MAX_SAMPLES: usize = 10_000_000;
@@ -67,22 +67,30 @@ pub struct SampleRef {
 /// H.264 decoder configuration from the `avcC` box.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AvcConfig {
+    /// H.264 profile (66 Baseline, 77 Main, 100 High, ...).
     pub profile_idc: u8,
+    /// H.264 level times ten (31 means level 3.1).
     pub level_idc: u8,
     /// Bytes used by each NAL length prefix inside samples (1, 2 or 4).
     pub nal_length_size: u8,
+    /// Sequence parameter set NAL units, without start codes or length prefixes.
     pub sps: Vec<Vec<u8>>,
+    /// Picture parameter set NAL units, without start codes or length prefixes.
     pub pps: Vec<Vec<u8>>,
 }
 
 /// The video track of an MP4 file, ready for decoding.
 #[derive(Debug, Clone)]
 pub struct VideoTrack {
+    /// The track's ID from its `tkhd` box; fragments refer to it.
     pub track_id: u32,
     /// Ticks per second of the track's timestamps.
     pub timescale: u32,
+    /// Picture width in pixels, from the sample entry.
     pub width: u32,
+    /// Picture height in pixels, from the sample entry.
     pub height: u32,
+    /// Decoder configuration needed before the first sample.
     pub avc: AvcConfig,
     /// Samples in decode order.
     pub samples: Vec<SampleRef>,
@@ -117,10 +125,13 @@ pub fn ticks_to_us(ticks: i64, timescale: u32) -> i64 {
 /// A top-level box as found while scanning a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TopLevelBox {
+    /// The four-character box type, such as `moov`.
     pub kind: [u8; 4],
+    /// Byte offset of the box header in the file.
     pub offset: u64,
     /// Declared size including the header.
     pub size_bytes: u64,
+    /// Header length: 8, or 16 for a box with a 64-bit size.
     pub header_bytes: u64,
     /// The declared size runs past the end of the file.
     pub truncated: bool,

@@ -77,12 +77,18 @@ pub enum LiveInput {
     /// A webcam (`/dev/video<index>` on Linux); a missing camera is retried.
     Camera(u32),
     /// A video file, an image directory or a still image, played in real time; `looped` replays it forever.
-    File { path: PathBuf, looped: bool },
+    File {
+        /// The file or directory.
+        path: PathBuf,
+        /// Replay from the start at the end instead of stopping.
+        looped: bool,
+    },
 }
 
 /// Everything the live pipeline needs besides the engine.
 #[derive(Clone, Debug)]
 pub struct LiveConfig {
+    /// The driving video.
     pub input: LiveInput,
     /// Face detector and landmark models.
     pub models_dir: PathBuf,
@@ -92,6 +98,7 @@ pub struct LiveConfig {
     pub default_portrait: Option<PathBuf>,
     /// The identity-embedding network (see `face::embed::default_id_model_path`).
     pub id_model: PathBuf,
+    /// Settings of the recordings the panel starts.
     pub recorder: RecorderConfig,
     /// What "personalize from a clip" fine-tunes (the neural engine's base); `None` with the preview engine.
     pub personalize: Option<super::personalizer::PersonalizeBase>,
@@ -101,18 +108,25 @@ pub struct LiveConfig {
     pub tsr_device: crate::runtime::Device,
 }
 
+/// Why the live pipeline could not start; nothing is left running.
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
+    /// The face detector or landmark models could not be loaded.
     #[error(transparent)]
     Face(#[from] FaceError),
+    /// The driving input could not be opened.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// The identity library could not be opened.
     #[error(transparent)]
     Identity(#[from] crate::personalize::store::IdentityError),
+    /// The user's data directory is unusable.
     #[error(transparent)]
     Home(#[from] crate::home::HomeError),
+    /// The temporal SR network could not be loaded or prepared.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The operating system refused a stage thread (named first).
     #[error("cannot start the {0} thread: {1}")]
     Spawn(&'static str, std::io::Error),
 }

@@ -25,6 +25,7 @@ use crate::tensor::HostTensor;
 pub const IR_VERSION: i64 = 8;
 /// Default-domain opset: 16 brings `GridSample`, 17 is what ONNX Runtime ≥ 1.13 fully supports.
 pub const OPSET_VERSION: i64 = 17;
+/// `producer_name` written into every emitted model.
 pub const PRODUCER_NAME: &str = "metaportrait";
 const GRAPH_NAME: &str = "metaportrait";
 /// Protobuf messages cannot exceed 2 GiB.
@@ -60,10 +61,12 @@ pub struct OnnxValue {
 }
 
 impl OnnxValue {
+    /// The value's name in the graph (an input, initializer, node output or graph output).
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The statically inferred shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
@@ -154,6 +157,7 @@ fn value_info(name: &str, shape: &[usize]) -> ValueInfoProto {
 }
 
 impl<'w> OnnxBuilder<'w> {
+    /// An empty graph whose parameters will be read from `weights`; taps are off.
     pub fn new(weights: &'w WeightStore) -> Self {
         Self {
             weights,
