@@ -16,6 +16,45 @@ use crate::model::weights::EntryKind;
 use crate::tensor::HostTensor;
 
 /// Executor interface. `T` is a cheap-to-clone handle to a tensor (or to a value in a graph being built).
+///
+/// A network is written once, generically, and every executor gives it its own meaning: the shape executor derives
+/// the state dict it declares, burn computes it (with gradients when trainable), the ONNX builder records it.
+///
+/// ```
+/// use metaportrait::model::ModelError;
+/// use metaportrait::model::exec::burn::BurnExec;
+/// use metaportrait::model::exec::shape::ShapeOps;
+/// use metaportrait::model::ops::Ops;
+/// use metaportrait::model::weights::WeightStore;
+/// use metaportrait::tensor::HostTensor;
+///
+/// /// 3×3 convolution → ReLU, written once for every executor.
+/// fn block<O: Ops>(ops: &mut O, x: &O::T) -> Result<O::T, ModelError> {
+///     let w = ops.param("block.weight", &[8, 3, 3, 3])?;
+///     let b = ops.param("block.bias", &[8])?;
+///     let y = ops.conv2d(x, &w, Some(&b), 1, 1);
+///     Ok(ops.relu(&y))
+/// }
+///
+/// // Shapes: the state dict the block declares and its output shape.
+/// let mut shapes = ShapeOps::new();
+/// let out = block(&mut shapes, &vec![1, 3, 16, 16])?;
+/// assert_eq!(out, vec![1, 8, 16, 16]);
+/// let keys: Vec<_> = shapes.entries().iter().map(|e| (e.key.as_str(), e.shape.clone())).collect();
+/// assert_eq!(keys, [("block.weight", vec![8, 3, 3, 3]), ("block.bias", vec![8])]);
+///
+/// // Values: the same code on burn tensors, with weights from a store.
+/// let mut store = WeightStore::new();
+/// store.insert("block.weight", HostTensor::filled(&[8, 3, 3, 3], 0.1));
+/// store.insert("block.bias", HostTensor::filled(&[8], -1.0));
+/// let mut exec = BurnExec::new(&store, &burn::tensor::Device::flex(), false);
+/// let x = exec.input(&HostTensor::filled(&[1, 3, 16, 16], 1.0));
+/// let y = block(&mut exec, &x)?;
+/// let y = exec.to_host(&y);
+/// // Inside the image each output sums 27 products of 0.1, minus the bias of 1: ReLU(1.7).
+/// assert!((y.data()[8 * 16 + 8] - 1.7).abs() < 1e-5);
+/// # Ok::<(), ModelError>(())
+/// ```
 pub trait Ops {
     /// The executor's tensor handle; cloning it must not copy the data.
     type T: Clone;

@@ -96,7 +96,7 @@ impl FrameSource for UntilCancelled<'_> {
 }
 
 fn open_error(path: &Path) -> impl Fn(CaptureError) -> PersonalizeError + '_ {
-    move |source| PersonalizeError::Open { path: path.to_path_buf(), source }
+    move |source| PersonalizeError::Open { path: path.to_path_buf(), source: Box::new(source) }
 }
 
 /// Personalizes `base` from the clip of `request`. `progress` sees the clip's reading, its summary, every held-out
@@ -108,7 +108,7 @@ pub fn personalize_clip(
     mut progress: impl FnMut(&ClipProgress),
 ) -> Result<(NewIdentity, PersonalizeReport), PersonalizeError> {
     let vgg = match &request.vgg {
-        Some(path) => Some(Vgg19::load(path).map_err(|source| PersonalizeError::Vgg { path: path.clone(), source })?),
+        Some(path) => Some(Vgg19::load(path).map_err(|source| PersonalizeError::Vgg { path: path.clone(), source: Box::new(source) })?),
         None => None,
     };
     let mut embedder = IdEmbedder::new(&request.id_model).map_err(PersonalizeError::Embedder)?;
@@ -122,7 +122,7 @@ pub fn personalize_clip(
     if cancel.load(Ordering::Acquire) {
         return Err(PersonalizeError::Loop(LoopError::Cancelled(0)));
     }
-    let clip = clip.map_err(|source| PersonalizeError::Clip { path: request.clip.clone(), source })?;
+    let clip = clip.map_err(|source| PersonalizeError::Clip { path: request.clip.clone(), source: Box::new(source) })?;
     let id_vector = embedder.embed(&clip.source_picture, &clip.source_picture_landmarks)?;
     progress(&ClipProgress::ClipReady(ClipSummary {
         frames: clip.frames.len(),

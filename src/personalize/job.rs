@@ -37,7 +37,7 @@ pub enum PersonalizeError {
         /// The clip.
         path: PathBuf,
         /// Why.
-        source: crate::capture::CaptureError,
+        source: Box<crate::capture::CaptureError>,
     },
     /// The clip could not be read into frames (too few faces, a broken frame).
     #[error("preparing {path}: {source}")]
@@ -45,7 +45,7 @@ pub enum PersonalizeError {
         /// The clip.
         path: PathBuf,
         /// Why.
-        source: crate::clip::frames::ClipError,
+        source: Box<crate::clip::frames::ClipError>,
     },
     /// The identity-embedding network is missing or broken.
     #[error("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`: {0}")]
@@ -59,7 +59,7 @@ pub enum PersonalizeError {
         /// The weights file.
         path: PathBuf,
         /// Why.
-        source: ModelError,
+        source: Box<ModelError>,
     },
     /// The training device cannot be used.
     #[error(transparent)]

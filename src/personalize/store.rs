@@ -229,6 +229,30 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 }
 
 /// The identity library rooted at a directory.
+///
+/// ```
+/// use metaportrait::personalize::store::{IdentityStore, NewIdentity};
+/// use metaportrait::tensor::HostTensor;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = IdentityStore::open(dir.path())?;
+/// let id = store.add(&NewIdentity {
+///     name: "Ada".into(),
+///     portrait: image::RgbImage::new(256, 256),
+///     landmarks: HostTensor::zeros(&[478, 3]),
+///     id_vector: Some(vec![0.0; 128]),
+///     weights_delta: Default::default(),
+///     base_model_sha256: None,
+///     personalization: None,
+/// })?;
+/// let listed = store.list()?;
+/// assert_eq!((listed.len(), listed[0].id.as_str()), (1, id.as_str()));
+/// let ada = store.load(&id)?;
+/// assert_eq!((ada.meta.name.as_str(), ada.id_vector.map(|v| v.len())), ("Ada", Some(128)));
+/// store.remove(&id)?;
+/// assert!(store.list()?.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct IdentityStore {
     root: PathBuf,
 }
