@@ -244,6 +244,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 ///     weights_delta: Default::default(),
 ///     base_model_sha256: None,
 ///     personalization: None,
+///     embedder: Some("dlib-resnet-v1".into()),
 /// })?;
 /// let listed = store.list()?;
 /// assert_eq!((listed.len(), listed[0].id.as_str()), (1, id.as_str()));
