@@ -15,6 +15,7 @@ pub mod home;
 pub mod model;
 pub mod personalize;
 pub mod pipeline;
+pub mod reconstruct;
 pub mod record;
 pub mod rng;
 pub mod runtime;

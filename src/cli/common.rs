@@ -54,6 +54,8 @@ pub struct NeuralArgs {
     /// Device of the neural engine: `cpu`, `cuda[:N]` or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    #[command(flatten)]
+    pub embedder: super::embedder::EmbedderArgs,
 }
 
 impl NeuralArgs {
@@ -162,6 +164,7 @@ pub(crate) fn render_identity(
     source: Option<&std::path::Path>,
     identity: Option<&str>,
     with_embedding: bool,
+    embedder: &super::embedder::EmbedderArgs,
 ) -> Result<EngineIdentity> {
     if let Some(name) = identity {
         let store = identity_store()?;
@@ -171,15 +174,13 @@ pub(crate) fn render_identity(
     let path = source.context("--source or --identity is required")?;
     let portrait = metaportrait::face::load_image(path)?;
     let prepared = metaportrait::pipeline::render::prepare_portrait(mesher, &portrait, path)?;
-    let id_vector = if with_embedding {
-        let model = metaportrait::face::embed::default_id_model_path();
-        let mut embedder = metaportrait::face::embed::IdEmbedder::new(&model)
-            .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
-        Some(embedder.embed(&portrait, &prepared.frame_landmarks)?)
+    let (id_vector, tag) = if with_embedding {
+        let mut embedder = embedder.open()?;
+        (Some(embedder.embed(&portrait, &prepared.frame_landmarks)?), Some(embedder.tag().to_owned()))
     } else {
-        None
+        (None, None)
     };
-    Ok(EngineIdentity { id_vector, ..EngineIdentity::portrait_only(prepared.crop, prepared.landmarks) })
+    Ok(EngineIdentity { id_vector, embedder: tag, ..EngineIdentity::portrait_only(prepared.crop, prepared.landmarks) })
 }
 
 /// Where `scripts/provision-id-model.sh` puts the VGG-19 weights.

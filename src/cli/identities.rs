@@ -21,6 +21,8 @@ pub enum IdentitiesCommand {
     Export { name: String, file: PathBuf },
     /// Add the identity stored in an archive file made by `export`.
     Import { file: PathBuf },
+    /// Add a portrait as an identity, with its identity vector from an embedder or from a `.npy` file.
+    Add(super::identities_add::AddArgs),
 }
 
 impl IdentitiesCommand {
@@ -38,6 +40,7 @@ impl IdentitiesCommand {
                             Ok(m) => serde_json::json!({
                                 "id": e.id, "name": m.name, "ok": true, "created_unix_s": m.created_unix_s,
                                 "personalized": m.personalization.is_some(),
+                                "embedder": m.embedder.as_deref().unwrap_or(metaportrait::face::embed::DLIB_EMBEDDER_TAG),
                             }),
                             Err(err) => serde_json::json!({"id": e.id, "ok": false, "error": err.to_string()}),
                         })
@@ -50,7 +53,9 @@ impl IdentitiesCommand {
                         match &e.meta {
                             Ok(m) => {
                                 let kind = if m.personalization.is_some() { "personalized" } else { "portrait" };
-                                println!("{:<24} {:<32} {kind}", e.id, m.name);
+                                let embedder =
+                                    m.embedder.as_deref().unwrap_or(metaportrait::face::embed::DLIB_EMBEDDER_TAG);
+                                println!("{:<24} {:<32} {kind:<12} {embedder}", e.id, m.name);
                             }
                             Err(err) => println!("{:<24} BROKEN: {err}", e.id),
                         }
@@ -71,6 +76,7 @@ impl IdentitiesCommand {
                 let id = store.import(&file).with_context(|| format!("importing {}", file.display()))?;
                 eprintln!("imported as `{id}`");
             }
+            IdentitiesCommand::Add(args) => super::identities_add::run(&store, &args)?,
         }
         Ok(())
     }

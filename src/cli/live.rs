@@ -47,7 +47,7 @@ impl LiveArgs {
             None => LiveInput::Camera(args.camera.unwrap_or(0)),
         };
         let models_dir = args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir);
-        let id_model = metaportrait::face::embed::default_id_model_path();
+        let id_model = args.neural.embedder.path();
         let (engine, personalize): (Box<dyn metaportrait::pipeline::engine::LiveEngine>, _) =
             match args.neural.model()? {
                 Some((model, weights)) => {

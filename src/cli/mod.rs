@@ -6,12 +6,15 @@
 
 mod bench;
 mod common;
+mod embedder;
 mod identities;
+mod identities_add;
 mod landmarks;
 mod live;
 mod model;
 mod personalize;
 mod prepare;
+mod reconstruct;
 mod render;
 mod train;
 mod tsr;
@@ -59,6 +62,8 @@ pub enum Command {
     /// Train the generator.
     #[command(subcommand)]
     Train(train::TrainCommand),
+    /// Run the official inference on the official preprocessed data (self-reconstruction, PSNR/SSIM per frame).
+    Reconstruct(reconstruct::ReconstructArgs),
 }
 
 /// Runs the parsed command.
@@ -77,5 +82,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Personalize(args) => args.run(),
         Command::Prepare(args) => args.run(),
         Command::Train(cmd) => cmd.run(),
+        Command::Reconstruct(args) => args.run(),
     }
 }

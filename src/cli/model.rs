@@ -142,6 +142,15 @@ impl ImportArgs {
             .with_context(|| format!("{} does not fit the `{name}` config", args.checkpoint.display()))?;
         store.save_safetensors(&args.output)?;
         eprintln!("wrote {} ({} tensors, config `{name}`)", args.output.display(), store.len());
+        if args.model == ImportModel::Generator && args.config == "official" {
+            eprintln!(
+                "note: the official generator was trained on 669-point landmarks from a tracker that is not public and \
+                 on identity vectors from an unpublished face-recognition network: it runs as released on the \
+                 official preprocessed data (`metaportrait reconstruct --data DIR --weights {}`), not on live or \
+                 rendered MediaPipe landmarks",
+                args.output.display()
+            );
+        }
         Ok(())
     }
 }

@@ -22,7 +22,8 @@ pub struct PersonalizeArgs {
     /// Base generator architecture: `official`, `tiny`, or a config JSON file.
     #[arg(long, default_value = "official")]
     pub config: String,
-    /// Base generator weights (safetensors; `import-checkpoint` converts the official ones).
+    /// Base generator weights (safetensors) trained on MediaPipe landmarks; the official checkpoint as released
+    /// needs its own 669-point landmarks and only runs under `reconstruct`.
     #[arg(long)]
     pub weights: PathBuf,
     /// Adam steps (the paper's K).
@@ -45,6 +46,8 @@ pub struct PersonalizeArgs {
     /// Where burn trains: `cpu`, `cuda`, `cuda:N` (builds with `--features cuda`) or `auto`.
     #[arg(long, default_value = "auto")]
     pub device: Device,
+    #[command(flatten)]
+    pub embedder: super::embedder::EmbedderArgs,
 }
 
 impl PersonalizeArgs {
@@ -69,7 +72,7 @@ impl PersonalizeArgs {
             max_frames: args.frames,
             steps: args.steps,
             models_dir: args.models.clone().unwrap_or_else(metaportrait::face::default_models_dir),
-            id_model: metaportrait::face::embed::default_id_model_path(),
+            id_model: args.embedder.path(),
             vgg: perceptual_vgg_path(args.perceptual, args.vgg.as_ref()),
             device: args.device,
             base_sha256: Some(base_sha256),

@@ -40,6 +40,8 @@ pub struct PrepareArgs {
     pub lq_config: String,
     #[arg(long)]
     pub models: Option<PathBuf>,
+    #[command(flatten)]
+    pub embedder: super::embedder::EmbedderArgs,
 }
 
 impl PrepareArgs {
@@ -63,9 +65,7 @@ impl PrepareArgs {
             bail!("{} has no <identity>/<clip> entries", args.videos.display());
         }
         let mut mesher = face_mesher(args.models.as_ref())?;
-        let mut embedder =
-            metaportrait::face::embed::IdEmbedder::new(&metaportrait::face::embed::default_id_model_path())
-                .context("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`")?;
+        let mut embedder = args.embedder.open()?;
         let bar = ProgressBar::new(sources.len() as u64);
         bar.set_style(ProgressStyle::with_template("prepare [{bar:30}] {pos}/{len} clips {elapsed} ETA {eta} {msg}")?);
         let (mut written, mut kept, mut failed) = (0, 0, 0);

@@ -54,7 +54,13 @@ impl RenderArgs {
         let started = Instant::now();
         let mut mesher = face_mesher(args.models.as_ref())?;
         let neural = args.neural.engine == EngineChoice::Neural;
-        let identity = render_identity(&mut mesher, args.source.as_deref(), args.identity.as_deref(), neural)?;
+        let identity = render_identity(
+            &mut mesher,
+            args.source.as_deref(),
+            args.identity.as_deref(),
+            neural,
+            &args.neural.embedder,
+        )?;
         let mut engine: Box<dyn LiveEngine> = match args.neural.model()? {
             None => Box::new(PreviewEngine::new()),
             Some((model, _)) => {

@@ -8,6 +8,8 @@
 //! Errors are `FaceError`: an undecodable image, a missing or unreadable model file, ONNX Runtime failures, or model
 //! outputs of the wrong shape. A frame without a face is not an error.
 
+pub mod align;
+pub mod arcface;
 pub mod condition;
 pub mod crop;
 pub mod detect;
@@ -20,6 +22,7 @@ pub mod landmarks_json;
 pub mod mesh;
 pub mod motion;
 pub mod npy;
+pub mod pil_resize;
 pub mod raster;
 pub mod roi;
 pub mod topology;

@@ -2,7 +2,10 @@
 //!
 //! Owns the one configuration schema (the fixture config JSON schema; unknown fields are ignored so the fixture files
 //! load as they are) and the two presets, `official` and `tiny`. Receives a preset name or a JSON path; emits a
-//! validated `GeneratorConfig` from which every layer width is derived.
+//! validated `GeneratorConfig` from which every layer width is derived, plus what the weights were trained on: the
+//! landmark topology of their conditioning and the face embedder of their identity vectors (both default to ours —
+//! MediaPipe and the provisioned dlib network — so existing JSON files keep their meaning; the `official` preset
+//! names the release's 669-point landmarks and private embedder).
 
 use std::path::Path;
 
@@ -36,6 +39,36 @@ pub const LADDER_FINAL_SIDE: usize = 4;
 pub const SPADE_SEED_SIDE: usize = 4;
 /// Side of the dense-motion flow field.
 pub const MOTION_SIDE: usize = 64;
+
+/// The landmark layout a model's line images and keypoints were drawn from in training, so the one live and
+/// offline rendering must draw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conditioning {
+    /// MediaPipe's 478-point mesh (our tracker): every model this project trains or adapts.
+    #[default]
+    Mediapipe,
+    /// The official 669-point dense landmarks of the released data, from a tracker that is not public: only the
+    /// official preprocessed data has them (`reconstruct`).
+    Official669,
+}
+
+impl Conditioning {
+    /// The name used in config files and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Mediapipe => "mediapipe",
+            Self::Official669 => "official669",
+        }
+    }
+}
+
+/// Embedder tag of the released weights' identity vectors: a face-recognition network that was never published.
+pub const OFFICIAL_EMBEDDER: &str = "official-release";
+
+fn default_embedder() -> String {
+    crate::face::embed::DLIB_EMBEDDER_TAG.to_owned()
+}
 
 /// A generator configuration the dataflow cannot run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -108,6 +141,13 @@ pub struct GeneratorConfig {
     pub spade_hidden: usize,
     /// Length of the identity embedding (`src_id`) that seeds the SPADE generator and drives its AdaIN.
     pub id_dim: usize,
+    /// Landmark layout of the conditioning (`"mediapipe"` when absent).
+    #[serde(default)]
+    pub conditioning: Conditioning,
+    /// Which face embedder made the identity vectors the weights were trained with (`face::embed` tags; the
+    /// provisioned dlib network when absent). Identities made by another embedder are refused.
+    #[serde(default = "default_embedder")]
+    pub embedder: String,
 }
 
 fn default_name() -> String {
@@ -138,6 +178,8 @@ impl GeneratorConfig {
             spade_conv_dim: 32,
             spade_hidden: 128,
             id_dim: 256,
+            conditioning: Conditioning::Official669,
+            embedder: OFFICIAL_EMBEDDER.to_owned(),
         }
     }
 
@@ -160,6 +202,8 @@ impl GeneratorConfig {
             spade_conv_dim: 4,
             spade_hidden: 16,
             id_dim: 32,
+            conditioning: Conditioning::Mediapipe,
+            embedder: default_embedder(),
         }
     }
 
@@ -266,5 +310,19 @@ mod tests {
         assert!(cfg.validate().unwrap_err().to_string().contains("motion_adain_c"));
         let err = GeneratorConfig::from_json_str("{\"image_size\": 256}", "inline").unwrap_err();
         assert!(err.to_string().contains("missing field"), "{err}");
+    }
+
+    #[test]
+    fn conditioning_and_embedder_default_to_ours_and_round_trip() {
+        let mut json = serde_json::to_value(GeneratorConfig::tiny()).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        obj.remove("conditioning");
+        obj.remove("embedder");
+        let cfg = GeneratorConfig::from_json_str(&json.to_string(), "inline").unwrap();
+        assert_eq!(cfg, GeneratorConfig::tiny());
+        assert_eq!(cfg.conditioning, Conditioning::Mediapipe);
+        let official = serde_json::to_string(&GeneratorConfig::official()).unwrap();
+        assert!(official.contains("\"conditioning\":\"official669\""), "{official}");
+        assert_eq!(GeneratorConfig::from_json_str(&official, "inline").unwrap(), GeneratorConfig::official());
     }
 }

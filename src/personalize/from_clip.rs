@@ -142,6 +142,7 @@ pub fn personalize_clip(
         vgg: vgg.as_ref(),
         device: &device,
         base_sha256: request.base_sha256.clone(),
+        embedder: embedder.tag().to_owned(),
     };
     personalize(base, &clip, id_vector, &job, cancel, |p| progress(&ClipProgress::Job(p.clone())))
 }

@@ -138,6 +138,9 @@ pub struct PersonalizeJob<'a> {
     pub device: &'a burn::tensor::Device,
     /// SHA-256 of the base weights file, recorded so the delta is only applied to the same base.
     pub base_sha256: Option<String>,
+    /// Tag of the embedder that made the identity vector (`face::embed::IdEmbedder::tag`); checked against the
+    /// model's and recorded with the identity.
+    pub embedder: String,
 }
 
 /// The held-out frames and how to score a model on them.
@@ -179,6 +182,7 @@ pub fn personalize(
 ) -> Result<(NewIdentity, PersonalizeReport), PersonalizeError> {
     let started = Instant::now();
     let mut builder = InputBuilder::new(&base.config)?;
+    builder.check_embedder(Some(&job.embedder))?;
     let train = samples(&mut builder, clip, &clip.training(), &id_vector)?;
     let heldout = samples(&mut builder, clip, &clip.holdout, &id_vector)?;
     let weights = if job.vgg.is_some() {
@@ -233,6 +237,7 @@ pub fn personalize(
         id_vector: Some(id_vector),
         weights_delta: delta,
         base_model_sha256: job.base_sha256.clone(),
+        embedder: Some(job.embedder.clone()),
         personalization: Some(PersonalizationInfo {
             steps: report.steps,
             seconds: report.seconds,

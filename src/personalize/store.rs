@@ -112,6 +112,10 @@ pub struct IdentityMeta {
     pub personalization: Option<PersonalizationInfo>,
     /// SHA-256 of every data file, by file name.
     pub files: BTreeMap<String, String>,
+    /// Tag of the face embedder that made the identity vector (`face::embed`; `external` for a vector given as a
+    /// file). Absent in identities made before it was recorded, whose vectors all came from the dlib network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
 }
 
 /// A loaded identity.
@@ -146,6 +150,8 @@ pub struct NewIdentity {
     pub base_model_sha256: Option<String>,
     /// The personalization report (`None`: a plain portrait).
     pub personalization: Option<PersonalizationInfo>,
+    /// Tag of the embedder that made `id_vector` (see `IdentityMeta::embedder`).
+    pub embedder: Option<String>,
 }
 
 /// One row of a listing: the directory name and either its manifest or why it cannot be used.
@@ -238,6 +244,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 ///     weights_delta: Default::default(),
 ///     base_model_sha256: None,
 ///     personalization: None,
+///     embedder: Some("dlib-resnet-v1".into()),
 /// })?;
 /// let listed = store.list()?;
 /// assert_eq!((listed.len(), listed[0].id.as_str()), (1, id.as_str()));
@@ -406,6 +413,7 @@ impl IdentityStore {
                 base_model_sha256: new.base_model_sha256.clone(),
                 personalization: new.personalization.clone(),
                 files,
+                embedder: new.embedder.clone(),
             };
             let json = serde_json::to_vec_pretty(&meta).map_err(|e| IdentityError::Invalid(e.to_string()))?;
             write_synced(&staging.join(MANIFEST_FILE), &json)
@@ -568,6 +576,7 @@ mod tests {
             weights_delta: delta,
             base_model_sha256: Some("ab".repeat(32)),
             personalization: None,
+            embedder: Some("arcface-0011223344556677".into()),
         }
     }
 
@@ -580,6 +589,7 @@ mod tests {
         assert_eq!(store.add(&sample("Ada Lovelace")).unwrap(), "ada-lovelace-2");
         let loaded = store.load(&id).unwrap();
         assert_eq!(loaded.meta.name, "Ada Lovelace");
+        assert_eq!(loaded.meta.embedder.as_deref(), Some("arcface-0011223344556677"));
         assert_eq!(loaded.portrait, sample("x").portrait);
         assert_eq!(loaded.id_vector, Some(vec![0.6, 0.8]));
         assert_eq!(loaded.weights_delta.get("SPDAE_G.conv_img.bias").unwrap().data(), &[0.25; 3]);

@@ -51,6 +51,8 @@ pub struct EngineIdentity {
     pub id_vector: Option<Vec<f32>>,
     /// Personalized weights replacing base tensors, by official key (empty: the base model).
     pub weights_delta: crate::model::weights::WeightStore,
+    /// Tag of the embedder that made `id_vector` (`None`: an identity from before tags, i.e. the dlib network).
+    pub embedder: Option<String>,
 }
 
 /// A library identity whose landmarks are not a `[n, 3]` table.
@@ -66,7 +68,7 @@ pub struct LandmarkShapeError {
 impl EngineIdentity {
     /// An identity with only a portrait and its landmarks (all the preview engine needs).
     pub fn portrait_only(portrait: RgbImage, landmarks: Vec<[f32; 3]>) -> Self {
-        Self { portrait, landmarks, id_vector: None, weights_delta: Default::default() }
+        Self { portrait, landmarks, id_vector: None, weights_delta: Default::default(), embedder: None }
     }
 
     /// What the engines need of library identity `id`.
@@ -80,6 +82,7 @@ impl EngineIdentity {
             landmarks,
             id_vector: identity.id_vector,
             weights_delta: identity.weights_delta,
+            embedder: identity.meta.embedder,
         })
     }
 }
@@ -97,8 +100,10 @@ pub trait LiveEngine: Send {
 }
 
 /// Tells the user how to get the neural engine; shown while the preview engine runs.
-pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): convert the official \
-     checkpoint with `metaportrait import-checkpoint` to use the MetaPortrait generator";
+pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): the neural engine \
+     needs generator weights trained on MediaPipe landmarks (`metaportrait train`); the official checkpoint \
+     (converted by `metaportrait import-checkpoint`) runs as released only on the official preprocessed data \
+     (`metaportrait reconstruct`)";
 
 /// The portrait's mesh on the device that draws it.
 enum Warp {
@@ -216,6 +221,7 @@ impl LiveEngine for NeuralEngine {
 
     fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
         let id = identity.id_vector.as_deref().ok_or(EngineError::NoIdVector)?;
+        self.inputs.check_embedder(identity.embedder.as_deref())?;
         if !identity.weights_delta.is_empty() || self.personalized {
             self.rebuild(&identity.weights_delta)?;
         }

@@ -55,6 +55,9 @@ pub enum TorchCheckpointError {
     /// checkpoint's top-level keys.
     #[error("no state dict found: {0}")]
     NoStateDict(String),
+    #[error("not a plain dict of names to integers or strings: {0}")]
+    /// A pickle that should be a plain dict of names to integers or strings holds something else.
+    NotPlainDict(String),
 }
 
 /// Why a tensor view cannot be read out of its storage.

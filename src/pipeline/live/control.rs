@@ -277,6 +277,7 @@ impl Control {
             weights_delta: Default::default(),
             base_model_sha256: None,
             personalization: None,
+            embedder: self.embedder.as_ref().map(|e| e.tag().to_owned()),
         })?)
     }
 
