@@ -13,12 +13,20 @@ const IDENTITIES_DIR: &str = "identities";
 const SETTINGS_FILE: &str = "settings.json";
 const RECORDINGS_DIR: &str = "recordings";
 
+/// Why the data directory or a directory under it is unavailable.
 #[derive(Debug, thiserror::Error)]
 pub enum HomeError {
+    /// Neither `METAPORTRAIT_HOME` nor a home directory is set, so there is nowhere to keep user data.
     #[error("no data directory: set {HOME_ENV} or HOME")]
     NoDataDir,
+    /// A directory under the data home could not be created (permissions, read-only or full disk).
     #[error("cannot create {path}: {source}")]
-    Create { path: PathBuf, source: std::io::Error },
+    Create {
+        /// The directory that was being created.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
 }
 
 /// The user's data directory (not created).

@@ -3,6 +3,8 @@
 //! The crate is organised by pipeline stage (see `../shared/docs/architecture.md`); the binary in `main.rs` only
 //! wires command-line arguments to these modules.
 
+#![warn(missing_docs)]
+
 pub mod app;
 pub mod atomic_file;
 pub mod capture;
@@ -13,6 +15,7 @@ pub mod home;
 pub mod model;
 pub mod personalize;
 pub mod pipeline;
+pub mod reconstruct;
 pub mod record;
 pub mod rng;
 pub mod runtime;

@@ -13,10 +13,12 @@ pub struct SplitMix64 {
 const GOLDEN_GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
 
 impl SplitMix64 {
+    /// A generator whose whole sequence is determined by `seed`.
     pub fn new(seed: u64) -> Self {
         Self { state: seed, spare_normal: None }
     }
 
+    /// The next 64 uniformly distributed bits.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(GOLDEN_GAMMA);
         let mut z = self.state;

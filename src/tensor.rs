@@ -16,8 +16,11 @@ pub struct HostTensor {
 #[derive(Debug, thiserror::Error)]
 #[error("shape {shape:?} holds {expected} elements but {actual} values were given")]
 pub struct ShapeMismatch {
+    /// The requested shape.
     pub shape: Vec<usize>,
+    /// Elements the shape holds (the product of its dimensions).
     pub expected: usize,
+    /// Elements actually supplied.
     pub actual: usize,
 }
 
@@ -31,34 +34,42 @@ impl HostTensor {
         Ok(Self { shape, data })
     }
 
+    /// A tensor of `shape` filled with 0.
     pub fn zeros(shape: &[usize]) -> Self {
         Self { shape: shape.to_vec(), data: vec![0.0; shape.iter().product()] }
     }
 
+    /// A tensor of `shape` with every element set to `value`.
     pub fn filled(shape: &[usize], value: f32) -> Self {
         Self { shape: shape.to_vec(), data: vec![value; shape.iter().product()] }
     }
 
+    /// Dimensions, outermost first (e.g. NCHW for images and feature maps).
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// Elements in row-major order (last dimension fastest).
     pub fn data(&self) -> &[f32] {
         &self.data
     }
 
+    /// Elements in row-major order, writable in place; the shape cannot change.
     pub fn data_mut(&mut self) -> &mut [f32] {
         &mut self.data
     }
 
+    /// The row-major element buffer, dropping the shape without copying.
     pub fn into_data(self) -> Vec<f32> {
         self.data
     }
 
+    /// Number of elements (the product of the shape; 1 for a scalar of shape `[]`).
     pub fn len(&self) -> usize {
         self.data.len()
     }
 
+    /// Whether the tensor has no elements (some dimension is 0).
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }

@@ -75,12 +75,8 @@ fn tiny_setup() -> (GeneratorModel, EngineIdentity) {
     let mut mesher = metaportrait::face::FaceMesher::from_dir(&repo().join("models")).expect("face models");
     let prepared = metaportrait::pipeline::render::prepare_portrait(&mut mesher, &portrait, &path).expect("face");
     let id: Vec<f32> = (0..32).map(|i| (i as f32 * 0.37).sin()).collect();
-    let identity = EngineIdentity {
-        portrait: prepared.crop,
-        landmarks: prepared.landmarks,
-        id_vector: Some(id),
-        weights_delta: Default::default(),
-    };
+    let identity =
+        EngineIdentity { id_vector: Some(id), ..EngineIdentity::portrait_only(prepared.crop, prepared.landmarks) };
     (model, identity)
 }
 

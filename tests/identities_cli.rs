@@ -25,6 +25,7 @@ fn list_export_remove_import() {
         weights_delta: WeightStore::new(),
         base_model_sha256: None,
         personalization: None,
+        embedder: None,
     };
     let id = store.add(&new).expect("add");
     std::fs::create_dir_all(home.join("identities").join("broken")).expect("mkdir");

@@ -359,6 +359,7 @@ fn the_neural_engine_runs_live_and_explains_an_unusable_embedding() {
             weights_delta: WeightStore::new(),
             base_model_sha256: None,
             personalization: None,
+            embedder: None,
         })
         .expect("identity added");
     window.send(UiCommand::SelectIdentity(id));

@@ -101,6 +101,7 @@ fn a_cancelled_or_faceless_personalization_leaves_the_library_untouched() {
         vgg: None,
         device: &device,
         base_sha256: None,
+        embedder: metaportrait::face::embed::DLIB_EMBEDDER_TAG.into(),
     };
     let cancel = AtomicBool::new(true);
     let result = run(&base, &clip, vec![1.0; 128], &job, &cancel, |_| {});

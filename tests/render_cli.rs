@@ -210,6 +210,7 @@ fn the_neural_engine_renders_a_library_identity_with_the_tiny_generator() {
             weights_delta: WeightStore::new(),
             base_model_sha256: None,
             personalization: None,
+            embedder: None,
         })
         .expect("identity added");
     let clip = dir.join("driving.mp4");

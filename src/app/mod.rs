@@ -38,8 +38,10 @@ const MIN_WINDOW_SIZE_PT: [f32; 2] = [720.0, 480.0];
 /// Why the window could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum WindowError {
+    /// eframe started without a wgpu render state, so the output view has no GPU to draw with.
     #[error("the window was created without a wgpu renderer")]
     NoWgpu,
+    /// The windowing system or eframe failed (no display, no usable GPU adapter, event-loop error).
     #[error("window system: {0}")]
     Window(#[from] eframe::Error),
 }

@@ -27,10 +27,30 @@ const FULL_VIEWPORT_TRIANGLE_VERTICES: u32 = 3;
 /// Why a frame could not be shown.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {
+    /// A side is zero or larger than the GPU's largest 2D texture.
     #[error("frame is {width}x{height}; both sides must be between 1 and {max_side} pixels")]
-    BadSize { width: u32, height: u32, max_side: u32 },
+    BadSize {
+        /// Frame width, in pixels.
+        width: u32,
+        /// Frame height, in pixels.
+        height: u32,
+        /// The device's `max_texture_dimension_2d`, in pixels.
+        max_side: u32,
+    },
+    /// The pixel buffer's length does not match `width * height * bytes_per_pixel`.
     #[error("frame of {width}x{height} {format:?} needs {expected} bytes, got {actual}")]
-    BadLength { width: u32, height: u32, format: PixelFormat, expected: usize, actual: usize },
+    BadLength {
+        /// Frame width, in pixels.
+        width: u32,
+        /// Frame height, in pixels.
+        height: u32,
+        /// Layout the frame claims for its pixels.
+        format: PixelFormat,
+        /// Byte count the size and format call for.
+        expected: usize,
+        /// Byte count the frame carries.
+        actual: usize,
+    },
 }
 
 /// Uniform block of `video_quad.wgsl`.
@@ -261,6 +281,8 @@ fn write_frame_texture(queue: &wgpu::Queue, frame: &FrameTexture, rgba: &[u8]) {
 /// egui paint callback drawing the `VideoQuad` stored in egui-wgpu's callback resources. Built on every ui pass;
 /// carries the newest frame (shared, not copied) and uploads it in `prepare` unless it is already on the GPU.
 pub struct VideoCallback {
+    /// Newest output frame and its generation (a frame whose generation is already on the GPU is not re-uploaded);
+    /// `None` before the first frame.
     pub frame: Option<(Arc<OutputFrame>, u64)>,
     /// Size of the callback's rect, in points (only its aspect ratio is used).
     pub view_size_pt: [f32; 2],

@@ -165,7 +165,10 @@ pub enum StillRepeat {
     /// One frame, then the end.
     Once,
     /// The same picture forever, at this rate.
-    Forever { frame_rate_hz: f64 },
+    Forever {
+        /// Frames per second; must be positive and finite.
+        frame_rate_hz: f64,
+    },
 }
 
 /// One picture, delivered once or repeated.

@@ -9,6 +9,7 @@
 mod avc;
 mod image_seq;
 pub mod mp4_demux;
+mod open;
 mod thread;
 mod video_file;
 mod webcam;
@@ -17,6 +18,7 @@ pub mod yuv;
 use std::path::PathBuf;
 
 pub use image_seq::{DEFAULT_SEQUENCE_FRAME_RATE_HZ, ImageSequenceSource, StillImageSource, StillRepeat, natural_cmp};
+pub use open::{IMAGE_DIR_FPS, OpenedSource, open_path};
 pub use thread::{CaptureOptions, CaptureStats, CaptureStatus, CaptureThread, Pacing};
 pub use video_file::VideoFileSource;
 pub use webcam::{WebcamConfig, WebcamSource};
@@ -38,7 +40,9 @@ pub struct Frame {
 /// Width and height of a picture in pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FrameSize {
+    /// Horizontal extent in pixels.
     pub width: u32,
+    /// Vertical extent in pixels.
     pub height: u32,
 }
 
@@ -92,40 +96,120 @@ impl<S: FrameSource + ?Sized> FrameSource for Box<S> {
 /// Everything that can go wrong while opening or reading a source.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// The file or directory could not be opened or read (missing, no permission, disk error).
     #[error("cannot read {path}: {source}")]
     Io {
+        /// The file or directory being read.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The file does not start like an ISO-BMFF (MP4) file, so it is some other format.
     #[error("{path} is not an MP4 video ({reason})")]
-    NotMp4 { path: PathBuf, reason: String },
+    NotMp4 {
+        /// The file being opened.
+        path: PathBuf,
+        /// What was found instead of an MP4 structure.
+        reason: String,
+    },
+    /// The file is an MP4, but its boxes or sample tables contradict each other.
     #[error("{path} is damaged: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file being read.
+        path: PathBuf,
+        /// Which structure is broken and how.
+        reason: String,
+    },
+    /// The MP4 holds no video track (for example an audio-only file).
     #[error("{path} has no video track")]
-    NoVideoTrack { path: PathBuf },
+    NoVideoTrack {
+        /// The file being opened.
+        path: PathBuf,
+    },
+    /// The video track lists no samples, or none of them decoded to a picture.
     #[error("{path} contains no video frames")]
-    NoFrames { path: PathBuf },
+    NoFrames {
+        /// The file being opened.
+        path: PathBuf,
+    },
+    /// The video track is not H.264, the only codec decoded here.
     #[error("{path} uses the video codec '{codec}', but only H.264 (avc1/avc3) is supported")]
-    UnsupportedCodec { path: PathBuf, codec: String },
+    UnsupportedCodec {
+        /// The file being opened.
+        path: PathBuf,
+        /// The sample entry type found, such as `hvc1`.
+        codec: String,
+    },
+    /// The file ends in the middle of the video; the frames before the cut were delivered.
+    /// The source ends after this error.
     #[error("{path} ends early (truncated or still being written): {decoded_frames} frames could be read")]
-    Truncated { path: PathBuf, decoded_frames: u64 },
+    Truncated {
+        /// The file being read.
+        path: PathBuf,
+        /// Frames delivered before the end of the data.
+        decoded_frames: u64,
+    },
+    /// The H.264 decoder rejected the bitstream.
     #[error("H.264 decoding of {path} failed: {message}")]
-    Decode { path: PathBuf, message: String },
+    Decode {
+        /// The file being decoded.
+        path: PathBuf,
+        /// The decoder's explanation.
+        message: String,
+    },
+    /// A directory given as an image sequence holds no PNG or JPEG file.
     #[error("{path} contains no PNG or JPEG images")]
-    NoImages { path: PathBuf },
+    NoImages {
+        /// The directory searched.
+        path: PathBuf,
+    },
+    /// A still image or sequence image could not be decoded.
     #[error("cannot decode image {path}: {message}")]
-    Image { path: PathBuf, message: String },
+    Image {
+        /// The image file.
+        path: PathBuf,
+        /// The decoder's explanation.
+        message: String,
+    },
+    /// An image in a sequence differs in size from the first one; sequences must have one size.
     #[error("image {path} is {actual}, but the sequence started with {expected}")]
-    SizeMismatch { path: PathBuf, expected: FrameSize, actual: FrameSize },
+    SizeMismatch {
+        /// The image that differs.
+        path: PathBuf,
+        /// Size of the first image of the sequence.
+        expected: FrameSize,
+        /// Size of this image.
+        actual: FrameSize,
+    },
+    /// A caller-supplied setting is unusable (for example a frame rate that is not positive), or
+    /// the capture thread could not be started; the text says which.
     #[error("invalid capture setting: {0}")]
     InvalidSetting(String),
+    /// The camera is missing, busy or refused to open; retryable.
     #[error("camera {index} is not available: {message}")]
-    CameraUnavailable { index: u32, message: String },
+    CameraUnavailable {
+        /// Device index of the camera.
+        index: u32,
+        /// Why opening failed, with a hint for the user.
+        message: String,
+    },
+    /// An open camera stopped delivering frames (unplugged, driver error); retryable.
     #[error("camera {index} stopped delivering frames: {message}")]
-    CameraLost { index: u32, message: String },
+    CameraLost {
+        /// Device index of the camera.
+        index: u32,
+        /// The driver's explanation.
+        message: String,
+    },
+    /// The camera sends frames in a pixel format that cannot be converted to RGB here.
     #[error("camera {index} delivers pixel format {format}, which is not supported")]
-    UnsupportedCameraFormat { index: u32, format: String },
+    UnsupportedCameraFormat {
+        /// Device index of the camera.
+        index: u32,
+        /// The camera's pixel format name, such as `H264`.
+        format: String,
+    },
 }
 
 impl CaptureError {

@@ -41,6 +41,7 @@ pub enum Pacing {
 /// Settings for [`CaptureThread`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CaptureOptions {
+    /// Whether frames are released at their timestamps or as fast as they come.
     pub pacing: Pacing,
     /// Frames held for the consumer, clamped to 1..=2.
     pub channel_capacity: usize,
@@ -59,11 +60,13 @@ impl Default for CaptureOptions {
 pub enum CaptureStatus {
     /// Opening the source.
     Starting,
+    /// Delivering frames.
     Running,
     /// The source has no more frames.
     Ended,
     /// The camera is missing or stopped; another attempt follows in `retry_in_ms`.
     CameraLost {
+        /// Milliseconds until the next attempt to reopen the camera.
         retry_in_ms: u64,
     },
     /// An error ended capture; the message is meant for the user.

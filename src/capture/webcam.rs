@@ -22,7 +22,9 @@ use super::{CaptureError, Frame, FrameSize, FrameSource};
 pub struct WebcamConfig {
     /// Device index (`/dev/video<index>` on Linux).
     pub index: u32,
+    /// Requested picture size in pixels.
     pub size: FrameSize,
+    /// Requested frames per second.
     pub frame_rate_hz: u32,
 }
 
@@ -90,7 +92,7 @@ impl FrameSource for WebcamSource {
         let started = *self.started.get_or_insert(now);
         let res = buffer.resolution();
         let pixels = convert_to_rgb(buffer.buffer(), buffer.source_frame_format(), res.width(), res.height())
-            .map_err(|format| CaptureError::UnsupportedCameraFormat { index, format })?;
+            .map_err(|format| CaptureError::UnsupportedCameraFormat { index, format: format.to_string() })?;
         let frame = Frame {
             pixels,
             timestamp_us: now.duration_since(started).as_micros().min(i64::MAX as u128) as i64,
@@ -117,15 +119,31 @@ impl Drop for WebcamSource {
     }
 }
 
+/// A camera buffer that cannot be turned into RGB.
+#[derive(Debug, thiserror::Error)]
+enum CameraBufferError {
+    /// The buffer is smaller than its format and size need.
+    #[error("{format} buffer of {bytes} bytes for {width}x{height}")]
+    Size { format: String, bytes: usize, width: u32, height: u32 },
+    /// The JPEG does not decode.
+    #[error("MJPEG ({0})")]
+    Mjpeg(String),
+}
+
 /// Converts one camera buffer into RGB; `Err` names a format (or size) we cannot handle.
-fn convert_to_rgb(data: &[u8], format: FrameFormat, width: u32, height: u32) -> Result<image::RgbImage, String> {
+fn convert_to_rgb(
+    data: &[u8],
+    format: FrameFormat,
+    width: u32,
+    height: u32,
+) -> Result<image::RgbImage, CameraBufferError> {
     let (w, h) = (width as usize, height as usize);
-    let bad_size = || format!("{format} buffer of {} bytes for {width}x{height}", data.len());
+    let bad_size = || CameraBufferError::Size { format: format.to_string(), bytes: data.len(), width, height };
     let rgb = match format {
         FrameFormat::MJPEG => {
             return image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
                 .map(|img| img.into_rgb8())
-                .map_err(|e| format!("MJPEG ({e})"));
+                .map_err(|e| CameraBufferError::Mjpeg(e.to_string()));
         }
         FrameFormat::RAWRGB => data.get(..w * h * 3).ok_or_else(bad_size)?.to_vec(),
         FrameFormat::RAWBGR => {

@@ -13,7 +13,8 @@
 use image::RgbImage;
 
 use crate::capture::{CaptureError, FrameSource};
-use crate::face::facecrop::{CropBox, CropPolicy, FaceBox};
+use crate::face::driver::DriverCrop;
+use crate::face::facecrop::CropPolicy;
 use crate::face::{FaceError, FaceMesher};
 
 /// Frames used by default (the paper's 48).
@@ -28,20 +29,29 @@ const RIGHT_EYE: [usize; 4] = [159, 145, 33, 133];
 const MOUTH: [usize; 4] = [13, 14, 61, 291];
 const NOSE_TIP: usize = 1;
 
+/// Why a clip could not be prepared for personalization.
 #[derive(Debug, thiserror::Error)]
 pub enum ClipError {
+    /// The clip could not be read or decoded.
     #[error(transparent)]
     Capture(#[from] CaptureError),
+    /// Face detection or landmarking failed on a frame.
     #[error(transparent)]
     Face(#[from] FaceError),
+    /// Fewer than [`MIN_FRAMES`] sampled frames show a face that can be cropped.
     #[error("the clip has {found} frames with a face; personalization needs at least {MIN_FRAMES}")]
-    TooFewFaces { found: usize },
+    TooFewFaces {
+        /// Sampled frames in which a face was found and cropped.
+        found: usize,
+    },
 }
 
 /// One usable frame: its crop and landmarks in crop pixels (z scaled like x).
 #[derive(Clone, Debug)]
 pub struct CropFrame {
+    /// The face crop, square, at the crop policy's output size.
     pub crop: RgbImage,
+    /// Dense face-mesh landmarks `[x, y, z]` in crop pixels.
     pub landmarks: Vec<[f32; 3]>,
     /// Index in the clip.
     pub index: u64,
@@ -50,6 +60,7 @@ pub struct CropFrame {
 /// What a clip yields for personalization.
 #[derive(Debug)]
 pub struct ClipFrames {
+    /// The sampled frames that show a face, in clip order.
     pub frames: Vec<CropFrame>,
     /// Index into `frames` of the source frame.
     pub source: usize,
@@ -57,9 +68,11 @@ pub struct ClipFrames {
     pub holdout: Vec<usize>,
     /// The source frame's full picture and landmarks on it (for the identity embedding).
     pub source_picture: RgbImage,
+    /// Landmarks `[x, y, z]` of the source frame in `source_picture` pixels.
     pub source_picture_landmarks: Vec<[f32; 3]>,
-    /// Frames read, and those skipped for having no face.
+    /// Frames read from the clip, sampled or not.
     pub frames_read: usize,
+    /// Sampled frames skipped for having no face (or one that could not be cropped).
     pub frames_without_face: usize,
 }
 
@@ -108,9 +121,8 @@ pub fn prepare_clip_at(
     crop_size: u32,
     mut progress: impl FnMut(usize),
 ) -> Result<ClipFrames, ClipError> {
-    let policy = CropPolicy { out_size: crop_size, ..CropPolicy::official() };
+    let mut driver = DriverCrop::new(CropPolicy { out_size: crop_size, ..CropPolicy::official() });
     let stride = total_frames.map_or(1, |n| (n as usize).div_ceil(max_frames.max(1)).max(1));
-    let mut crop_box: Option<CropBox> = None;
     let (mut frames, mut pictures) = (Vec::new(), Vec::new());
     let (mut read, mut without_face) = (0usize, 0usize);
     while let Some(frame) = source.next_frame()? {
@@ -128,16 +140,14 @@ pub fn prepare_clip_at(
             without_face += 1;
             continue;
         };
-        let flat: Vec<[f32; 2]> = face.landmarks.points.iter().map(|p| [p[0], p[1]]).collect();
-        let Some(face_box) = FaceBox::of_points(&flat) else {
+        let (w, h) = frame.pixels.dimensions();
+        let Some(crop_box) = driver.place(&face.landmarks.points, w, h) else {
             without_face += 1;
             continue;
         };
-        let (w, h) = frame.pixels.dimensions();
-        let crop_box = *crop_box.get_or_insert_with(|| CropBox::official(face_box, w, h, &policy));
-        let mut crop = RgbImage::new(policy.out_size, policy.out_size);
+        let mut crop = RgbImage::new(driver.out_size(), driver.out_size());
         crop_box.crop_into(&frame.pixels, &mut crop);
-        let landmarks = crop_box.landmarks_to_crop(&face.landmarks.points, policy.out_size);
+        let landmarks = crop_box.landmarks_to_crop(&face.landmarks.points, driver.out_size());
         frames.push(CropFrame { crop, landmarks, index: frame.index });
         pictures.push((frame.pixels, face.landmarks.points));
     }

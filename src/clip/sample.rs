@@ -22,11 +22,13 @@ pub enum SampleError {
 /// One training example: a driving frame's conditioning, the real frame, and its eye/mouth box masks.
 #[derive(Clone, Debug)]
 pub struct TrainSample {
+    /// The generator's conditioning: the source crop posed with the driving frame's landmarks.
     pub inputs: GeneratorInputs<HostTensor>,
     /// `[1, 3, S, S]` in [0, 1].
     pub target: HostTensor,
     /// `[1, 1, S, S]`.
     pub eye_mask: HostTensor,
+    /// `[1, 1, S, S]`, 1 inside the driving frame's mouth box and 0 elsewhere.
     pub mouth_mask: HostTensor,
 }
 

@@ -18,10 +18,20 @@ pub const CONDITION_SIZE: usize = 256;
 const EYE_PAD_PX: i64 = 3;
 const MOUTH_PAD_PX: i64 = 5;
 
+/// Why a conditioning image could not be drawn.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ConditionError {
+    /// Fewer landmarks were given than the topology needs.
     #[error("{actual} landmarks for the `{topology}` topology, which needs {expected}")]
-    LandmarkCount { topology: &'static str, expected: usize, actual: usize },
+    LandmarkCount {
+        /// Name of the topology in use.
+        topology: &'static str,
+        /// Landmarks the topology needs (at least).
+        expected: usize,
+        /// Landmarks given.
+        actual: usize,
+    },
+    /// The canvas size is invalid or an output buffer has the wrong length.
     #[error(transparent)]
     Raster(#[from] RasterError),
 }
@@ -36,10 +46,12 @@ pub struct Conditioner {
 }
 
 impl Conditioner {
+    /// A conditioner drawing `size`² line images for `topology`; fails for a size the rasteriser refuses.
     pub fn new(topology: Topology, size: usize) -> Result<Self, ConditionError> {
         Ok(Self { topology, canvas: RgbCanvas::new(size, size)? })
     }
 
+    /// The landmark topology this conditioner draws.
     pub fn topology(&self) -> &Topology {
         &self.topology
     }

@@ -34,7 +34,9 @@ pub enum Border {
 /// Affine map from [0, 255] bytes to model input values: value = byte × scale + offset.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct ValueRange {
+    /// Factor applied to the byte value.
     pub scale: f32,
+    /// Added after scaling.
     pub offset: f32,
 }
 

@@ -25,6 +25,7 @@ pub const NUM_KEYPOINTS: usize = 6;
 pub const NUM_COORDS: usize = 4 + 2 * NUM_KEYPOINTS;
 /// Keypoint order: subject's right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
 pub const KEYPOINT_RIGHT_EYE: usize = 0;
+/// Index of the subject's left eye in [`Detection::keypoints`].
 pub const KEYPOINT_LEFT_EYE: usize = 1;
 /// Default minimum detection score (after the sigmoid).
 pub const MIN_SCORE: f32 = 0.5;
@@ -44,6 +45,7 @@ const SCORES_OUTPUT: &str = "classificators";
 pub struct Detection {
     /// Sigmoid of the classifier logit, in [0, 1].
     pub score: f32,
+    /// Axis-aligned face box, in image pixels once returned by [`FaceDetector::detect`].
     pub bbox: Rect,
     /// See `KEYPOINT_*` for the order.
     pub keypoints: [Point2; NUM_KEYPOINTS],

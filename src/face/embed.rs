@@ -1,17 +1,23 @@
 //! Identity embeddings for the refinement network's AdaIN: dlib's face-recognition ResNet (CC0, from PyPI
-//! `face-recognition-models`, converted to ONNX by `scripts/id-model/`) on a face chip aligned from MediaPipe points.
+//! `face-recognition-models`, converted to ONNX by `scripts/id-model/`) on a face chip aligned from MediaPipe points,
+//! or a user-supplied ArcFace-style network (`--embedder FILE.onnx`, chip in `face::arcface`).
 //!
 //! Owns the alignment — dlib's `get_face_chip(img, shape5, size = 150, padding = 0.25)`: the least-squares
 //! similarity (rotation, uniform scale, translation) taking dlib's 5-point chip template onto 5 MediaPipe landmarks,
 //! then bilinear sampling with black outside the image and, when the chip shrinks the face, an average of
-//! ⌈scale⌉² sub-samples standing in for dlib's pyramid — and the embedding session. Receives a picture and its
-//! MediaPipe landmarks (image pixels); emits the unit-norm 128-d descriptor (`embedding_unit`).
+//! ⌈scale⌉² sub-samples standing in for dlib's pyramid — and the embedding session. A network file with our dlib
+//! conversion's interface (input `image`, output `embedding_unit`) is run as dlib's; any other is taken as
+//! ArcFace-style (first input `[1, 3, 112, 112]`, first output `[1, D]`, any D). Each embedder has a tag recorded with
+//! the vectors it makes (`dlib-resnet-v1`, or `arcface-` + the first 16 hex digits of the file's SHA-256), so models
+//! and identities from different embedders are never mixed. Receives a picture and its MediaPipe landmarks (image
+//! pixels); emits the unit-norm descriptor.
 
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
 
 use super::FaceError;
+use super::align::{Similarity2, sample_black_border};
 use crate::runtime::ort::{OrtSession, SessionOptions};
 use crate::tensor::HostTensor;
 
@@ -21,6 +27,8 @@ pub const ID_MODEL_FILE: &str = "dlib_face_recognition_resnet_v1.onnx";
 pub const ID_MODEL_ENV: &str = "METAPORTRAIT_ID_MODEL";
 /// Length of the descriptor.
 pub const EMBEDDING_DIM: usize = 128;
+/// Tag of the provisioned network in identities and model configs (`GeneratorConfig::embedder`).
+pub const DLIB_EMBEDDER_TAG: &str = "dlib-resnet-v1";
 /// Side of the aligned chip the network reads.
 pub const CHIP_SIDE_PX: usize = 150;
 /// dlib's padding around the template's unit square (fraction of its side).
@@ -52,52 +60,6 @@ pub fn default_id_model_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(".runtime/id-model").join(ID_MODEL_FILE)
 }
 
-/// A 2-D similarity `p ↦ [a −b; b a]·p + t`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Similarity2 {
-    pub a: f64,
-    pub b: f64,
-    pub t: [f64; 2],
-}
-
-impl Similarity2 {
-    /// The least-squares similarity taking `src` onto `dst` (Umeyama's without reflection; in 2-D the complex
-    /// least-squares solution `c = Σ conj(s)·d / Σ|s|²` on centred points).
-    pub fn fit(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Option<Self> {
-        let n = src.len().min(dst.len());
-        if n < 2 {
-            return None;
-        }
-        let mean = |p: &[[f64; 2]]| {
-            let s = p[..n].iter().fold([0.0, 0.0], |acc, q| [acc[0] + q[0], acc[1] + q[1]]);
-            [s[0] / n as f64, s[1] / n as f64]
-        };
-        let (ms, md) = (mean(src), mean(dst));
-        let (mut re, mut im, mut var) = (0.0, 0.0, 0.0);
-        for (s, d) in src[..n].iter().zip(&dst[..n]) {
-            let (sx, sy, dx, dy) = (s[0] - ms[0], s[1] - ms[1], d[0] - md[0], d[1] - md[1]);
-            re += sx * dx + sy * dy;
-            im += sx * dy - sy * dx;
-            var += sx * sx + sy * sy;
-        }
-        if var.is_nan() || var <= 0.0 {
-            return None;
-        }
-        let (a, b) = (re / var, im / var);
-        let t = [md[0] - (a * ms[0] - b * ms[1]), md[1] - (b * ms[0] + a * ms[1])];
-        Some(Self { a, b, t })
-    }
-
-    pub fn apply(&self, p: [f64; 2]) -> [f64; 2] {
-        [self.a * p[0] - self.b * p[1] + self.t[0], self.b * p[0] + self.a * p[1] + self.t[1]]
-    }
-
-    /// Image pixels per chip pixel.
-    pub fn scale(&self) -> f64 {
-        self.a.hypot(self.b)
-    }
-}
-
 /// dlib's template in chip pixels.
 fn template_px() -> [[f64; 2]; 5] {
     DLIB5_TEMPLATE.map(|[x, y]| {
@@ -114,28 +76,6 @@ pub fn dlib5_points(landmarks: &[[f32; 3]]) -> Option<[[f64; 2]; 5]> {
         *o = [f64::from(p[0]), f64::from(p[1])];
     }
     Some(out)
-}
-
-/// Bilinear sample with black outside the image (dlib's border), pixel centres at integers.
-fn sample(img: &RgbImage, x: f64, y: f64) -> [f64; 3] {
-    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
-    let (x0, y0) = (x.floor(), y.floor());
-    let (fx, fy) = (x - x0, y - y0);
-    let (x0, y0) = (x0 as i64, y0 as i64);
-    let mut out = [0.0; 3];
-    for (dy, wy) in [(0, 1.0 - fy), (1, fy)] {
-        for (dx, wx) in [(0, 1.0 - fx), (1, fx)] {
-            let (xi, yi) = (x0 + dx, y0 + dy);
-            if xi < 0 || yi < 0 || xi >= w || yi >= h {
-                continue;
-            }
-            let p = img.get_pixel(xi as u32, yi as u32);
-            for c in 0..3 {
-                out[c] += f64::from(p[c]) * wx * wy;
-            }
-        }
-    }
-    out
 }
 
 /// The aligned `[3, 150, 150]` chip (RGB, 0..255, planar) for the network, written into `out`.
@@ -156,7 +96,7 @@ pub fn face_chip(img: &RgbImage, points: &[[f64; 2]; 5], out: &mut Vec<f32>) -> 
             for oy in &offsets {
                 for ox in &offsets {
                     let [x, y] = m.apply([col as f64 + ox, row as f64 + oy]);
-                    let v = sample(img, x, y);
+                    let v = sample_black_border(img, x, y);
                     for c in 0..3 {
                         acc[c] += v[c];
                     }
@@ -170,46 +110,111 @@ pub fn face_chip(img: &RgbImage, points: &[[f64; 2]; 5], out: &mut Vec<f32>) -> 
     Ok(())
 }
 
-/// The identity-embedding network and its chip buffer.
+/// How a network file is fed and read.
+enum EmbedderKind {
+    /// Our dlib conversion: 150² chip in 0..255, output `embedding_unit` `[1, 128]`, already unit-norm.
+    Dlib,
+    /// ArcFace-style: 112² chip in [−1, 1]; the output is normalised here.
+    ArcFace { input: String, output: String },
+}
+
+/// Tag of an ArcFace-style network: `arcface-` and the start of its file's SHA-256.
+pub fn arcface_tag(model_bytes: &[u8]) -> String {
+    format!("arcface-{}", &crate::checksum::sha256_hex(model_bytes)[..16])
+}
+
+/// An identity-embedding network and its chip buffer.
 pub struct IdEmbedder {
     session: OrtSession,
     path: PathBuf,
+    kind: EmbedderKind,
+    tag: String,
     chip: HostTensor,
     scratch: Vec<f32>,
 }
 
 impl IdEmbedder {
-    /// Opens the network at `path` (see `default_id_model_path`).
+    /// Opens the network at `path` (see `default_id_model_path`), recognising which kind it is by its interface.
     pub fn new(path: &Path) -> Result<Self, FaceError> {
         let bytes = std::fs::read(path).map_err(|source| FaceError::ModelFile { path: path.to_path_buf(), source })?;
         let session = OrtSession::from_bytes(&bytes, &SessionOptions::default())
             .map_err(|cause| FaceError::Runtime { model: path.display().to_string(), cause })?;
+        let (inputs, outputs) = (session.input_names(), session.output_names());
+        let (kind, tag, side) = if inputs == [INPUT_NAME] && outputs.iter().any(|o| o == OUTPUT_NAME) {
+            (EmbedderKind::Dlib, DLIB_EMBEDDER_TAG.to_owned(), CHIP_SIDE_PX)
+        } else {
+            let (Some(input), Some(output)) = (inputs.first(), outputs.first()) else {
+                return Err(FaceError::ModelOutput {
+                    model: path.display().to_string(),
+                    reason: "the network has no input or no output".into(),
+                });
+            };
+            let kind = EmbedderKind::ArcFace { input: input.clone(), output: output.clone() };
+            (kind, arcface_tag(&bytes), super::arcface::ARCFACE_SIDE_PX)
+        };
         Ok(Self {
             session,
             path: path.to_path_buf(),
-            chip: HostTensor::zeros(&[1, 3, CHIP_SIDE_PX, CHIP_SIDE_PX]),
+            kind,
+            tag,
+            chip: HostTensor::zeros(&[1, 3, side, side]),
             scratch: Vec::new(),
         })
     }
 
+    /// The tag recorded with this network's vectors (`dlib-resnet-v1` or `arcface-…`).
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+
     /// The unit-norm descriptor of the face whose MediaPipe landmarks (image pixels) are `landmarks`.
     pub fn embed(&mut self, img: &RgbImage, landmarks: &[[f32; 3]]) -> Result<Vec<f32>, FaceError> {
-        let points = dlib5_points(landmarks).ok_or_else(|| FaceError::ModelOutput {
+        let too_few = || FaceError::ModelOutput {
             model: "face alignment".into(),
             reason: format!("{} landmarks; the MediaPipe mesh (468 or 478) is needed", landmarks.len()),
-        })?;
-        face_chip(img, &points, &mut self.scratch)?;
-        self.chip.data_mut().copy_from_slice(&self.scratch);
+        };
         let model = self.path.display().to_string();
-        let outputs = self
-            .session
-            .run(&[(INPUT_NAME, &self.chip)])
-            .map_err(|cause| FaceError::Runtime { model: model.clone(), cause })?;
-        let embedding = outputs
-            .get(OUTPUT_NAME)
-            .filter(|t| t.shape() == [1, EMBEDDING_DIM])
-            .ok_or_else(|| FaceError::ModelOutput { model, reason: format!("no `{OUTPUT_NAME}` [1, 128] output") })?;
-        Ok(embedding.data().to_vec())
+        match &self.kind {
+            EmbedderKind::Dlib => {
+                let points = dlib5_points(landmarks).ok_or_else(too_few)?;
+                face_chip(img, &points, &mut self.scratch)?;
+                self.chip.data_mut().copy_from_slice(&self.scratch);
+                let outputs = self
+                    .session
+                    .run(&[(INPUT_NAME, &self.chip)])
+                    .map_err(|cause| FaceError::Runtime { model: model.clone(), cause })?;
+                let embedding =
+                    outputs.get(OUTPUT_NAME).filter(|t| t.shape() == [1, EMBEDDING_DIM]).ok_or_else(|| {
+                        FaceError::ModelOutput { model, reason: format!("no `{OUTPUT_NAME}` [1, 128] output") }
+                    })?;
+                Ok(embedding.data().to_vec())
+            }
+            EmbedderKind::ArcFace { input, output } => {
+                let points = super::arcface::arcface5_points(landmarks).ok_or_else(too_few)?;
+                super::arcface::arcface_chip(img, &points, &mut self.scratch)?;
+                self.chip.data_mut().copy_from_slice(&self.scratch);
+                let outputs = self
+                    .session
+                    .run(&[(input.as_str(), &self.chip)])
+                    .map_err(|cause| FaceError::Runtime { model: model.clone(), cause })?;
+                let raw = outputs.get(output.as_str()).ok_or_else(|| FaceError::ModelOutput {
+                    model: model.clone(),
+                    reason: format!("no `{output}` output"),
+                })?;
+                let shape = raw.shape();
+                if shape.is_empty() || shape[..shape.len() - 1].iter().any(|d| *d != 1) {
+                    return Err(FaceError::ModelOutput {
+                        model,
+                        reason: format!("output `{output}` has shape {shape:?}; one vector [1, D] is expected"),
+                    });
+                }
+                let norm = raw.data().iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+                if !(norm.is_finite() && norm > 0.0) {
+                    return Err(FaceError::ModelOutput { model, reason: "the embedding is zero or not finite".into() });
+                }
+                Ok(raw.data().iter().map(|v| (f64::from(*v) / norm) as f32).collect())
+            }
+        }
     }
 }
 

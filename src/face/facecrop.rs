@@ -13,12 +13,16 @@ use image::RgbImage;
 /// Crop parameters of the official configs (`crop_expand`, `crop_offset_y`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CropPolicy {
+    /// Crop side as a multiple of the face box's longer side (`crop_expand`).
     pub expand: f32,
+    /// Upward shift of the crop centre as a fraction of the face box height (`crop_offset_y`).
     pub offset_y: f32,
+    /// Side of the resampled crop in pixels.
     pub out_size: u32,
 }
 
 impl CropPolicy {
+    /// The official configs' policy: expand 1.3, offset 0.2, 256² output.
     pub const fn official() -> Self {
         Self { expand: 1.3, offset_y: 0.2, out_size: 256 }
     }
@@ -27,23 +31,39 @@ impl CropPolicy {
 /// A square region of a frame, in integer pixels (always inside the frame).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CropBox {
+    /// Left edge in frame pixels.
     pub x: u32,
+    /// Top edge in frame pixels.
     pub y: u32,
+    /// Width and height in frame pixels.
     pub side: u32,
 }
 
 /// A face box in frame pixels.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FaceBox {
+    /// Left edge.
     pub x: f32,
+    /// Top edge.
     pub y: f32,
+    /// Width.
     pub w: f32,
+    /// Height.
     pub h: f32,
 }
 
 impl FaceBox {
     /// The bounding box of landmarks (pixels); `None` if there are none or they are not finite.
     pub fn of_points(points: &[[f32; 2]]) -> Option<Self> {
+        Self::bounding(points.iter().map(|p| [p[0], p[1]]))
+    }
+
+    /// `of_points` of landmarks with a z coordinate (ignored), without copying them.
+    pub fn of_landmarks(points: &[[f32; 3]]) -> Option<Self> {
+        Self::bounding(points.iter().map(|p| [p[0], p[1]]))
+    }
+
+    fn bounding(points: impl Iterator<Item = [f32; 2]>) -> Option<Self> {
         let mut lo = [f32::INFINITY; 2];
         let mut hi = [f32::NEG_INFINITY; 2];
         for p in points {

@@ -9,9 +9,11 @@ use std::f32::consts::PI;
 
 use super::geometry::{Point2, Rect};
 
-/// MediaPipe's face-landmark smoothing settings (`face_landmarks_smoothing.pbtxt`).
+/// MediaPipe's face-landmark smoothing settings (`face_landmarks_smoothing.pbtxt`): the cutoff at rest, in Hz.
 pub const DEFAULT_MIN_CUTOFF: f32 = 0.05;
+/// MediaPipe's cutoff rise per (object size per second).
 pub const DEFAULT_BETA: f32 = 80.0;
+/// MediaPipe's cutoff of the speed estimate, in Hz.
 pub const DEFAULT_D_CUTOFF: f32 = 1.0;
 /// Rate assumed before two timestamps have been seen.
 const INITIAL_FREQUENCY: f32 = 30.0;
@@ -71,6 +73,7 @@ pub struct OneEuroFilter {
 }
 
 impl OneEuroFilter {
+    /// A filter with no history; it assumes 30 Hz until it has seen two timestamps.
     pub fn new(params: OneEuroParams) -> Self {
         Self { params, frequency: INITIAL_FREQUENCY, last_time: None, x: LowPass::default(), dx: LowPass::default() }
     }
@@ -99,10 +102,12 @@ pub struct LandmarkSmoother {
 }
 
 impl LandmarkSmoother {
+    /// A smoother with no history; its filters are created for the first landmark set.
     pub fn new(params: OneEuroParams) -> Self {
         Self { params, filters: Vec::new() }
     }
 
+    /// The settings every coordinate's filter uses.
     pub fn params(&self) -> OneEuroParams {
         self.params
     }

@@ -9,11 +9,14 @@ use std::f32::consts::PI;
 /// A 2-D point.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Point2 {
+    /// Horizontal coordinate, growing to the right.
     pub x: f32,
+    /// Vertical coordinate, growing downwards.
     pub y: f32,
 }
 
 impl Point2 {
+    /// A point from its coordinates.
     pub const fn new(x: f32, y: f32) -> Self {
         Self { x, y }
     }
@@ -27,13 +30,18 @@ impl Point2 {
 /// An axis-aligned rectangle: top-left corner (`x`, `y`) and size.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rect {
+    /// Left edge.
     pub x: f32,
+    /// Top edge.
     pub y: f32,
+    /// Extent to the right of `x`; may be negative or zero for a degenerate box.
     pub width: f32,
+    /// Extent below `y`; may be negative or zero for a degenerate box.
     pub height: f32,
 }
 
 impl Rect {
+    /// A rectangle from its top-left corner and size.
     pub const fn new(x: f32, y: f32, width: f32, height: f32) -> Self {
         Self { x, y, width, height }
     }
@@ -53,10 +61,12 @@ impl Rect {
         [x0, y0, x1, y1].iter().all(|v| v.is_finite()).then_some(rect)
     }
 
+    /// The midpoint of the rectangle.
     pub fn center(&self) -> Point2 {
         Point2::new(self.x + self.width / 2.0, self.y + self.height / 2.0)
     }
 
+    /// Width × height, with negative sides counted as zero.
     pub fn area(&self) -> f32 {
         self.width.max(0.0) * self.height.max(0.0)
     }

@@ -59,8 +59,9 @@ pub const RIGHT_EYE: [usize; 71] = [
 ];
 /// The first 16 eye points (lower and upper contour) give their iris its z.
 pub const EYE_CONTOUR_LEN: usize = 16;
-/// First refined index of the left iris (468..473) and of the right iris (473..478).
+/// First refined index of the left iris (468..473).
 pub const LEFT_IRIS_START: usize = NUM_MESH_POINTS;
+/// First refined index of the right iris (473..478).
 pub const RIGHT_IRIS_START: usize = NUM_MESH_POINTS + NUM_IRIS_POINTS;
 
 /// Landmarks of one face, in image pixels (z scaled like x, origin near the face centre).
@@ -149,6 +150,7 @@ pub struct MeshModel {
 const MESH_MODEL: &str = "face mesh";
 
 impl MeshModel {
+    /// Loads and checksums the model file and opens its ONNX Runtime session.
     pub fn from_file(path: &Path, options: &SessionOptions) -> Result<Self, FaceError> {
         Ok(Self { session: RoiSession::from_file(path, options, MESH_MODEL)? })
     }
@@ -179,11 +181,17 @@ impl MeshModel {
 /// The raw outputs of the attention model, in crop pixels, sorted into their roles.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttentionOutputs {
+    /// The 468 mesh points `[x, y, z]`, z scaled like x.
     pub mesh: Vec<[f32; 3]>,
+    /// 80 lip points, in the order of [`LIPS`].
     pub lips: Vec<[f32; 2]>,
+    /// 71 points of MediaPipe's "left eye", in the order of [`LEFT_EYE`].
     pub left_eye: Vec<[f32; 2]>,
+    /// 71 points of MediaPipe's "right eye", in the order of [`RIGHT_EYE`].
     pub right_eye: Vec<[f32; 2]>,
+    /// The five points of the iris inside `left_eye` (centre first).
     pub left_iris: Vec<[f32; 2]>,
+    /// The five points of the iris inside `right_eye` (centre first).
     pub right_iris: Vec<[f32; 2]>,
     /// Face presence probability (the converted model applies the sigmoid itself).
     pub presence: f32,
@@ -320,6 +328,7 @@ pub struct AttentionMeshModel {
 }
 
 impl AttentionMeshModel {
+    /// Loads and checksums the model file and opens its ONNX Runtime session.
     pub fn from_file(path: &Path, options: &SessionOptions) -> Result<Self, FaceError> {
         Ok(Self { session: RoiSession::from_file(path, options, ATTENTION_MODEL)? })
     }

@@ -8,16 +8,21 @@
 //! Errors are `FaceError`: an undecodable image, a missing or unreadable model file, ONNX Runtime failures, or model
 //! outputs of the wrong shape. A frame without a face is not an error.
 
+pub mod align;
+pub mod arcface;
 pub mod condition;
 pub mod crop;
 pub mod detect;
+pub mod driver;
 pub mod embed;
 pub mod facecrop;
 pub mod filter;
 pub mod geometry;
+pub mod landmarks_json;
 pub mod mesh;
 pub mod motion;
 pub mod npy;
+pub mod pil_resize;
 pub mod raster;
 pub mod roi;
 pub mod topology;
@@ -38,9 +43,11 @@ pub use mesh::{AttentionMeshModel, FaceLandmarks, MeshModel};
 pub use roi::Roi;
 pub use tracker::{FaceTracker, TrackState, TrackedFace, TrackedFrame, TrackerOptions, TrackerStats};
 
-/// File names of the converted models inside the models directory.
+/// File name of the BlazeFace short-range detector model inside the models directory.
 pub const DETECTOR_FILE: &str = "face_detection_short_range.onnx";
+/// File name of the 468-point face mesh model.
 pub const MESH_FILE: &str = "face_landmark.onnx";
+/// File name of the 478-point attention mesh model (refined eyes, lips and irises).
 pub const ATTENTION_FILE: &str = "face_landmark_with_attention.onnx";
 /// Intra-op threads per model: measured fastest on small CPUs, and leaves cores for the rest of the app.
 pub const DEFAULT_THREADS: usize = 1;
@@ -48,34 +55,66 @@ pub const DEFAULT_THREADS: usize = 1;
 /// Everything that can go wrong in the face stage.
 #[derive(Debug, thiserror::Error)]
 pub enum FaceError {
+    /// The bytes are not a PNG or JPEG image the decoder understands.
     #[error("cannot decode image {origin}: {source}")]
     Image {
+        /// Where the bytes came from (a path or a description), for the message.
         origin: String,
+        /// The decoder's error.
         #[source]
         source: image::ImageError,
     },
+    /// An image file could not be read.
     #[error("cannot read image {path}: {source}")]
     ImageFile {
+        /// The image file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A face model file is missing or cannot be read.
     #[error("face model {path} is missing or unreadable: {source}")]
     ModelFile {
+        /// The model file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// A face model file is not the one listed in the checksum manifest (or the manifest is missing or does not
+    /// list it), so it is refused rather than run.
     #[error(
         "face model {path} does not match {manifest} ({reason}); restore it with `git checkout models/` or \
          rebuild it with `bash scripts/convert-face-models.sh`"
     )]
-    ModelChecksum { path: PathBuf, manifest: PathBuf, reason: String },
+    ModelChecksum {
+        /// The model file.
+        path: PathBuf,
+        /// The `SHA256SUMS` manifest it was checked against.
+        manifest: PathBuf,
+        /// What did not match: unreadable manifest, no entry, or the two digests.
+        reason: String,
+    },
+    /// ONNX Runtime failed to load or run a model.
+    ///
     /// The cause is part of the message (not a `source`), so `{:#}` chains do not print it twice.
     #[error("{model}: {cause}")]
-    Runtime { model: String, cause: RuntimeError },
+    Runtime {
+        /// The model's file path or name.
+        model: String,
+        /// The runtime's error.
+        cause: RuntimeError,
+    },
+    /// A model has inputs or outputs of an unexpected number, shape or size (a wrong or damaged model file), or a
+    /// stage got landmarks it cannot use (too few points, coinciding alignment points).
     #[error("{model} returned unexpected outputs: {reason}")]
-    ModelOutput { model: String, reason: String },
+    ModelOutput {
+        /// The model's file path, or the stage that failed.
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// The manifest beside the models that lists their SHA-256 (`sha256sum` format).
@@ -135,9 +174,11 @@ pub fn load_image(path: &Path) -> Result<RgbImage, FaceError> {
 /// Where the three model files are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FaceModelPaths {
+    /// The BlazeFace detector ([`DETECTOR_FILE`]).
     pub detector: PathBuf,
+    /// The 468-point mesh model ([`MESH_FILE`]).
     pub mesh: PathBuf,
-    /// Loaded on the first refined request.
+    /// The 478-point attention mesh model ([`ATTENTION_FILE`]); loaded on the first refined request.
     pub attention: PathBuf,
 }
 
@@ -151,6 +192,7 @@ impl FaceModelPaths {
 /// Settings of the still-image pipeline.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct FaceMesherOptions {
+    /// ONNX Runtime settings shared by the three models.
     pub session: SessionOptions,
     /// Minimum detector score (sigmoid).
     pub min_detection_score: f32,
@@ -217,6 +259,7 @@ impl FaceMesher {
         Self::new(&FaceModelPaths::in_dir(dir), FaceMesherOptions::default())
     }
 
+    /// The settings this mesher was built with.
     pub fn options(&self) -> &FaceMesherOptions {
         &self.options
     }

@@ -49,14 +49,29 @@ const MIN_SPREAD_PX2: f64 = 1e-6;
 /// Why landmarks could not be transferred.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum MotionError {
+    /// A landmark set is too short for one of the anchor indices (for example a non-MediaPipe landmark set).
     #[error("{got} landmarks, but anchor index {anchor} needs at least {}", anchor + 1)]
-    AnchorOutOfRange { anchor: usize, got: usize },
+    AnchorOutOfRange {
+        /// The anchor index that does not exist.
+        anchor: usize,
+        /// Landmarks in the set.
+        got: usize,
+    },
+    /// Fewer than two anchors were given; a similarity needs at least two points.
     #[error("need at least {MIN_ANCHORS} anchors, got {0}")]
     TooFewAnchors(usize),
+    /// The driving landmarks (or the output slice) differ in length from the portrait's.
     #[error("{got} landmarks where {expected} were expected")]
-    LengthMismatch { expected: usize, got: usize },
+    LengthMismatch {
+        /// Length of the portrait's landmark set.
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// The landmark at this index has a NaN or infinite coordinate.
     #[error("landmark {0} is not finite")]
     NonFinite(usize),
+    /// The anchors collapse onto one point (or the fit has zero scale), so no rotation or scale can be recovered.
     #[error("anchor points coincide; no similarity can be fitted")]
     Degenerate,
 }
@@ -88,6 +103,7 @@ impl Default for Similarity {
 }
 
 impl Similarity {
+    /// The map that leaves every point where it is.
     pub const fn identity() -> Self {
         Self { a: 1.0, b: 0.0, tx: 0.0, ty: 0.0 }
     }
@@ -99,14 +115,17 @@ impl Similarity {
         Self { a: s * th.cos(), b: s * th.sin(), tx: f64::from(translation[0]), ty: f64::from(translation[1]) }
     }
 
+    /// The uniform scale factor `s`.
     pub fn scale(&self) -> f32 {
         self.a.hypot(self.b) as f32
     }
 
+    /// The rotation `θ` in radians, in [−π, π], counter-clockwise in image axes (see [`Similarity::new`]).
     pub fn angle(&self) -> f32 {
         self.b.atan2(self.a) as f32
     }
 
+    /// The translation `t`, in the same pixels as the points.
     pub fn translation(&self) -> [f32; 2] {
         [self.tx as f32, self.ty as f32]
     }
@@ -187,7 +206,9 @@ impl Similarity {
 /// (portrait crop). Both identity in `Absolute` mode.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]
 pub struct HeadMotion {
+    /// The driver's head motion G from the reference frame to the current frame, in driver crop pixels.
     pub driver: Similarity,
+    /// The same motion applied to the portrait, G_p, in portrait crop pixels.
     pub portrait: Similarity,
 }
 
@@ -258,14 +279,17 @@ impl MotionTransfer {
         Ok(transfer)
     }
 
+    /// How driving landmarks are turned into portrait landmarks.
     pub fn mode(&self) -> MotionMode {
         self.mode
     }
 
+    /// Switches between absolute and relative transfer; the reference frame is kept.
     pub fn set_mode(&mut self, mode: MotionMode) {
         self.mode = mode;
     }
 
+    /// The portrait's landmarks, in its crop pixels.
     pub fn portrait(&self) -> &[[f32; 3]] {
         &self.portrait
     }

@@ -1,18 +1,28 @@
 //! Landmark arrays stored as NumPy `.npy` files, as the official example data ships them (`*_ldmk.npy`: `(669, 2)`
 //! float32, normalised to [0, 1]).
 //!
-//! Owns a minimal, strict `.npy` reader: format versions 1–3, little-endian `f4`/`f8`, C order, 2-D `(N, 2|3)`.
-//! Receives bytes or a path; emits points. Anything else (pickled objects, big-endian, Fortran order, other
-//! shapes) is refused with the reason — nothing in the file is ever executed or unpickled.
+//! Owns a minimal, strict `.npy` reader: format versions 1–3, little-endian `f4`/`f8`, C order; landmarks are 2-D
+//! `(N, 2|3)`, other arrays (identity vectors) any shape. Receives bytes or a path; emits points or a flat array.
+//! Anything else (pickled objects, big-endian, Fortran order, other shapes) is refused with the reason — nothing in
+//! the file is ever executed or unpickled.
 
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
+/// Why a `.npy` landmark file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyError {
+    /// The file could not be read.
     #[error("cannot read {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The `.npy` file.
+        path: PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// The bytes are not an `.npy` array this reader accepts; the text names the offending part (magic, version,
+    /// dtype, order, shape or data length).
     #[error("not a usable .npy landmark file: {0}")]
     Format(String),
 }
@@ -29,8 +39,36 @@ fn header_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
     Some(rest)
 }
 
-/// Parses `.npy` bytes holding an `(N, 2)` or `(N, 3)` float array.
-pub fn parse_points(bytes: &[u8]) -> Result<Vec<[f32; 2]>, NpyError> {
+/// A float array of any shape from a `.npy` file, as f32 in C order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NpyArray {
+    /// The array's shape (empty for a scalar).
+    pub shape: Vec<usize>,
+    /// Every value in C order, converted to f32.
+    pub data: Vec<f32>,
+}
+
+/// Reads a `.npy` float array of any shape (identity vectors, landmarks).
+pub fn read_array(path: &Path) -> Result<NpyArray, NpyError> {
+    let bytes = std::fs::read(path).map_err(|source| NpyError::Io { path: path.into(), source })?;
+    parse_array(&bytes)
+}
+
+/// One vector from a `.npy` file (identity vectors): any shape with at most one axis longer than 1, e.g. `(D,)` or
+/// `(1, D)` as the official data stores them; finite; not all zero.
+pub fn read_vector(path: &Path) -> Result<Vec<f32>, NpyError> {
+    let array = read_array(path)?;
+    if array.data.is_empty() || array.shape.iter().filter(|d| **d != 1).count() > 1 {
+        return Err(NpyError::Format(format!("shape {:?} is not one vector", array.shape)));
+    }
+    if array.data.iter().any(|v| !v.is_finite()) || array.data.iter().all(|v| *v == 0.0) {
+        return Err(NpyError::Format("the vector is zero or not finite".into()));
+    }
+    Ok(array.data)
+}
+
+/// Parses `.npy` bytes holding a little-endian float32/float64 array in C order, of any shape.
+pub fn parse_array(bytes: &[u8]) -> Result<NpyArray, NpyError> {
     let bad = |m: &str| NpyError::Format(m.to_owned());
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err(bad("missing the \\x93NUMPY magic"));
@@ -71,29 +109,35 @@ pub fn parse_points(bytes: &[u8]) -> Result<Vec<[f32; 2]>, NpyError> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(|_| NpyError::Format(format!("shape entry `{s}`"))))
         .collect::<Result<_, _>>()?;
-    let [n, cols] = dims[..] else {
-        return Err(NpyError::Format(format!("shape {dims:?} is not (N, 2) or (N, 3)")));
-    };
-    if !(2..=3).contains(&cols) || n == 0 {
-        return Err(NpyError::Format(format!("shape {dims:?} is not (N, 2) or (N, 3)")));
-    }
+    let count = dims.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or_else(|| bad("shape overflows"))?;
     let data = &bytes[start + header_len..];
-    let need = n * cols * width;
+    let need = count.checked_mul(width).ok_or_else(|| bad("shape overflows"))?;
     if data.len() < need {
         return Err(NpyError::Format(format!(
-            "{} data bytes for a {n}×{cols} array of {width}-byte floats",
+            "{} data bytes for an array of shape {dims:?} of {width}-byte floats",
             data.len()
         )));
     }
-    let value = |i: usize| -> f32 {
-        let b = &data[i * width..(i + 1) * width];
-        if width == 4 {
-            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-        } else {
-            f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32
-        }
+    let values = data[..need]
+        .chunks_exact(width)
+        .map(|b| match b {
+            [a, b, c, d] => f32::from_le_bytes([*a, *b, *c, *d]),
+            _ => f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]) as f32,
+        })
+        .collect();
+    Ok(NpyArray { shape: dims, data: values })
+}
+
+/// Parses `.npy` bytes holding an `(N, 2)` or `(N, 3)` float array.
+pub fn parse_points(bytes: &[u8]) -> Result<Vec<[f32; 2]>, NpyError> {
+    let array = parse_array(bytes)?;
+    let [n, cols] = array.shape[..] else {
+        return Err(NpyError::Format(format!("shape {:?} is not (N, 2) or (N, 3)", array.shape)));
     };
-    Ok((0..n).map(|r| [value(r * cols), value(r * cols + 1)]).collect())
+    if !(2..=3).contains(&cols) || n == 0 {
+        return Err(NpyError::Format(format!("shape {:?} is not (N, 2) or (N, 3)", array.shape)));
+    }
+    Ok(array.data.chunks_exact(cols).map(|r| [r[0], r[1]]).collect())
 }
 
 #[cfg(test)]
@@ -120,6 +164,16 @@ mod tests {
         assert_eq!(parse_points(&npy("<f4", "(2, 2)", &data)).unwrap(), vec![[0.25, 0.5], [0.75, 1.0]]);
         let data: Vec<u8> = [0.1f64, 0.2, 9.0].iter().flat_map(|v| v.to_le_bytes()).collect();
         assert_eq!(parse_points(&npy("<f8", "(1, 3)", &data)).unwrap(), vec![[0.1, 0.2]]);
+    }
+
+    #[test]
+    fn reads_arrays_of_any_shape() {
+        let data: Vec<u8> = [1.0f32, -2.0, 3.5].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let a = parse_array(&npy("<f4", "(1, 3)", &data)).unwrap();
+        assert_eq!((a.shape, a.data), (vec![1, 3], vec![1.0, -2.0, 3.5]));
+        let a = parse_array(&npy("<f4", "(3,)", &data)).unwrap();
+        assert_eq!(a.shape, vec![3]);
+        assert!(parse_array(&npy("<f4", "(2, 3)", &data)).unwrap_err().to_string().contains("data bytes"));
     }
 
     #[test]

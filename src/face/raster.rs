@@ -46,17 +46,30 @@ const FILTER: [i32; 64] = [
 pub enum RasterError {
     /// A canvas side is zero or larger than [`MAX_CANVAS_SIDE`].
     #[error("canvas size {width}x{height} is invalid (each side must be in 1..={MAX_CANVAS_SIDE})")]
-    InvalidSize { width: usize, height: usize },
+    InvalidSize {
+        /// Requested width in pixels.
+        width: usize,
+        /// Requested height in pixels.
+        height: usize,
+    },
     /// An output slice has the wrong length.
     #[error("output buffer holds {actual} values, expected {expected}")]
-    OutputLength { expected: usize, actual: usize },
+    OutputLength {
+        /// Values the canvas needs the slice to hold.
+        expected: usize,
+        /// Values the slice holds.
+        actual: usize,
+    },
 }
 
 /// An 8-bit RGB colour; channel order is the order written into the image (R, G, B).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Rgb {
+    /// Red level, 0..=255.
     pub r: u8,
+    /// Green level, 0..=255.
     pub g: u8,
+    /// Blue level, 0..=255.
     pub b: u8,
 }
 
@@ -70,7 +83,9 @@ impl Rgb {
 /// An integer pixel position (x to the right, y down); may lie outside the canvas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct PixelPoint {
+    /// Column in pixels, growing to the right.
     pub x: i32,
+    /// Row in pixels, growing downwards.
     pub y: i32,
 }
 

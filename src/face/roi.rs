@@ -21,19 +21,26 @@ const TARGET_ANGLE: f32 = 0.0;
 /// x axis towards the image's +y (clockwise on screen).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Roi {
+    /// Centre of the square in image pixels.
     pub center: Point2,
     /// Side length of the square.
     pub size: f32,
+    /// Rotation about the centre in radians (positive is clockwise on screen).
     pub rotation: f32,
 }
 
 /// A ROI expressed like MediaPipe's `NormalizedRect` (centre and size divided by the image size).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct NormalizedRoi {
+    /// Centre x as a fraction of the image width.
     pub x_center: f32,
+    /// Centre y as a fraction of the image height.
     pub y_center: f32,
+    /// Side as a fraction of the image width.
     pub width: f32,
+    /// Side as a fraction of the image height.
     pub height: f32,
+    /// Rotation in radians, as in [`Roi::rotation`].
     pub rotation: f32,
 }
 

@@ -19,13 +19,19 @@ use std::path::Path;
 
 /// Number of role keypoints fed to the generator.
 pub const NUM_KEYPOINTS: usize = 58;
-/// Role positions within the 58 keypoints.
+/// Role positions within the 58 keypoints: the image-left eye box (left, right, top, bottom).
 pub const LEFT_EYE_BOX: [usize; 4] = [1, 2, 3, 4];
+/// The image-right eye box (left, right, top, bottom).
 pub const RIGHT_EYE_BOX: [usize; 4] = [5, 6, 7, 8];
+/// The mouth's left corner.
 pub const MOUTH_LEFT: usize = 14;
+/// The mouth's right corner.
 pub const MOUTH_RIGHT: usize = 15;
+/// The top of the mouth.
 pub const MOUTH_TOP: usize = 56;
+/// The bottom of the mouth.
 pub const MOUTH_BOTTOM: usize = 57;
+/// The gaze points: four of the image-left eye (29–32), then four of the image-right eye (33–36).
 pub const GAZE: std::ops::Range<usize> = 29..37;
 
 /// An edge between two landmark indices.
@@ -39,8 +45,11 @@ pub struct Rgb8(pub [u8; 3]);
 /// Edges, their colours, and the role keypoints, for one landmark layout.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Topology {
+    /// Short identifier (`mediapipe` or `official`), used in messages.
     pub name: &'static str,
+    /// Landmarks a set must have for this topology.
     pub num_points: usize,
+    /// The lines drawn, as pairs of landmark indices.
     pub edges: Vec<Edge>,
     /// One colour per edge, same order.
     pub palette: Vec<Rgb8>,
@@ -48,12 +57,27 @@ pub struct Topology {
     pub keypoints: [usize; NUM_KEYPOINTS],
 }
 
+/// Why the official connectivity file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
+    /// The connectivity file could not be read.
     #[error("cannot read connectivity file {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        /// The connectivity file.
+        path: std::path::PathBuf,
+        /// The operating system's error.
+        source: std::io::Error,
+    },
+    /// A line of the connectivity file is not a pair of indices below 669, or the file has no edges.
     #[error("{path}:{line}: {reason}")]
-    Parse { path: std::path::PathBuf, line: usize, reason: String },
+    Parse {
+        /// The connectivity file.
+        path: std::path::PathBuf,
+        /// 1-based line number; 0 when the problem concerns the whole file.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
 }
 
 /// MediaPipe mesh size with the refined irises.

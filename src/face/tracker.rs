@@ -41,7 +41,10 @@ pub enum TrackState {
     /// No frame processed yet (or just reset): the next frame runs the detector.
     Searching,
     /// A face is being followed; the next frame reuses its landmark ROI.
-    Tracking { face_id: u64 },
+    Tracking {
+        /// Id of the followed face (see [`TrackedFace::id`]).
+        face_id: u64,
+    },
     /// The last frame had no face; the next frame runs the detector again.
     NoFace,
 }
@@ -64,7 +67,9 @@ pub struct TrackedFace {
 /// The tracker's output for one frame.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrackedFrame {
+    /// The tracker's state after this frame.
     pub state: TrackState,
+    /// The face found in this frame; `None` when there was none.
     pub face: Option<TrackedFace>,
     /// Whether the detector ran on this frame.
     pub detector_ran: bool,
@@ -73,8 +78,11 @@ pub struct TrackedFrame {
 /// Running counts, for checking that tracking saves detector calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrackerStats {
+    /// Frames processed.
     pub frames: u64,
+    /// Detector runs: frames with no face to follow, or whose followed face was lost.
     pub detector_calls: u64,
+    /// Landmark-model runs, including those that found the face gone.
     pub landmark_calls: u64,
     /// Times the presence score dropped while tracking.
     pub track_losses: u64,
@@ -99,6 +107,7 @@ fn landmark_box(points: &[[f32; 3]]) -> Option<Rect> {
 }
 
 impl FaceTracker {
+    /// A tracker with no face yet: the first frame runs the detector.
     pub fn new(options: TrackerOptions) -> Self {
         Self {
             options,
@@ -111,10 +120,12 @@ impl FaceTracker {
         }
     }
 
+    /// Where the tracker stands after the last frame.
     pub fn state(&self) -> TrackState {
         self.state
     }
 
+    /// Counters since the tracker was created (not cleared by [`FaceTracker::reset`]).
     pub fn stats(&self) -> TrackerStats {
         self.stats
     }

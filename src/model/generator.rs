@@ -15,7 +15,10 @@ use super::weights::{ExpectedEntry, WeightStore};
 /// A configuration with weights that match it.
 #[derive(Clone, Debug)]
 pub struct GeneratorModel {
+    /// The widths the networks are built with.
     pub config: GeneratorConfig,
+    /// Weights holding every entry `expected_entries(&config)` lists, with those shapes (checked by `new`; keep it so
+    /// when replacing tensors).
     pub weights: WeightStore,
 }
 
@@ -51,4 +54,22 @@ impl GeneratorModel {
         let weights = super::weights::random_init(&expected_entries(&config)?, seed);
         Ok(Self { config, weights })
     }
+}
+
+/// Inputs of the right shapes with values uniform in [0, 1), drawn from `seed` (benchmarks: speed does not depend on
+/// values).
+pub fn synthetic_inputs(
+    cfg: &GeneratorConfig,
+    seed: u64,
+) -> Result<std::collections::BTreeMap<String, crate::tensor::HostTensor>, ModelError> {
+    let mut rng = crate::rng::SplitMix64::new(seed);
+    let mut out = std::collections::BTreeMap::new();
+    for (name, shape) in net::INPUT_NAMES.iter().zip(net::input_shapes(cfg)) {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| rng.uniform() as f32).collect();
+        let tensor = crate::tensor::HostTensor::new(shape, data)
+            .map_err(|e| ModelError::Tensor { name: (*name).to_owned(), reason: e.to_string() })?;
+        out.insert((*name).to_owned(), tensor);
+    }
+    Ok(out)
 }

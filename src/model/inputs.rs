@@ -10,7 +10,7 @@
 
 use image::RgbImage;
 
-use super::config::{GeneratorConfig, IMAGE_CHANNELS, NUM_KEYPOINTS};
+use super::config::{Conditioning, GeneratorConfig, IMAGE_CHANNELS, NUM_KEYPOINTS};
 use super::net::GeneratorInputs;
 use crate::face::condition::{ConditionError, Conditioner, canvas_to_tensor, mouth_line, mouth_line_into, mouth_mask};
 use crate::face::topology::Topology;
@@ -19,23 +19,65 @@ use crate::tensor::HostTensor;
 /// Why inputs could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
+    /// The landmark-line images could not be drawn (wrong landmark count for the topology, a bad canvas).
     #[error(transparent)]
     Condition(#[from] ConditionError),
+    /// The identity vector's length is not the model's `id_dim`: the weights expect another embedding.
     #[error(
         "the identity vector has {actual} values but this model's id_dim is {expected}: the weights were trained \
-         with another identity embedding (ours is the 128-d face-recognition descriptor)"
+         with another identity embedding (the provisioned one is the 128-d dlib descriptor; `--embedder FILE.onnx` \
+         and `identities add --id-vector FILE.npy` give others)"
     )]
-    IdDim { expected: usize, actual: usize },
+    IdDim {
+        /// The model's `id_dim`.
+        expected: usize,
+        /// Values in the identity vector given.
+        actual: usize,
+    },
+    /// The identity vector cannot be normalised to unit length (all zeros, NaN or infinite values).
     #[error("the identity vector is zero or not finite")]
     IdNorm,
+    /// The network's `refine.prediction` is not a single `[1, 3, S, S]` image, so it cannot become a picture.
     #[error("the prediction has shape {0:?}; expected [1, 3, S, S]")]
     PredictionShape(Vec<usize>),
+    #[error(
+        "this model was trained on the official 669-point landmarks (config `{config}`, conditioning `official669`), \
+         which no public tracker produces, while this path draws MediaPipe landmarks: run it on the official \
+         preprocessed data with `metaportrait reconstruct`, or use weights trained on MediaPipe landmarks"
+    )]
+    /// The model's config says `official669`, which MediaPipe cannot provide.
+    UnavailableConditioning {
+        /// The config's name.
+        config: String,
+    },
+    #[error(
+        "the identity vector was made by the face embedder `{actual}`, but this model (config `{config}`) was \
+         trained with `{expected}`: embed the portrait again with that embedder (`--embedder`), or use a model \
+         trained with `{actual}`"
+    )]
+    /// The identity's vector comes from another embedder than the model's.
+    EmbedderMismatch {
+        /// The config's name.
+        config: String,
+        /// The model's embedder tag.
+        expected: String,
+        /// The identity's embedder tag.
+        actual: String,
+    },
 }
 
-/// Builds generator inputs at the model's resolution with one conditioner (reused buffers, MediaPipe topology).
+/// Embedder tag of identity vectors given as a file without naming their embedder (`identities add --id-vector`):
+/// the user vouches for them, so any model whose id_dim fits accepts them (with a log line).
+pub const EXTERNAL_EMBEDDER: &str = "external";
+
+/// Builds generator inputs at the model's resolution with one conditioner (reused buffers) from MediaPipe landmarks,
+/// for models whose config says they were trained on them.
 pub struct InputBuilder {
     size: usize,
     id_dim: usize,
+    /// The model's config name and embedder tag, for `check_embedder`.
+    config_name: String,
+    embedder: String,
     conditioner: Conditioner,
     /// Reused landmark buffer in [0, 1].
     unit: Vec<[f32; 2]>,
@@ -44,11 +86,18 @@ pub struct InputBuilder {
 }
 
 impl InputBuilder {
+    /// A builder for `config`'s image side and `id_dim`, with the MediaPipe landmark topology; refused for a model
+    /// trained on a topology MediaPipe cannot provide.
     pub fn new(config: &GeneratorConfig) -> Result<Self, InputError> {
+        if config.conditioning != Conditioning::Mediapipe {
+            return Err(InputError::UnavailableConditioning { config: config.name.clone() });
+        }
         let size = config.image_size;
         Ok(Self {
             size,
             id_dim: config.id_dim,
+            config_name: config.name.clone(),
+            embedder: config.embedder.clone(),
             conditioner: Conditioner::new(Topology::mediapipe(), size)?,
             unit: Vec::new(),
             pose: [
@@ -91,6 +140,27 @@ impl InputBuilder {
         let mut out = HostTensor::zeros(&[1, IMAGE_CHANNELS, self.size, self.size]);
         write_planar_unit(picture, out.data_mut());
         out
+    }
+
+    /// Checks that identity vectors made by embedder `tag` suit this model. `None` is an identity from before
+    /// embedders were recorded, when the provisioned dlib network was the only one.
+    pub fn check_embedder(&self, tag: Option<&str>) -> Result<(), InputError> {
+        let tag = tag.unwrap_or(crate::face::embed::DLIB_EMBEDDER_TAG);
+        if tag == EXTERNAL_EMBEDDER {
+            tracing::info!(
+                model = self.embedder,
+                "identity vector from a file of unnamed origin: only its size is checked"
+            );
+            return Ok(());
+        }
+        if tag != self.embedder {
+            return Err(InputError::EmbedderMismatch {
+                config: self.config_name.clone(),
+                expected: self.embedder.clone(),
+                actual: tag.to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// `[1, id_dim]` with unit L2 norm.
@@ -215,6 +285,22 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-5);
         assert!(matches!(b.id_vector(&id[..31]), Err(InputError::IdDim { expected: 32, actual: 31 })));
         assert!(matches!(b.id_vector(&[0.0; 32]), Err(InputError::IdNorm)));
+    }
+
+    #[test]
+    fn identities_from_another_embedder_are_refused() {
+        let b = builder();
+        assert!(b.check_embedder(Some(crate::face::embed::DLIB_EMBEDDER_TAG)).is_ok());
+        assert!(b.check_embedder(None).is_ok(), "untagged identities come from the dlib network");
+        assert!(b.check_embedder(Some(EXTERNAL_EMBEDDER)).is_ok());
+        let err = b.check_embedder(Some("arcface-0123456789abcdef")).unwrap_err().to_string();
+        assert!(err.contains("arcface-0123456789abcdef") && err.contains("dlib-resnet-v1"), "{err}");
+    }
+
+    #[test]
+    fn models_trained_on_the_official_landmarks_are_refused_with_the_way_out() {
+        let err = InputBuilder::new(&GeneratorConfig::official()).err().expect("refused").to_string();
+        assert!(err.contains("669") && err.contains("reconstruct"), "{err}");
     }
 
     #[test]

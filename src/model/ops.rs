@@ -16,7 +16,47 @@ use crate::model::weights::EntryKind;
 use crate::tensor::HostTensor;
 
 /// Executor interface. `T` is a cheap-to-clone handle to a tensor (or to a value in a graph being built).
+///
+/// A network is written once, generically, and every executor gives it its own meaning: the shape executor derives
+/// the state dict it declares, burn computes it (with gradients when trainable), the ONNX builder records it.
+///
+/// ```
+/// use metaportrait::model::ModelError;
+/// use metaportrait::model::exec::burn::BurnExec;
+/// use metaportrait::model::exec::shape::ShapeOps;
+/// use metaportrait::model::ops::Ops;
+/// use metaportrait::model::weights::WeightStore;
+/// use metaportrait::tensor::HostTensor;
+///
+/// /// 3×3 convolution → ReLU, written once for every executor.
+/// fn block<O: Ops>(ops: &mut O, x: &O::T) -> Result<O::T, ModelError> {
+///     let w = ops.param("block.weight", &[8, 3, 3, 3])?;
+///     let b = ops.param("block.bias", &[8])?;
+///     let y = ops.conv2d(x, &w, Some(&b), 1, 1);
+///     Ok(ops.relu(&y))
+/// }
+///
+/// // Shapes: the state dict the block declares and its output shape.
+/// let mut shapes = ShapeOps::new();
+/// let out = block(&mut shapes, &vec![1, 3, 16, 16])?;
+/// assert_eq!(out, vec![1, 8, 16, 16]);
+/// let keys: Vec<_> = shapes.entries().iter().map(|e| (e.key.as_str(), e.shape.clone())).collect();
+/// assert_eq!(keys, [("block.weight", vec![8, 3, 3, 3]), ("block.bias", vec![8])]);
+///
+/// // Values: the same code on burn tensors, with weights from a store.
+/// let mut store = WeightStore::new();
+/// store.insert("block.weight", HostTensor::filled(&[8, 3, 3, 3], 0.1));
+/// store.insert("block.bias", HostTensor::filled(&[8], -1.0));
+/// let mut exec = BurnExec::new(&store, &burn::tensor::Device::flex(), false);
+/// let x = exec.input(&HostTensor::filled(&[1, 3, 16, 16], 1.0));
+/// let y = block(&mut exec, &x)?;
+/// let y = exec.to_host(&y);
+/// // Inside the image each output sums 27 products of 0.1, minus the bias of 1: ReLU(1.7).
+/// assert!((y.data()[8 * 16 + 8] - 1.7).abs() < 1e-5);
+/// # Ok::<(), ModelError>(())
+/// ```
 pub trait Ops {
+    /// The executor's tensor handle; cloning it must not copy the data.
     type T: Clone;
 
     /// Static shape of a tensor.
@@ -56,17 +96,28 @@ pub trait Ops {
     /// Normalisation jointly over (C, H, W) of each sample, without affine parameters.
     fn layer_norm_chw(&mut self, x: &Self::T, eps: f32) -> Self::T;
 
+    /// Element-wise `max(x, 0)`.
     fn relu(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise `x` where `x ≥ 0`, `slope · x` elsewhere.
     fn leaky_relu(&mut self, x: &Self::T, slope: f32) -> Self::T;
+    /// Element-wise logistic `1 / (1 + e^−x)`, in (0, 1).
     fn sigmoid(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise hyperbolic tangent, in (−1, 1).
     fn tanh(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise `e^x`.
     fn exp(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise square root (NaN for negative inputs).
     fn sqrt(&mut self, x: &Self::T) -> Self::T;
+    /// Element-wise absolute value.
     fn abs(&mut self, x: &Self::T) -> Self::T;
 
+    /// Element-wise `a + b`, broadcasting.
     fn add(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    /// Element-wise `a − b`, broadcasting.
     fn sub(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    /// Element-wise `a · b`, broadcasting.
     fn mul(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
+    /// Element-wise `a / b`, broadcasting.
     fn div(&mut self, a: &Self::T, b: &Self::T) -> Self::T;
     /// `x * scale + offset` with scalars.
     fn scale_shift(&mut self, x: &Self::T, scale: f32, offset: f32) -> Self::T;
@@ -93,9 +144,12 @@ pub trait Ops {
     /// `F.grid_sample(x, grid, mode='bilinear', padding_mode='reflection', align_corners=False)`.
     fn grid_sample_reflect(&mut self, x: &Self::T, grid: &Self::T) -> Self::T;
 
+    /// Joins tensors along `axis`; all other dims must agree.
     fn concat(&mut self, xs: &[&Self::T], axis: usize) -> Self::T;
     /// `x[.., start..end, ..]` along `axis`.
     fn slice(&mut self, x: &Self::T, axis: usize, start: usize, end: usize) -> Self::T;
+    /// The same row-major data viewed with another shape of equal element count.
     fn reshape(&mut self, x: &Self::T, shape: &[usize]) -> Self::T;
+    /// Reorders axes so that output dim `i` is input dim `perm[i]`.
     fn permute(&mut self, x: &Self::T, perm: &[usize]) -> Self::T;
 }

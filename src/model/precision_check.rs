@@ -2,8 +2,9 @@
 //! `scripts/gpu-check.sh` records before fp16 may become the CUDA default (it needs ≥ 40 dB on the official config).
 //!
 //! Owns the comparison: one engine per precision on the same device, the float32 run as the reference, the median
-//! time per call and the PSNR of each other precision's frames against it. Receives a generator (and optionally a
-//! TSR network) with its inputs; emits one `ModeReport` per precision, each with the placement it really ran with.
+//! time per call and the PSNR of each other precision's frames against it. Receives a generator with its inputs;
+//! emits one `ModeReport` per precision, each with the placement it really ran with. The TSR network's comparison
+//! (`tsr::precision_check`) reuses the report and the timing.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,7 +15,6 @@ use super::net::{OUTPUT_DEFORMATION, OUTPUT_PREDICTION};
 use super::runner::{GeneratorRunner, RunnerOptions, Stage};
 use crate::runtime::{Device, Placement, Precision};
 use crate::tensor::HostTensor;
-use crate::tsr::runner::{TsrModel, TsrOptions, TsrRunner};
 
 /// The PSNR fp16 must reach against fp32 on the official config before it may become the CUDA default.
 pub const FP16_DEFAULT_MIN_PSNR_DB: f64 = 40.0;
@@ -22,6 +22,7 @@ pub const FP16_DEFAULT_MIN_PSNR_DB: f64 = 40.0;
 /// One precision's outcome.
 #[derive(Clone, Debug)]
 pub struct ModeReport {
+    /// The precision asked for.
     pub precision: Precision,
     /// Where it really ran (a precision the device cannot do runs as something else, and says so).
     pub placement: Placement,
@@ -79,7 +80,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One warm-up call, then the median of `iters` calls in milliseconds; returns it with the last call's output.
-fn timed<T>(iters: usize, mut call: impl FnMut() -> Result<T, ModelError>) -> Result<(f64, T), ModelError> {
+pub(crate) fn timed<T>(iters: usize, mut call: impl FnMut() -> Result<T, ModelError>) -> Result<(f64, T), ModelError> {
     let mut out = call()?;
     let mut samples = Vec::with_capacity(iters);
     for _ in 0..iters {
@@ -91,7 +92,7 @@ fn timed<T>(iters: usize, mut call: impl FnMut() -> Result<T, ModelError>) -> Re
 }
 
 /// Float32 first (the reference), then each other precision in `precisions`, on `device`.
-fn with_reference(precisions: &[Precision]) -> Vec<Precision> {
+pub(crate) fn with_reference(precisions: &[Precision]) -> Vec<Precision> {
     let mut order = vec![Precision::Fp32];
     order.extend(precisions.iter().copied().filter(|p| *p != Precision::Fp32));
     order
@@ -128,47 +129,6 @@ pub fn compare_generator(
             max_abs,
             grid_max_abs: grid,
             output_max_abs: out[OUTPUT_PREDICTION].max_abs(),
-        });
-        if reference.is_none() {
-            reference = Some(out);
-        }
-    }
-    Ok(reports)
-}
-
-/// The TSR network on one batch of frames `[n, 3, h, w]` in [0, 1] at each precision.
-pub fn compare_tsr(
-    model: &TsrModel,
-    frames: &HostTensor,
-    device: Device,
-    threads: usize,
-    iters: usize,
-    precisions: &[Precision],
-) -> Result<Vec<ModeReport>, ModelError> {
-    let mut reference: Option<HostTensor> = None;
-    let mut reports = Vec::new();
-    for precision in with_reference(precisions) {
-        let opts = TsrOptions { device, threads, precision, ..Default::default() };
-        let mut engine = TsrRunner::new(model.clone(), opts)?;
-        let (ms, mut out) = timed(iters, || engine.run_frames(frames))?;
-        let out = out.remove(crate::tsr::net::OUTPUT).ok_or_else(|| ModelError::Executor {
-            executor: "ort",
-            reason: "the TSR graph produced no output".into(),
-        })?;
-        let (psnr, max_abs) = match &reference {
-            None => (None, None),
-            Some(r) => (Some(psnr_db(&out, r, 0.0, 1.0)), out.max_abs_diff(r)),
-        };
-        let placement = engine.placement().clone();
-        let output_max_abs = out.max_abs();
-        reports.push(ModeReport {
-            precision,
-            placement,
-            ms,
-            psnr_db: psnr,
-            max_abs,
-            grid_max_abs: None,
-            output_max_abs,
         });
         if reference.is_none() {
             reference = Some(out);

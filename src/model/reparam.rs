@@ -30,7 +30,9 @@ impl SnDim {
 
 /// Spectral-norm suffixes in the official state dict.
 pub const SN_ORIG: &str = "weight_orig";
+/// Suffix of the stored left singular vector estimate (length: rows of the SN matrix).
 pub const SN_U: &str = "weight_u";
+/// Suffix of the stored right singular vector estimate (length: columns of the SN matrix).
 pub const SN_V: &str = "weight_v";
 /// Guard of `F.normalize`, used when (re)computing power-iteration vectors.
 const NORMALIZE_EPS: f64 = 1e-12;

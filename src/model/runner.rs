@@ -28,10 +28,14 @@ pub enum Stage {
 /// Executor settings.
 #[derive(Clone, Debug)]
 pub struct RunnerOptions {
+    /// Which executor runs the networks (ONNX Runtime by default).
     pub executor: ExecutorKind,
+    /// The device asked for: ONNX Runtime falls back to the CPU when CUDA is unusable, burn refuses a device it
+    /// cannot open; `auto` takes CUDA GPU 0 when usable.
     pub device: Device,
     /// Intra-op threads (ONNX Runtime); 0 lets the runtime decide.
     pub threads: usize,
+    /// How much of the generator to run (and so which outputs come back).
     pub stage: Stage,
     /// Also return the named intermediates (`inter.*`) for parity checks.
     pub taps: bool,
@@ -68,6 +72,8 @@ enum Backend {
 }
 
 impl GeneratorRunner {
+    /// Binds `model` to the executor and device of `opts`; for ONNX Runtime this builds the graph with the current
+    /// weights and opens the session.
     pub fn new(model: &GeneratorModel, opts: &RunnerOptions) -> Result<Self, ModelError> {
         let (backend, placement) = match opts.executor {
             ExecutorKind::Ort => {
@@ -160,6 +166,7 @@ impl GeneratorRunner {
         &self.placement
     }
 
+    /// The executor running the frames.
     pub fn executor(&self) -> ExecutorKind {
         match self.backend {
             Backend::Ort { .. } => ExecutorKind::Ort,

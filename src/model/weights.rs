@@ -18,15 +18,20 @@ use crate::tensor::HostTensor;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EntryKind {
+    /// Trained by gradient descent (weights, biases, spectral-norm `weight_orig`).
     Parameter,
+    /// Stored state that is not trained (spectral-norm `weight_u`/`weight_v`).
     Buffer,
 }
 
 /// One entry the architecture expects in a state dict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExpectedEntry {
+    /// The official state-dict key, e.g. `ladder_network.fc.weight`.
     pub key: String,
+    /// The shape the stored tensor must have.
     pub shape: Vec<usize>,
+    /// Parameter or buffer.
     pub kind: EntryKind,
 }
 
@@ -36,31 +41,73 @@ pub struct WeightStore {
     tensors: BTreeMap<String, HostTensor>,
 }
 
+/// Why bytes are not a usable safetensors file.
+#[derive(Debug, thiserror::Error)]
+pub enum SafetensorsError {
+    /// The header or layout is broken.
+    #[error(transparent)]
+    Format(#[from] safetensors::SafeTensorError),
+    /// A tensor's data cannot be read as floats.
+    #[error("tensor `{name}`: {reason}")]
+    Tensor {
+        /// The tensor's key.
+        name: String,
+        /// Why.
+        reason: TensorDecodeError,
+    },
+}
+
+/// Why one tensor's bytes cannot be read as f32.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorDecodeError {
+    /// Not a floating-point dtype.
+    #[error("unsupported dtype {0} (expected a floating-point tensor)")]
+    Dtype(String),
+    /// The byte count is not a whole number of values.
+    #[error("{bytes} bytes is not a whole number of {dtype} values")]
+    PartialValue {
+        /// Bytes given.
+        bytes: usize,
+        /// The dtype.
+        dtype: String,
+    },
+    /// The shape does not hold that many values.
+    #[error(transparent)]
+    Shape(#[from] crate::tensor::ShapeMismatch),
+}
+
 impl WeightStore {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Adds or replaces the tensor under `key`.
     pub fn insert(&mut self, key: impl Into<String>, tensor: HostTensor) {
         self.tensors.insert(key.into(), tensor);
     }
 
+    /// The tensor under `key`, if any.
     pub fn get(&self, key: &str) -> Option<&HostTensor> {
         self.tensors.get(key)
     }
 
+    /// The tensor under `key`, or `ModelError::MissingWeight`.
     pub fn require(&self, key: &str) -> Result<&HostTensor, ModelError> {
         self.get(key).ok_or_else(|| ModelError::MissingWeight(key.to_owned()))
     }
 
+    /// Number of tensors (keys), not elements.
     pub fn len(&self) -> usize {
         self.tensors.len()
     }
 
+    /// Whether the store holds no tensors.
     pub fn is_empty(&self) -> bool {
         self.tensors.is_empty()
     }
 
+    /// Every key and tensor, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &HostTensor)> {
         self.tensors.iter()
     }
@@ -70,6 +117,7 @@ impl WeightStore {
         &mut self.tensors
     }
 
+    /// Takes the tensor under `key` out of the store, if any.
     pub fn remove(&mut self, key: &str) -> Option<HostTensor> {
         self.tensors.remove(key)
     }
@@ -77,16 +125,19 @@ impl WeightStore {
     /// Reads every tensor of a safetensors file (f32, f16, bf16 or f64 are converted to f32).
     pub fn load_safetensors(path: &Path) -> Result<Self, ModelError> {
         let bytes = std::fs::read(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
-        Self::from_safetensors_bytes(&bytes).map_err(|reason| ModelError::Safetensors { path: path.into(), reason })
+        Self::from_safetensors_bytes(&bytes)
+            .map_err(|e| ModelError::Safetensors { path: path.into(), reason: e.to_string() })
     }
 
-    /// Parses safetensors bytes; the error string says what is wrong with the file.
-    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, String> {
-        let st = SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    /// Parses safetensors bytes; the error says what is wrong with the file.
+    pub fn from_safetensors_bytes(bytes: &[u8]) -> Result<Self, SafetensorsError> {
+        let st = SafeTensors::deserialize(bytes)?;
         let mut store = Self::new();
         for (name, view) in st.tensors() {
-            let data = decode_to_f32(view.dtype(), view.data()).map_err(|e| format!("tensor `{name}`: {e}"))?;
-            let tensor = HostTensor::new(view.shape().to_vec(), data).map_err(|e| format!("tensor `{name}`: {e}"))?;
+            let tensor_err = |reason: TensorDecodeError| SafetensorsError::Tensor { name: name.clone(), reason };
+            let data = decode_to_f32(view.dtype(), view.data()).map_err(tensor_err)?;
+            let tensor =
+                HostTensor::new(view.shape().to_vec(), data).map_err(|e| tensor_err(TensorDecodeError::Shape(e)))?;
             store.insert(name, tensor);
         }
         Ok(store)
@@ -205,10 +256,10 @@ fn f32_le_bytes(data: &[f32]) -> Vec<u8> {
     data.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
+fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, TensorDecodeError> {
     let chunks = |n: usize| {
         if !bytes.len().is_multiple_of(n) {
-            Err(format!("{} bytes is not a whole number of {dtype:?} values", bytes.len()))
+            Err(TensorDecodeError::PartialValue { bytes: bytes.len(), dtype: format!("{dtype:?}") })
         } else {
             Ok(bytes.chunks_exact(n))
         }
@@ -220,7 +271,7 @@ fn decode_to_f32(dtype: Dtype, bytes: &[u8]) -> Result<Vec<f32>, String> {
         }
         Dtype::F16 => chunks(2)?.map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => chunks(2)?.map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(format!("unsupported dtype {other:?} (expected a floating-point tensor)")),
+        other => return Err(TensorDecodeError::Dtype(format!("{other:?}"))),
     })
 }
 

@@ -7,6 +7,7 @@
 //! a report with the held-out loss before and after. Cancelling leaves nothing behind: the caller's store is only
 //! written with a finished result.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -27,16 +28,55 @@ use crate::train::reptile::{InnerLoop, InnerProgress, LoopError, inner_loop};
 use crate::train::step::{Objective, evaluate_mean_until};
 use crate::train::vgg::Vgg19;
 
+/// Why a personalization did not produce an identity.
 #[derive(Debug, thiserror::Error)]
 pub enum PersonalizeError {
+    /// The clip could not be opened.
+    #[error("opening {path}: {source}")]
+    Open {
+        /// The clip.
+        path: PathBuf,
+        /// Why.
+        source: Box<crate::capture::CaptureError>,
+    },
+    /// The clip could not be read into frames (too few faces, a broken frame).
+    #[error("preparing {path}: {source}")]
+    Clip {
+        /// The clip.
+        path: PathBuf,
+        /// Why.
+        source: Box<crate::clip::frames::ClipError>,
+    },
+    /// The identity-embedding network is missing or broken.
+    #[error("the identity-embedding network is not installed: run `bash scripts/provision-id-model.sh`: {0}")]
+    Embedder(crate::face::FaceError),
+    /// The face models failed.
+    #[error(transparent)]
+    Face(#[from] crate::face::FaceError),
+    /// The VGG-19 weights of the perceptual loss could not be loaded.
+    #[error("loading {path}: {source}")]
+    Vgg {
+        /// The weights file.
+        path: PathBuf,
+        /// Why.
+        source: Box<ModelError>,
+    },
+    /// The training device cannot be used.
+    #[error(transparent)]
+    Device(#[from] crate::runtime::RuntimeError),
+    /// Conditioning could not be drawn.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// A training sample could not be built.
     #[error(transparent)]
     Sample(#[from] SampleError),
+    /// The generator failed.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The training loop stopped.
     #[error(transparent)]
     Loop(#[from] LoopError),
+    /// The loss became non-finite.
     #[error("training diverged (non-finite loss); the identity was not saved")]
     Diverged,
 }
@@ -44,38 +84,63 @@ pub enum PersonalizeError {
 /// What a personalization did (the `--report` JSON).
 #[derive(Clone, Debug, Serialize)]
 pub struct PersonalizeReport {
+    /// Adam steps taken.
     pub steps: usize,
+    /// Wall time of the job (held-out scoring and training, not the clip's reading), in seconds.
     pub seconds: f64,
+    /// Mean training loss over the held-out frames with the base weights.
     pub heldout_loss_before: f64,
+    /// Mean training loss over the held-out frames with the personalized weights; lower than before if it helped.
     pub heldout_loss_after: f64,
     /// Loss terms used ("l1", "eye", "mouth", "perceptual").
     pub losses: Vec<String>,
+    /// Frames trained on.
     pub frames_used: usize,
+    /// Frames held out for scoring, never trained on.
     pub frames_heldout: usize,
+    /// Frames of the clip read but skipped because no face was found.
     pub frames_without_face: usize,
     /// Clip index of the chosen source frame.
     pub source_frame: u64,
     /// Weight tensors that changed and are stored as the identity's delta.
     pub tensors_changed: usize,
+    /// Total training loss of each step, before its update.
     pub loss_per_step: Vec<f32>,
 }
 
 /// Where a personalization is: scoring the held-out frames before or after training, or a training step.
 #[derive(Clone, Debug)]
 pub enum PersonalizeProgress {
-    Scoring { after: bool, done: usize, total: usize },
+    /// Scoring the held-out frames.
+    Scoring {
+        /// `false` while scoring the base weights, `true` the personalized ones.
+        after: bool,
+        /// Held-out frames scored so far.
+        done: usize,
+        /// Held-out frames in all.
+        total: usize,
+    },
+    /// A training step finished.
     Step(InnerProgress),
 }
 
 /// Settings of one run.
 pub struct PersonalizeJob<'a> {
+    /// Display name of the new identity.
     pub name: String,
+    /// Adam steps to take (the paper's K).
     pub steps: usize,
+    /// Optimizer settings.
     pub adam: AdamConfig,
+    /// The perceptual loss's network; without it the perceptual term is left out.
     pub vgg: Option<&'a Vgg19>,
+    /// Where training and scoring run.
     pub device: &'a burn::tensor::Device,
     /// SHA-256 of the base weights file, recorded so the delta is only applied to the same base.
     pub base_sha256: Option<String>,
+    /// Tag of the embedder that made the identity vector (`face::embed::IdEmbedder::tag`); checked against the
+    /// model's and recorded with the identity.
+    pub embedder: String,
 }
 
 /// The held-out frames and how to score a model on them.
@@ -117,6 +182,7 @@ pub fn personalize(
 ) -> Result<(NewIdentity, PersonalizeReport), PersonalizeError> {
     let started = Instant::now();
     let mut builder = InputBuilder::new(&base.config)?;
+    builder.check_embedder(Some(&job.embedder))?;
     let train = samples(&mut builder, clip, &clip.training(), &id_vector)?;
     let heldout = samples(&mut builder, clip, &clip.holdout, &id_vector)?;
     let weights = if job.vgg.is_some() {
@@ -171,6 +237,7 @@ pub fn personalize(
         id_vector: Some(id_vector),
         weights_delta: delta,
         base_model_sha256: job.base_sha256.clone(),
+        embedder: Some(job.embedder.clone()),
         personalization: Some(PersonalizationInfo {
             steps: report.steps,
             seconds: report.seconds,

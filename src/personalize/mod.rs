@@ -4,5 +4,6 @@
 //! frames) and the fine-tuning job (`job`: K Adam steps from the base model, report). Receives a clip, the base
 //! model and an identity embedding; emits identities the pipeline and the panel can select.
 
+pub mod from_clip;
 pub mod job;
 pub mod store;

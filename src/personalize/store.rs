@@ -22,6 +22,7 @@ use crate::atomic_file::write_atomic;
 use crate::model::weights::WeightStore;
 use crate::tensor::HostTensor;
 
+/// Version written to `identity.json`; an identity of another version is reported corrupt rather than misread.
 pub const FORMAT_VERSION: u32 = 1;
 const MANIFEST_FILE: &str = "identity.json";
 const PORTRAIT_FILE: &str = "portrait.png";
@@ -30,26 +31,49 @@ const TENSORS_FILE: &str = "tensors.safetensors";
 const DATA_FILES: [&str; 2] = [PORTRAIT_FILE, TENSORS_FILE];
 const STAGING_PREFIX: &str = ".staging-";
 const TRASH_PREFIX: &str = ".trash-";
-/// Tensor names inside `tensors.safetensors`.
+/// Tensor names inside `tensors.safetensors`: the portrait's landmarks, `[n, 2|3]` in portrait pixels.
 pub const LANDMARKS_TENSOR: &str = "landmarks";
+/// The identity embedding, `[d]` (absent when none was computed).
 pub const ID_VECTOR_TENSOR: &str = "id_vector";
+/// Prefix of the weight-delta tensors: `delta.<official key>` replaces base tensor `<official key>`.
 pub const DELTA_PREFIX: &str = "delta.";
 /// Largest file accepted from an import archive (a full generator copy is ~520 MB).
 const MAX_IMPORT_FILE_BYTES: u64 = 2 << 30;
 const MAX_NAME_CHARS: usize = 80;
 
+/// Why an identity could not be listed, loaded, written or moved; the library on disk is left as it was.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// Reading or writing a file or directory of the library failed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No identity directory has this id (or the id is not a valid slug).
     #[error("identity `{0}` does not exist")]
     NotFound(String),
+    /// The identity's directory is incomplete, tampered with or of another format version; it is never loaded.
     #[error("identity `{id}` is corrupt: {reason}")]
-    Corrupt { id: String, reason: String },
+    Corrupt {
+        /// The identity's id (its directory name).
+        id: String,
+        /// What is wrong (missing file, failed checksum, bad manifest).
+        reason: String,
+    },
+    /// What the caller asked to store is not valid (a bad name, landmarks of the wrong shape).
     #[error("invalid identity: {0}")]
     Invalid(String),
+    /// An import or export archive is malformed, incomplete or fails its checksums.
     #[error("identity archive {path} is not usable: {reason}")]
-    Archive { path: PathBuf, reason: String },
+    Archive {
+        /// The archive file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
@@ -59,35 +83,51 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IdentityError + '_ {
 /// How an identity was personalized (absent for a plain portrait).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PersonalizationInfo {
+    /// Adam steps taken.
     pub steps: usize,
+    /// Wall time of the fine-tuning job, in seconds.
     pub seconds: f64,
+    /// Loss terms used ("l1", "eye", "mouth", "perceptual").
     pub losses: Vec<String>,
+    /// Mean held-out loss with the base weights.
     pub heldout_loss_before: f64,
+    /// Mean held-out loss with the personalized weights.
     pub heldout_loss_after: f64,
 }
 
 /// `identity.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IdentityMeta {
+    /// `FORMAT_VERSION` of the build that wrote it.
     pub format_version: u32,
+    /// Directory name: a slug of the name, unique in the library, never changed by a rename.
     pub id: String,
+    /// Display name (1–80 printable characters).
     pub name: String,
+    /// Creation time, in seconds since the Unix epoch.
     pub created_unix_s: u64,
     /// SHA-256 of the base weights a delta applies to (None: no weights delta).
     pub base_model_sha256: Option<String>,
+    /// The personalization report (`None`: a plain portrait).
     pub personalization: Option<PersonalizationInfo>,
     /// SHA-256 of every data file, by file name.
     pub files: BTreeMap<String, String>,
+    /// Tag of the face embedder that made the identity vector (`face::embed`; `external` for a vector given as a
+    /// file). Absent in identities made before it was recorded, whose vectors all came from the dlib network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<String>,
 }
 
 /// A loaded identity.
 #[derive(Clone, Debug)]
 pub struct Identity {
+    /// Its manifest, checksums verified.
     pub meta: IdentityMeta,
     /// The 256² portrait crop.
     pub portrait: RgbImage,
     /// The portrait's landmarks `[n, 3]` in portrait pixels.
     pub landmarks: HostTensor,
+    /// Identity embedding the generator is conditioned on (`None`: not computed; the neural engine needs it).
     pub id_vector: Option<Vec<f32>>,
     /// Changed weight tensors by official key (empty when not personalized).
     pub weights_delta: WeightStore,
@@ -96,19 +136,30 @@ pub struct Identity {
 /// What the caller provides to create an identity.
 #[derive(Clone, Debug)]
 pub struct NewIdentity {
+    /// Display name (1–80 printable characters; the id is derived from it).
     pub name: String,
+    /// The 256² portrait crop.
     pub portrait: RgbImage,
+    /// The portrait's landmarks `[n, 2|3]` in portrait pixels.
     pub landmarks: HostTensor,
+    /// Identity embedding (`None`: not computed).
     pub id_vector: Option<Vec<f32>>,
+    /// Weight tensors that differ from the base model, by official key (empty: the base model).
     pub weights_delta: WeightStore,
+    /// SHA-256 of the base weights the delta applies to.
     pub base_model_sha256: Option<String>,
+    /// The personalization report (`None`: a plain portrait).
     pub personalization: Option<PersonalizationInfo>,
+    /// Tag of the embedder that made `id_vector` (see `IdentityMeta::embedder`).
+    pub embedder: Option<String>,
 }
 
 /// One row of a listing: the directory name and either its manifest or why it cannot be used.
 #[derive(Debug)]
 pub struct ListEntry {
+    /// The directory name.
     pub id: String,
+    /// The verified manifest, or why the identity cannot be loaded.
     pub meta: Result<IdentityMeta, IdentityError>,
 }
 
@@ -178,6 +229,31 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 }
 
 /// The identity library rooted at a directory.
+///
+/// ```
+/// use metaportrait::personalize::store::{IdentityStore, NewIdentity};
+/// use metaportrait::tensor::HostTensor;
+///
+/// let dir = tempfile::tempdir()?;
+/// let store = IdentityStore::open(dir.path())?;
+/// let id = store.add(&NewIdentity {
+///     name: "Ada".into(),
+///     portrait: image::RgbImage::new(256, 256),
+///     landmarks: HostTensor::zeros(&[478, 3]),
+///     id_vector: Some(vec![0.0; 128]),
+///     weights_delta: Default::default(),
+///     base_model_sha256: None,
+///     personalization: None,
+///     embedder: Some("dlib-resnet-v1".into()),
+/// })?;
+/// let listed = store.list()?;
+/// assert_eq!((listed.len(), listed[0].id.as_str()), (1, id.as_str()));
+/// let ada = store.load(&id)?;
+/// assert_eq!((ada.meta.name.as_str(), ada.id_vector.map(|v| v.len())), ("Ada", Some(128)));
+/// store.remove(&id)?;
+/// assert!(store.list()?.is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct IdentityStore {
     root: PathBuf,
 }
@@ -191,6 +267,7 @@ impl IdentityStore {
         Ok(store)
     }
 
+    /// The library's directory.
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -336,6 +413,7 @@ impl IdentityStore {
                 base_model_sha256: new.base_model_sha256.clone(),
                 personalization: new.personalization.clone(),
                 files,
+                embedder: new.embedder.clone(),
             };
             let json = serde_json::to_vec_pretty(&meta).map_err(|e| IdentityError::Invalid(e.to_string()))?;
             write_synced(&staging.join(MANIFEST_FILE), &json)
@@ -498,6 +576,7 @@ mod tests {
             weights_delta: delta,
             base_model_sha256: Some("ab".repeat(32)),
             personalization: None,
+            embedder: Some("arcface-0011223344556677".into()),
         }
     }
 
@@ -510,6 +589,7 @@ mod tests {
         assert_eq!(store.add(&sample("Ada Lovelace")).unwrap(), "ada-lovelace-2");
         let loaded = store.load(&id).unwrap();
         assert_eq!(loaded.meta.name, "Ada Lovelace");
+        assert_eq!(loaded.meta.embedder.as_deref(), Some("arcface-0011223344556677"));
         assert_eq!(loaded.portrait, sample("x").portrait);
         assert_eq!(loaded.id_vector, Some(vec![0.6, 0.8]));
         assert_eq!(loaded.weights_delta.get("SPDAE_G.conv_img.bias").unwrap().data(), &[0.25; 3]);

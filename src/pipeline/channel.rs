@@ -52,11 +52,27 @@ impl<T> Drop for LatestReceiver<T> {
 /// Why a send did not deliver.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
+    /// The receiver was dropped; nothing will read this channel again.
     #[error("the receiving stage has stopped")]
     Disconnected,
 }
 
 /// A channel holding at most `capacity` values (at least 1).
+///
+/// A slow receiver sees the newest values; the sender never waits, and counts what it dropped:
+///
+/// ```
+/// use metaportrait::pipeline::channel::latest;
+///
+/// let (tx, rx) = latest::<u32>(2);
+/// for frame in 0..5 {
+///     tx.send(frame).expect("the receiver is alive");
+/// }
+/// assert_eq!(rx.try_iter().collect::<Vec<_>>(), vec![3, 4]);
+/// assert_eq!(tx.dropped(), 3);
+/// drop(rx);
+/// assert!(tx.send(5).is_err(), "a stopped stage is reported to its sender");
+/// ```
 pub fn latest<T>(capacity: usize) -> (LatestSender<T>, LatestReceiver<T>) {
     let (tx, rx) = channel::bounded(capacity.max(1));
     let gone = Arc::new(AtomicBool::new(false));

@@ -10,24 +10,32 @@ use image::RgbImage;
 
 use crate::model::preview::gpu::{GpuContext, GpuError, GpuMeshWarp};
 use crate::model::preview::{MeshWarp, PreviewError};
+use crate::personalize::store::Identity;
 
 /// Why an engine could not take an identity or produce a frame.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// `drive` was called before any identity was set.
     #[error("no identity is selected")]
     NoIdentity,
+    /// The CPU mesh warp rejected the identity or the target landmarks.
     #[error(transparent)]
     Preview(#[from] PreviewError),
+    /// The wgpu mesh warp failed (no adapter, device lost, readback failed).
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The generator failed to build its sessions (e.g. with the identity's weight delta) or to run.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
+    /// The generator's conditioning could not be built from the identity or the target landmarks.
     #[error(transparent)]
     Input(#[from] crate::model::inputs::InputError),
+    /// The identity was stored without an embedding.
     #[error(
         "this identity has no identity embedding, which the neural engine needs (personalize it, or use the preview engine)"
     )]
     NoIdVector,
+    /// Anything else the engine could not do, said in words (e.g. the generator returned no prediction).
     #[error("{0}")]
     Other(String),
 }
@@ -43,12 +51,39 @@ pub struct EngineIdentity {
     pub id_vector: Option<Vec<f32>>,
     /// Personalized weights replacing base tensors, by official key (empty: the base model).
     pub weights_delta: crate::model::weights::WeightStore,
+    /// Tag of the embedder that made `id_vector` (`None`: an identity from before tags, i.e. the dlib network).
+    pub embedder: Option<String>,
+}
+
+/// A library identity whose landmarks are not a `[n, 3]` table.
+#[derive(Debug, thiserror::Error)]
+#[error("identity `{id}` has landmarks of shape {shape:?}; expected [n, 3]")]
+pub struct LandmarkShapeError {
+    /// The identity's id.
+    pub id: String,
+    /// The shape found.
+    pub shape: Vec<usize>,
 }
 
 impl EngineIdentity {
     /// An identity with only a portrait and its landmarks (all the preview engine needs).
     pub fn portrait_only(portrait: RgbImage, landmarks: Vec<[f32; 3]>) -> Self {
-        Self { portrait, landmarks, id_vector: None, weights_delta: Default::default() }
+        Self { portrait, landmarks, id_vector: None, weights_delta: Default::default(), embedder: None }
+    }
+
+    /// What the engines need of library identity `id`.
+    pub fn from_library(id: &str, identity: Identity) -> Result<Self, LandmarkShapeError> {
+        let landmarks = match identity.landmarks.shape() {
+            [_, 3] => identity.landmarks.data().chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect(),
+            shape => return Err(LandmarkShapeError { id: id.to_owned(), shape: shape.to_vec() }),
+        };
+        Ok(Self {
+            portrait: identity.portrait,
+            landmarks,
+            id_vector: identity.id_vector,
+            weights_delta: identity.weights_delta,
+            embedder: identity.meta.embedder,
+        })
     }
 }
 
@@ -65,8 +100,10 @@ pub trait LiveEngine: Send {
 }
 
 /// Tells the user how to get the neural engine; shown while the preview engine runs.
-pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): convert the official \
-     checkpoint with `metaportrait import-checkpoint` to use the MetaPortrait generator";
+pub const NEURAL_WEIGHTS_HINT: &str = "preview engine (mesh warp, no neural weights installed): the neural engine \
+     needs generator weights trained on MediaPipe landmarks (`metaportrait train`); the official checkpoint \
+     (converted by `metaportrait import-checkpoint`) runs as released only on the official preprocessed data \
+     (`metaportrait reconstruct`)";
 
 /// The portrait's mesh on the device that draws it.
 enum Warp {
@@ -189,6 +226,7 @@ impl LiveEngine for NeuralEngine {
 
     fn set_identity(&mut self, identity: &EngineIdentity) -> Result<(), EngineError> {
         let id = identity.id_vector.as_deref().ok_or(EngineError::NoIdVector)?;
+        self.inputs.check_embedder(identity.embedder.as_deref())?;
         if !identity.weights_delta.is_empty() || self.personalized {
             self.rebuild(&identity.weights_delta)?;
         }
@@ -230,6 +268,7 @@ pub enum PreviewDevice {
     /// wgpu when an adapter exists (even a software one, which still beats the CPU path), else the CPU.
     #[default]
     Auto,
+    /// The CPU rasterizer, whatever adapters exist.
     Cpu,
     /// wgpu, or an error when no adapter exists.
     Gpu,

@@ -30,6 +30,7 @@ impl PixelFormat {
 pub struct StageTime {
     /// Stage name as shown in the panel ("capture", "face", "model", "tsr", ...).
     pub stage: &'static str,
+    /// Wall time the stage spent, in milliseconds.
     pub latency_ms: f32,
 }
 
@@ -38,20 +39,28 @@ pub struct StageTime {
 pub struct OutputFrame {
     /// `width * height * format.bytes_per_pixel()` bytes; a frame of any other length is skipped with a warning.
     pub pixels: Vec<u8>,
+    /// Layout of `pixels`.
     pub format: PixelFormat,
+    /// Width, in pixels.
     pub width: u32,
+    /// Height, in pixels.
     pub height: u32,
-    /// Capture time of the camera frame this output was generated from, on the pipeline's clock.
+    /// Capture time of the camera frame this output was generated from, on the pipeline's clock, in microseconds.
     pub timestamp_us: u64,
+    /// What each stage spent on this frame, in pipeline order.
     pub stage_times: Vec<StageTime>,
 }
 
 /// A camera frame for the small preview, with the face landmarks detected on it.
 #[derive(Clone, Debug)]
 pub struct PreviewFrame {
+    /// `width * height * format.bytes_per_pixel()` bytes.
     pub pixels: Vec<u8>,
+    /// Layout of `pixels`.
     pub format: PixelFormat,
+    /// Width, in pixels.
     pub width: u32,
+    /// Height, in pixels.
     pub height: u32,
     /// Landmark positions in image pixels (x right, y down, origin at the top-left corner).
     pub landmarks: Vec<[f32; 2]>,
@@ -60,7 +69,9 @@ pub struct PreviewFrame {
 /// What the recorder is writing, as reported by it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordingStatus {
+    /// Name of the file being written (without its directory).
     pub file_name: String,
+    /// Length recorded so far, in seconds.
     pub elapsed_s: f64,
 }
 
@@ -69,6 +80,7 @@ pub struct RecordingStatus {
 pub struct Stats {
     /// Output frames per second.
     pub fps: f32,
+    /// Recent latency of each stage, in pipeline order.
     pub stage_latency: Vec<StageTime>,
     /// Camera capture to frame on screen, when the pipeline can measure it.
     pub glass_to_glass_ms: Option<f32>,
@@ -91,8 +103,11 @@ pub struct Stats {
 /// An RGBA8 thumbnail, tightly packed, top row first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Thumbnail {
+    /// `width * height * 4` bytes.
     pub rgba: Vec<u8>,
+    /// Width, in pixels.
     pub width: u32,
+    /// Height, in pixels.
     pub height: u32,
 }
 
@@ -101,7 +116,9 @@ pub struct Thumbnail {
 pub struct IdentityEntry {
     /// The identity store's id.
     pub id: String,
+    /// Display name.
     pub name: String,
+    /// The portrait, scaled down (`None`: it could not be loaded, e.g. a corrupt identity).
     pub thumbnail: Option<Thumbnail>,
 }
 
@@ -109,13 +126,26 @@ pub struct IdentityEntry {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Progress {
     /// Reading and meshing the clip: `frames` read so far.
-    ReadingClip { frames: u32 },
+    ReadingClip {
+        /// Frames read so far.
+        frames: u32,
+    },
     /// Measuring the held-out loss before (`after` false) or after training: `done` of `total` frames.
-    Scoring { after: bool, done: u32, total: u32 },
+    Scoring {
+        /// `false` before training, `true` after.
+        after: bool,
+        /// Held-out frames scored so far.
+        done: u32,
+        /// Held-out frames in all.
+        total: u32,
+    },
     /// Training step `step` of `total` and its loss.
     Training {
+        /// Steps done, counted from 1.
         step: u32,
+        /// Steps the run takes.
         total: u32,
+        /// Total training loss of that step.
         loss: f32,
         /// Estimated seconds left, once the trainer can tell.
         eta_s: Option<f32>,
@@ -140,25 +170,39 @@ pub use crate::face::motion::MotionMode;
 /// A request from the window to the rest of the app.
 #[derive(Clone, Debug, PartialEq)]
 pub enum UiCommand {
+    /// Animate the identity with this id.
     SelectIdentity(String),
+    /// Add a new identity from a portrait image file (its face is found and cropped).
     AddPortrait(std::path::PathBuf),
+    /// Change an identity's display name (its id stays).
     RenameIdentity {
+        /// The identity's id.
         id: String,
+        /// The new display name.
         name: String,
     },
+    /// Delete the identity with this id from the library.
     DeleteIdentity(String),
     /// Personalize the selected identity from a video clip.
     PersonalizeFromClip {
+        /// The identity to replace with the personalized one.
         id: String,
+        /// The clip: a video, a directory of frames or one image.
         clip: std::path::PathBuf,
     },
+    /// Stop the running personalization; the identity stays as it was.
     CancelPersonalize,
+    /// Switch how driving motion is applied.
     SetMotionMode(MotionMode),
+    /// Forget the driver's crop and the motion reference and take them again from the next frames.
     Recalibrate,
     /// Temporal smoothing strength in `0.0..=1.0`.
     SetSmoothing(f32),
+    /// Turn temporal super-resolution (256 → 512) on or off.
     SetTsr(bool),
+    /// Start recording the output to a new file in the user's recordings directory.
     StartRecording,
+    /// Finish the recording in progress.
     StopRecording,
     /// The window is closing.
     Quit,
@@ -167,13 +211,17 @@ pub enum UiCommand {
 /// Channels the window is started with. Make every one bounded: the window drains each to its newest value on
 /// every pass and never waits on any, and a full `commands` channel costs the dropped command (logged).
 pub struct WindowInputs {
+    /// Generated frames for the main view.
     pub output: Receiver<OutputFrame>,
+    /// Camera frames with landmarks for the small preview.
     pub preview: Receiver<PreviewFrame>,
+    /// Pipeline health.
     pub stats: Receiver<Stats>,
     /// Complete snapshots of the identity library, sent whenever it changes.
     pub identities: Receiver<Vec<IdentityEntry>>,
     /// `Some` while personalizing; `None` once it finished or was cancelled.
     pub progress: Receiver<Option<Progress>>,
+    /// Where the window's requests go.
     pub commands: Sender<UiCommand>,
     /// Settings to start with (restored by the caller).
     pub settings: super::settings::UiSettings,

@@ -3,6 +3,7 @@
 //! Owns stage wiring, shutdown and statistics. Every stage runs on its own thread and talks to the next only through
 //! a `channel::latest` channel, so a slow stage drops stale frames instead of queueing latency.
 
+pub mod bench;
 pub mod channel;
 pub mod demo;
 pub mod engine;

@@ -15,41 +15,47 @@ use std::time::Instant;
 use crossbeam::channel::{Receiver, TryRecvError, bounded};
 
 use super::channel::LatestSender;
-use crate::capture::{CaptureError, Frame, FrameSize, FrameSource};
-use crate::clip::frames::{DEFAULT_MAX_FRAMES, prepare_clip};
-use crate::face::FaceMesher;
-use crate::face::embed::IdEmbedder;
+use super::messages::Progress;
+use crate::clip::frames::DEFAULT_MAX_FRAMES;
 use crate::model::generator::GeneratorModel;
-use crate::personalize::job::{PersonalizeJob, PersonalizeProgress, PersonalizeReport, personalize};
+use crate::personalize::from_clip::{ClipProgress, ClipRequest, personalize_clip};
+use crate::personalize::job::{PersonalizeError, PersonalizeProgress, PersonalizeReport};
 use crate::personalize::store::NewIdentity;
-use crate::pipeline::messages::Progress;
-use crate::train::vgg::Vgg19;
+use crate::train::reptile::LoopError;
 
 /// What the window's personalization fine-tunes and with what.
 #[derive(Clone, Debug)]
 pub struct PersonalizeBase {
+    /// The base generator every personalization starts from (shared with the neural engine, never modified).
     pub model: Arc<GeneratorModel>,
     /// SHA-256 of the base weights file.
     pub weights_sha256: String,
+    /// The face detector and landmark models.
     pub models_dir: PathBuf,
+    /// The identity-embedding network.
     pub id_model: PathBuf,
     /// VGG-19 weights for the perceptual loss, when installed.
     pub vgg: Option<PathBuf>,
+    /// Adam steps per personalization (the paper's K).
     pub steps: usize,
 }
 
 /// A finished personalization: the identity it personalized, the new contents and the report.
 pub struct Finished {
+    /// The identity that was personalized (to be replaced).
     pub id: String,
+    /// Its new contents.
     pub identity: NewIdentity,
+    /// What the run did.
     pub report: PersonalizeReport,
 }
 
 /// A personalization in progress.
 pub struct Running {
+    /// The identity being personalized.
     pub id: String,
     cancel: Arc<AtomicBool>,
-    done: Receiver<Result<Finished, String>>,
+    done: Receiver<Result<Finished, PersonalizeEnd>>,
     join: Option<JoinHandle<()>>,
 }
 
@@ -72,12 +78,13 @@ impl Running {
         Ok(Self { id, cancel, done, join: Some(join) })
     }
 
+    /// Asks the worker to stop at its next frame or step; `poll` then reports `PersonalizeEnd::Cancelled`.
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::Release);
     }
 
     /// The result once the worker has finished (`None` while it runs).
-    pub fn poll(&mut self) -> Option<Result<Finished, String>> {
+    pub fn poll(&mut self) -> Option<Result<Finished, PersonalizeEnd>> {
         match self.done.try_recv() {
             Ok(result) => {
                 if let Some(join) = self.join.take() {
@@ -86,7 +93,7 @@ impl Running {
                 Some(result)
             }
             Err(TryRecvError::Empty) => None,
-            Err(TryRecvError::Disconnected) => Some(Err("the personalization thread stopped unexpectedly".into())),
+            Err(TryRecvError::Disconnected) => Some(Err(PersonalizeEnd::WorkerStopped)),
         }
     }
 
@@ -99,27 +106,18 @@ impl Running {
     }
 }
 
-/// The notice of a cancelled run.
-const CANCELLED: &str = "personalization cancelled; the identity is unchanged";
-
-/// A frame source that ends early once `cancel` is set, so reading a long clip stops promptly.
-struct UntilCancelled<'a> {
-    inner: Box<dyn FrameSource>,
-    cancel: &'a AtomicBool,
-}
-
-impl FrameSource for UntilCancelled<'_> {
-    fn next_frame(&mut self) -> Result<Option<Frame>, CaptureError> {
-        if self.cancel.load(Ordering::Acquire) { Ok(None) } else { self.inner.next_frame() }
-    }
-
-    fn frame_rate_hz(&self) -> f64 {
-        self.inner.frame_rate_hz()
-    }
-
-    fn size(&self) -> FrameSize {
-        self.inner.size()
-    }
+/// How a personalization ended without an identity (the text is the panel's notice).
+#[derive(Debug, thiserror::Error)]
+pub enum PersonalizeEnd {
+    /// The user cancelled.
+    #[error("personalization cancelled; the identity is unchanged")]
+    Cancelled,
+    /// Something failed.
+    #[error("personalization failed: {0}")]
+    Failed(PersonalizeError),
+    /// The worker thread ended without a result (it panicked).
+    #[error("the personalization thread stopped unexpectedly")]
+    WorkerStopped,
 }
 
 fn run(
@@ -129,48 +127,32 @@ fn run(
     clip_path: &std::path::Path,
     cancel: &AtomicBool,
     progress: &LatestSender<Option<Progress>>,
-) -> Result<Finished, String> {
-    let fail = |what: &str, e: &dyn std::fmt::Display| format!("personalization failed: {what}: {e}");
-    let mut mesher = FaceMesher::from_dir(&base.models_dir).map_err(|e| fail("face models", &e))?;
+) -> Result<Finished, PersonalizeEnd> {
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    let source = super::live::open_file_source(clip_path).map_err(|e| fail("clip", &e))?;
-    let mut source = UntilCancelled { inner: source, cancel };
-    let clip = prepare_clip(&mut mesher, &mut source, None, DEFAULT_MAX_FRAMES, |n| {
-        progress.send(Some(Progress::ReadingClip { frames: count(n) })).ok();
-    });
-    if cancel.load(Ordering::Acquire) {
-        return Err(CANCELLED.to_owned());
-    }
-    let clip = clip.map_err(|e| fail("clip", &e))?;
-    let mut embedder = IdEmbedder::new(&base.id_model).map_err(|e| fail("identity embedding", &e))?;
-    let id_vector = embedder
-        .embed(&clip.source_picture, &clip.source_picture_landmarks)
-        .map_err(|e| fail("identity embedding", &e))?;
-    let vgg = match &base.vgg {
-        Some(path) => Some(Vgg19::load(path).map_err(|e| fail("VGG-19", &e))?),
-        None => None,
-    };
-    let device =
-        crate::runtime::burn_device::exec_device(crate::runtime::Device::Auto).map_err(|e| fail("device", &e))?;
-    let job = PersonalizeJob {
+    let request = ClipRequest {
+        clip: clip_path.to_path_buf(),
         name,
+        max_frames: DEFAULT_MAX_FRAMES,
         steps: base.steps,
-        adam: Default::default(),
-        vgg: vgg.as_ref(),
-        device: &device,
+        models_dir: base.models_dir.clone(),
+        id_model: base.id_model.clone(),
+        vgg: base.vgg.clone(),
+        device: crate::runtime::Device::Auto,
         base_sha256: Some(base.weights_sha256.clone()),
     };
     // The ETA counts training time only: from the end of the first held-out scoring.
     let mut training_since = Instant::now();
-    let (identity, report) = personalize(&base.model, &clip, id_vector, &job, cancel, |p| {
+    let (identity, report) = personalize_clip(&base.model, &request, cancel, |p| {
         let shown = match p {
-            PersonalizeProgress::Scoring { after, done, total } => {
+            ClipProgress::Reading { frames, .. } => Progress::ReadingClip { frames: count(*frames) },
+            ClipProgress::ClipReady(_) => return,
+            ClipProgress::Job(PersonalizeProgress::Scoring { after, done, total }) => {
                 if !after && done == total {
                     training_since = Instant::now();
                 }
                 Progress::Scoring { after: *after, done: count(*done), total: count(*total) }
             }
-            PersonalizeProgress::Step(step) => {
+            ClipProgress::Job(PersonalizeProgress::Step(step)) => {
                 let (done, total) = (count(step.step), count(step.total));
                 let per_step_s = training_since.elapsed().as_secs_f32() / done.max(1) as f32;
                 let eta_s = Some(per_step_s * total.saturating_sub(done) as f32);
@@ -180,10 +162,8 @@ fn run(
         progress.send(Some(shown)).ok();
     })
     .map_err(|e| match e {
-        crate::personalize::job::PersonalizeError::Loop(crate::train::reptile::LoopError::Cancelled(_)) => {
-            CANCELLED.to_owned()
-        }
-        other => fail("training", &other),
+        PersonalizeError::Loop(LoopError::Cancelled(_)) => PersonalizeEnd::Cancelled,
+        other => PersonalizeEnd::Failed(other),
     })?;
     Ok(Finished { id, identity, report })
 }

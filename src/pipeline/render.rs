@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 
 use crate::capture::{Frame, FrameSource};
-use crate::face::facecrop::{CropBox, CropPolicy, FaceBox};
+use crate::face::driver::{DriverCrop, DriverTracker};
 use crate::face::motion::{MotionMode, MotionTransfer};
-use crate::face::{FaceError, FaceMesher, FaceTracker, TrackerOptions};
+use crate::face::{FaceError, FaceMesher, TrackerOptions};
 use crate::model::inputs::{planar_unit_to_image, write_planar_unit};
 use crate::model::preview::PreviewError;
 use crate::pipeline::engine::{EngineError, EngineIdentity, LiveEngine};
@@ -22,28 +22,45 @@ use crate::record::{PushOutcome, RecordError, Recorder, RecorderConfig, Recordin
 /// How long to wait for the encoder when its queue is full (offline rendering never drops frames).
 const ENCODER_BACKOFF: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// Why an offline render failed. The output file is only as complete as the recorder left it (see `RecordError`).
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
+    /// The portrait cannot be driven: no face in it, non-finite landmarks, or landmarks motion transfer rejects.
     #[error("portrait {path}: {reason}")]
-    Portrait { path: PathBuf, reason: String },
+    Portrait {
+        /// The portrait file (the output file when motion transfer rejects the identity's landmarks).
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The face detector or landmark models failed.
     #[error(transparent)]
     Face(#[from] FaceError),
+    /// A driving frame could not be read.
     #[error(transparent)]
     Capture(#[from] crate::capture::CaptureError),
+    /// The preview mesh warp failed.
     #[error(transparent)]
     Preview(#[from] PreviewError),
+    /// The engine rejected the identity or failed on a frame.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The output file could not be started or finished.
     #[error(transparent)]
     Record(#[from] RecordError),
+    /// The driving input ended before its first frame.
     #[error("the driving input has no frames")]
     NoFrames,
+    /// No driving frame had a face, so nothing moved.
     #[error("no face was found in any driving frame")]
     NoDrivingFace,
+    /// The recorder stopped taking frames mid-render (its state, in words).
     #[error("the recorder stopped: {0}")]
     RecorderStopped(String),
+    /// Temporal super-resolution got or returned tensors of the wrong shape.
     #[error("temporal super-resolution: {0}")]
     Tsr(String),
+    /// The temporal SR network failed to run.
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
 }
@@ -51,15 +68,19 @@ pub enum RenderError {
 /// What the render produced.
 #[derive(Debug)]
 pub struct RenderSummary {
+    /// Output frames written: one per driving frame.
     pub frames: u64,
     /// Driving frames without a detected face (their output holds the last pose).
     pub frames_without_face: u64,
+    /// What the recorder wrote.
     pub recording: RecordingSummary,
 }
 
 /// The portrait prepared for driving: its 256² crop and landmarks in crop pixels (z scaled like x).
 pub struct PreparedPortrait {
+    /// The 256² crop.
     pub crop: RgbImage,
+    /// Landmarks in crop pixels (z scaled like x).
     pub landmarks: Vec<[f32; 3]>,
     /// The landmarks on the original picture (for the identity embedding, which aligns its own chip).
     pub frame_landmarks: Vec<[f32; 3]>,
@@ -71,23 +92,23 @@ pub fn prepare_portrait(
     portrait: &RgbImage,
     path: &Path,
 ) -> Result<PreparedPortrait, RenderError> {
-    let policy = CropPolicy::official();
+    let mut driver = DriverCrop::official();
     let faces = mesher.detect_landmarks(portrait, true)?;
     let face =
         faces.first().ok_or_else(|| RenderError::Portrait { path: path.into(), reason: "no face found".into() })?;
     if faces.len() > 1 {
         tracing::warn!(faces = faces.len(), "the portrait has several faces; using the largest");
     }
-    let points: Vec<[f32; 2]> = face.landmarks.points.iter().map(|p| [p[0], p[1]]).collect();
-    let face_box = FaceBox::of_points(&points)
+    let crop_box = driver
+        .place(&face.landmarks.points, portrait.width(), portrait.height())
         .ok_or_else(|| RenderError::Portrait { path: path.into(), reason: "landmarks are not finite".into() })?;
-    let crop_box = CropBox::official(face_box, portrait.width(), portrait.height(), &policy);
-    let mut crop = RgbImage::new(policy.out_size, policy.out_size);
+    let side = driver.out_size();
+    let mut crop = RgbImage::new(side, side);
     crop_box.crop_into(portrait, &mut crop);
     // Landmarks of the crop itself (the network saw them at this scale), falling back to the mapped ones.
     let landmarks = match mesher.detect_landmarks(&crop, true)?.first() {
         Some(f) => f.landmarks.points.clone(),
-        None => crop_box.landmarks_to_crop(&face.landmarks.points, policy.out_size),
+        None => crop_box.landmarks_to_crop(&face.landmarks.points, side),
     };
     Ok(PreparedPortrait { crop, landmarks, frame_landmarks: face.landmarks.points.clone() })
 }
@@ -97,8 +118,11 @@ pub const TSR_CHUNK_FRAMES: usize = 16;
 
 /// Settings of one offline render.
 pub struct RenderJob<'a> {
+    /// How driving motion is applied to the portrait.
     pub motion: MotionMode,
+    /// The video file to write.
     pub output: &'a Path,
+    /// Encoder settings of the output.
     pub recorder: RecorderConfig,
     /// Temporal super-resolution of the generated frames (256² → 512²) in chunks of `TSR_CHUNK_FRAMES`.
     pub tsr: Option<&'a mut crate::tsr::runner::TsrRunner>,
@@ -154,9 +178,9 @@ pub fn render_clip(
     job: RenderJob<'_>,
     mut progress: impl FnMut(u64),
 ) -> Result<RenderSummary, RenderError> {
-    let policy = CropPolicy::official();
+    let mut driver = DriverTracker::new(TrackerOptions { refine: true, ..TrackerOptions::default() });
     let mut tsr = job.tsr.map(|engine| ChunkedTsr { engine, pending: Vec::with_capacity(TSR_CHUNK_FRAMES) });
-    let size = policy.out_size;
+    let size = driver.out_size();
     engine.set_identity(identity)?;
     let portrait = PreparedPortrait {
         crop: identity.portrait.clone(),
@@ -168,8 +192,6 @@ pub fn render_clip(
         reason: format!("motion transfer: {e}"),
     };
     let mut motion = MotionTransfer::new(&portrait.landmarks, job.motion).map_err(motion_err)?;
-    let mut tracker = FaceTracker::new(TrackerOptions { refine: true, ..TrackerOptions::default() });
-    let mut driver_box: Option<CropBox> = None;
     let mut target3 = portrait.landmarks.clone();
     let mut driving_crop_pts = vec![[0.0f32; 3]; portrait.landmarks.len()];
     let mut out = RgbImage::new(size, size);
@@ -178,14 +200,9 @@ pub fn render_clip(
     let mut any_face = false;
     let result = (|| -> Result<(), RenderError> {
         while let Some(frame) = driving.next_frame()? {
-            let tracked = tracker.track(mesher, &frame.pixels, frame.timestamp_us as f64 * 1e-6)?;
-            match tracked.face {
-                Some(face) if face.landmarks.points.len() == driving_crop_pts.len() => {
-                    let pts: Vec<[f32; 2]> = face.landmarks.points.iter().map(|p| [p[0], p[1]]).collect();
-                    let crop_box = *driver_box.get_or_insert_with(|| {
-                        let b = FaceBox::of_points(&pts).unwrap_or(FaceBox { x: 0.0, y: 0.0, w: 1.0, h: 1.0 });
-                        CropBox::official(b, frame.pixels.width(), frame.pixels.height(), &policy)
-                    });
+            let driven = driver.track(mesher, &frame.pixels, frame.timestamp_us as f64 * 1e-6)?;
+            match (driven.tracked.face, driven.crop) {
+                (Some(face), Some(crop_box)) if face.landmarks.points.len() == driving_crop_pts.len() => {
                     crop_box.landmarks_into_crop(&face.landmarks.points, size, &mut driving_crop_pts);
                     motion.transfer(&driving_crop_pts, &mut target3).map_err(motion_err)?;
                     any_face = true;

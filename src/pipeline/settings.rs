@@ -20,6 +20,7 @@ pub const SMOOTHING_RANGE: std::ops::RangeInclusive<f32> = 0.0..=1.0;
 pub struct UiSettings {
     /// Id of the identity to animate; `None` until the user picks one.
     pub selected_identity: Option<String>,
+    /// How driving motion is applied to the portrait.
     pub motion_mode: MotionMode,
     /// In `SMOOTHING_RANGE`.
     pub smoothing: f32,

@@ -31,6 +31,7 @@ pub struct EncoderSettings {
 pub struct EncodedPicture {
     /// NAL units with 4-byte big-endian length prefixes (SPS/PPS removed).
     pub avcc: Vec<u8>,
+    /// Whether the picture is an IDR frame that decoding can start from.
     pub is_keyframe: bool,
 }
 

@@ -39,7 +39,9 @@ const BOX_HEADER_BYTES: usize = 8;
 /// Track parameters written into the init segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrackParams {
+    /// Picture size in pixels.
     pub size: FrameSize,
+    /// Ticks per second of the sample timestamps (normally [`TIMESCALE_HZ`]).
     pub timescale: u32,
     /// Sequence parameter set NAL unit, without start code or length.
     pub sps: Vec<u8>,
@@ -50,9 +52,11 @@ pub struct TrackParams {
 /// One compressed frame in MP4 framing (4-byte NAL lengths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EncodedSample {
+    /// The access unit: NAL units, each behind a 4-byte big-endian length.
     pub data: Vec<u8>,
     /// Decode (= presentation, no B-frames) time in track ticks.
     pub decode_time_ticks: u64,
+    /// Whether the sample is a keyframe (playback can start here).
     pub is_sync: bool,
 }
 

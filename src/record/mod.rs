@@ -63,6 +63,8 @@ pub struct RecorderConfig {
     pub keyframe_interval_ms: u32,
     /// Frames waiting for the encoder before `push` starts dropping.
     pub queue_frames: usize,
+    /// Expected frames per second, for rate control and the length of a lone last frame; must be
+    /// positive.
     pub frame_rate_hint_hz: f64,
 }
 
@@ -80,6 +82,7 @@ impl Default for RecorderConfig {
 /// What the recorder is doing, for display.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecorderState {
+    /// Accepting and encoding frames.
     Recording,
     /// Finished cleanly.
     Finished,
@@ -90,6 +93,7 @@ pub enum RecorderState {
 /// Result of [`Recorder::push`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushOutcome {
+    /// The frame is waiting for the encoder.
     Queued,
     /// The encoder is behind; the frame was dropped and counted.
     Dropped,
@@ -100,10 +104,13 @@ pub enum PushOutcome {
 /// Live counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RecorderStats {
+    /// Frames the encoder has compressed so far, including those not yet on disk.
     pub frames_encoded: u64,
     /// Frames inside whole fragments on disk: these survive a crash.
     pub frames_durable: u64,
+    /// Frames dropped because the queue was full or their size differed from the first frame.
     pub frames_dropped: u64,
+    /// Bytes of whole fragments (and the init segment) written so far.
     pub bytes_written: u64,
 }
 
@@ -118,38 +125,74 @@ pub struct RecordingSummary {
     pub duration_us: i64,
     /// Frames dropped because the encoder lagged or had the wrong size.
     pub frames_dropped: u64,
+    /// Size of the file in bytes.
     pub bytes_written: u64,
 }
 
 /// Recording errors.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
+    /// The `.partial.mp4` file could not be created (missing directory, no permission, ...).
     #[error("cannot create recording file {path}: {source}")]
     CreateFile {
+        /// The file that was to be created.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The first frame has a size H.264 cannot encode; nothing was recorded.
     #[error("frames of {size} cannot be encoded: H.264 needs even, non-zero sides up to 3840x2160")]
-    InvalidFrameSize { size: FrameSize },
+    InvalidFrameSize {
+        /// Size of the offending frame in pixels.
+        size: FrameSize,
+    },
+    /// A frame handed to the encoder differs in size from the first one.
     #[error("frame size changed from {expected} to {actual} during recording")]
-    FrameSizeChanged { expected: FrameSize, actual: FrameSize },
+    FrameSizeChanged {
+        /// Size of the first frame, which the encoder was set up for.
+        expected: FrameSize,
+        /// Size of this frame.
+        actual: FrameSize,
+    },
+    /// OpenH264 could not be set up or failed to encode a frame; the text is its explanation.
     #[error("H.264 encoder: {0}")]
     Encoder(String),
+    /// Writing to the file failed (disk full, I/O error); the file was cut back to its last whole
+    /// fragment and kept.
     #[error("writing the recording failed ({message}); {} frames up to that point are kept", summary.frames_written)]
-    Write { message: String, summary: Box<RecordingSummary> },
+    Write {
+        /// The operating system's error.
+        message: String,
+        /// What the kept file contains.
+        summary: Box<RecordingSummary>,
+    },
+    /// Renaming the finished file, or repairing a partial one, failed on the file system.
     #[error("cannot finish recording {path}: {source}")]
     Finalize {
+        /// The file being renamed or repaired.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The encoder thread panicked; the `.partial.mp4` file is left in place for
+    /// [`recover_partial`].
     #[error("the recorder thread crashed")]
     ThreadPanicked,
+    /// A [`RecorderConfig`] value is unusable (zero bit rate or keyframe interval, non-positive
+    /// frame rate), or the recorder thread could not be started.
     #[error("invalid recorder setting: {0}")]
     InvalidSetting(String),
+    /// [`recover_partial`] was given a file that is not an interrupted recording with a whole init
+    /// segment.
     #[error("{path} is not a recoverable recording: {reason}")]
-    NotRecoverable { path: PathBuf, reason: String },
+    NotRecoverable {
+        /// The file given.
+        path: PathBuf,
+        /// What is missing or wrong.
+        reason: String,
+    },
 }
 
 /// `out.mp4` → `out.partial.mp4`.
@@ -533,6 +576,7 @@ fn ticks_to_us(ticks: u64) -> i64 {
 /// What [`recover_partial`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveredRecording {
+    /// The repaired file, `<name>.mp4`.
     pub path: PathBuf,
     /// Bytes of a half-written last fragment that were cut off.
     pub bytes_removed: u64,

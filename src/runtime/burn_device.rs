@@ -6,7 +6,7 @@
 
 use burn::tensor::Device;
 
-use super::RuntimeError;
+use super::{BurnDeviceError, RuntimeError};
 
 const EXECUTOR: &str = "burn";
 
@@ -45,7 +45,7 @@ pub fn resolve_device(device: super::Device) -> Result<(Device, super::Device), 
 }
 
 #[cfg(feature = "vulkan")]
-fn vulkan_device() -> Result<Device, String> {
+fn vulkan_device() -> Result<Device, BurnDeviceError> {
     // cubecl panics when no adapter comes up: ask wgpu first, on Vulkan only, as cubecl will.
     use eframe::wgpu;
     let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
@@ -55,7 +55,7 @@ fn vulkan_device() -> Result<Device, String> {
         power_preference: wgpu::PowerPreference::HighPerformance,
         ..Default::default()
     }))
-    .map_err(|e| format!("no Vulkan adapter: {e}"))?;
+    .map_err(|e| BurnDeviceError::NoVulkanAdapter(e.to_string()))?;
     let info = adapter.get_info();
     usable_vulkan_adapter(&info.name, info.device_type == wgpu::DeviceType::Cpu)?;
     tracing::info!("burn executor on Vulkan: {} ({:?})", info.name, info.device_type);
@@ -65,33 +65,28 @@ fn vulkan_device() -> Result<Device, String> {
 /// Whether burn may train on this Vulkan adapter. A software rasterizer (Mesa's llvmpipe/lavapipe, what a machine
 /// without a GPU reports) crashes compiling cubecl's compute kernels, and would be slower than `--device cpu` anyway.
 #[cfg_attr(not(feature = "vulkan"), allow(dead_code))]
-fn usable_vulkan_adapter(name: &str, software: bool) -> Result<(), String> {
+fn usable_vulkan_adapter(name: &str, software: bool) -> Result<(), BurnDeviceError> {
     if software {
-        return Err(format!(
-            "the only Vulkan adapter is `{name}`, a software rasterizer on the CPU: use `--device cpu` (burn's CPU \
-             backend is faster, and this adapter cannot run burn's kernels)"
-        ));
+        return Err(BurnDeviceError::SoftwareAdapter { name: name.to_owned() });
     }
     Ok(())
 }
 
 #[cfg(not(feature = "vulkan"))]
-fn vulkan_device() -> Result<Device, String> {
-    Err("this build has no Vulkan backend for burn (rebuild with `--features vulkan`)".into())
+fn vulkan_device() -> Result<Device, BurnDeviceError> {
+    Err(BurnDeviceError::NoVulkanBackend)
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_device(ordinal: usize) -> Result<Device, String> {
+fn cuda_device(ordinal: usize) -> Result<Device, BurnDeviceError> {
     // cubecl's CUDA runtime loads the driver through cudarc, which panics without one: probe first.
-    crate::runtime::probe_cuda(ordinal).map_err(|e| e.to_string())?;
+    crate::runtime::probe_cuda(ordinal)?;
     Ok(Device::cuda(ordinal))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_device(_ordinal: usize) -> Result<Device, String> {
-    Err("this build has no CUDA backend for burn (rebuild with `--features cuda`: cubecl's CUDA runtime, loaded at \
-         run time, no CUDA toolkit needed to build); use `cpu`, or the ONNX executor for GPU inference"
-        .into())
+fn cuda_device(_ordinal: usize) -> Result<Device, BurnDeviceError> {
+    Err(BurnDeviceError::NoCudaBackend)
 }
 
 #[cfg(test)]
@@ -100,7 +95,7 @@ mod tests {
 
     #[test]
     fn software_vulkan_adapters_are_refused_with_the_alternative() {
-        let err = usable_vulkan_adapter("llvmpipe (LLVM 15.0.6, 256 bits)", true).unwrap_err();
+        let err = usable_vulkan_adapter("llvmpipe (LLVM 15.0.6, 256 bits)", true).unwrap_err().to_string();
         assert!(err.contains("llvmpipe") && err.contains("--device cpu"), "{err}");
         assert!(usable_vulkan_adapter("NVIDIA H200", false).is_ok());
     }

@@ -16,12 +16,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtrMut};
-use ort::AsPointer;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
-use ort::value::{TensorRefMut, ValueType};
+use ort::value::TensorRefMut;
 
 use super::CudaError;
+use super::ort_api::{bind_input_in_place, static_shape};
 use crate::tensor::HostTensor;
 
 /// One graph input or output and the device buffer that holds it.
@@ -34,7 +34,9 @@ struct DeviceTensor {
 /// A frame in GPU memory handed from one session's thread to another's (the generator's prediction to the TSR), so
 /// it never visits the host. Allocated once by `CudaIo::output_into_frame` and reused.
 pub struct DeviceFrame {
+    /// The frame's values, row-major in `shape`.
     pub buffer: CudaSlice<f32>,
+    /// The tensor shape (`[1, 3, side, side]` for a prediction).
     pub shape: Vec<usize>,
 }
 
@@ -55,20 +57,6 @@ pub struct CudaIo {
 
 fn driver(context: &str, e: impl std::fmt::Display) -> CudaError {
     CudaError::call(context, e)
-}
-
-/// Static float shape of a graph input or output; dynamic dimensions are taken from `given` when known.
-pub(crate) fn static_shape(name: &str, dtype: &ValueType, given: Option<&[usize]>) -> Result<Vec<usize>, CudaError> {
-    if let Some(shape) = given {
-        return Ok(shape.to_vec());
-    }
-    let ValueType::Tensor { shape, .. } = dtype else {
-        return Err(driver(&format!("`{name}`"), "not a tensor"));
-    };
-    shape
-        .iter()
-        .map(|&d| usize::try_from(d).map_err(|_| driver(&format!("`{name}`"), format!("dynamic dimension ({shape})"))))
-        .collect()
 }
 
 impl CudaIo {
@@ -93,15 +81,21 @@ impl CudaIo {
         let mut device_inputs = Vec::new();
         for outlet in session.inputs() {
             let given = inputs.iter().find(|(n, _)| *n == outlet.name()).map(|(_, t)| t.shape());
-            device_inputs.push(allocate(outlet.name(), static_shape(outlet.name(), outlet.dtype(), given)?)?);
+            device_inputs.push(allocate(
+                outlet.name(),
+                static_shape(outlet.name(), outlet.dtype(), given).map_err(|e| driver("shape", e))?,
+            )?);
         }
         let mut device_outputs = Vec::new();
         for outlet in session.outputs() {
-            device_outputs.push(allocate(outlet.name(), static_shape(outlet.name(), outlet.dtype(), None)?)?);
+            device_outputs.push(allocate(
+                outlet.name(),
+                static_shape(outlet.name(), outlet.dtype(), None).map_err(|e| driver("shape", e))?,
+            )?);
         }
         for t in &mut device_inputs {
             let value = device_value(&memory, &stream, &t.name, &mut t.buffer, &t.shape)?;
-            bind_input_in_place(&mut binding, &t.name, &value)?;
+            bind_input_in_place(&mut binding, &t.name, &value).map_err(|e| driver("binding", e))?;
         }
         for t in &mut device_outputs {
             let value = device_value(&memory, &stream, &t.name, &mut t.buffer, &t.shape)?;
@@ -186,7 +180,7 @@ impl CudaIo {
             }
         }
         self.stream.synchronize().map_err(|e| driver("upload", e))?;
-        super::host_io::run_with_binding(session, &self.binding).map_err(|e| driver("staged run", e))?;
+        super::ort_api::run_with_binding(session, &self.binding).map_err(|e| driver("staged run", e))?;
         for ((slot, host), wanted) in self.outputs.iter().zip(&mut self.host_outputs).zip(&self.download) {
             if *wanted {
                 self.stream
@@ -270,22 +264,6 @@ impl CudaIo {
         self.stream.synchronize().map_err(|e| driver("download", e))?;
         Ok(self.outputs.iter().zip(&self.host_outputs).map(|(s, h)| (s.name.clone(), h.clone())).collect())
     }
-}
-
-/// Binds `value` as input `name` without a copy. `IoBinding::bind_input` clones values that borrow their memory,
-/// and ONNX Runtime cannot clone into CUDA memory; here the borrowing is the point. The binding keeps its own
-/// reference to the value, whose memory (a `CudaIo` buffer) outlives the binding.
-pub(crate) fn bind_input_in_place(
-    binding: &mut IoBinding,
-    name: &str,
-    value: &TensorRefMut<'_, f32>,
-) -> Result<(), CudaError> {
-    let api = ort::api();
-    let c_name = std::ffi::CString::new(name).map_err(|e| driver("input name", e))?;
-    // SAFETY: the binding and the value are live ONNX Runtime objects; the name is NUL-terminated and outlives the
-    // call, which copies what it keeps.
-    let status = unsafe { (api.BindInput)(binding.ptr_mut(), c_name.as_ptr(), value.ptr()) };
-    super::ort_api::status_result(status).map_err(|msg| driver(&format!("binding input `{name}`"), msg))
 }
 
 /// An ONNX Runtime tensor viewing `t`'s device buffer.

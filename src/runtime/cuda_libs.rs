@@ -34,19 +34,32 @@ const CUDNN_OPTIONAL_PREFIX: &str = "libcudnn";
 /// Why the CUDA libraries could not be put in the process.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CudaLibsError {
+    /// The runtime root lacks some of the libraries the CUDA provider loads.
     #[error(
         "{root} lacks {missing} (an incomplete GPU runtime); run `bash scripts/provision-ort.sh --gpu`",
         root = root.display(),
         missing = missing.join(", ")
     )]
-    Missing { root: PathBuf, missing: Vec<String> },
+    Missing {
+        /// The runtime root searched.
+        root: PathBuf,
+        /// The library names not found there.
+        missing: Vec<String>,
+    },
+    /// A library is present but the dynamic loader refused it.
     #[error("cannot load {}: {reason}", path.display())]
-    Load { path: PathBuf, reason: String },
+    Load {
+        /// The library's full path.
+        path: PathBuf,
+        /// The loader's message.
+        reason: String,
+    },
 }
 
 /// The libraries of one runtime root, in load order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CudaLibraryPlan {
+    /// The runtime root (`.runtime/gpu/`) the libraries are under.
     pub root: PathBuf,
     /// Full paths, in load order.
     pub libraries: Vec<PathBuf>,

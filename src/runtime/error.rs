@@ -32,11 +32,16 @@ pub enum RuntimeError {
         /// The device asked for.
         device: super::Device,
         /// Why it cannot be used, and what to use instead.
-        reason: String,
+        reason: BurnDeviceError,
     },
 }
 
 impl RuntimeError {
+    /// The library could not be found or loaded, for `reason`.
+    pub fn library(reason: impl Into<String>) -> Self {
+        Self::Library { reason: reason.into() }
+    }
+
     /// An ONNX Runtime failure while doing `context`.
     pub fn ort(context: &str, message: impl std::fmt::Display) -> Self {
         Self::Ort { context: context.to_owned(), message: message.to_string() }
@@ -63,6 +68,13 @@ pub enum CudaError {
         /// How many the driver reports.
         count: i32,
     },
+    /// ONNX Runtime cannot run on the GPU: every unmet condition (driver, the provider in the loaded build, the CUDA
+    /// libraries beside it), each with its fix. Empty when CUDA was not asked for.
+    #[error("{}", conditions.join("; "))]
+    Unmet {
+        /// What is missing, one sentence each.
+        conditions: Vec<String>,
+    },
     /// A driver or binding call failed.
     #[error("{context}: {message}")]
     Call {
@@ -78,4 +90,33 @@ impl CudaError {
     pub fn call(context: &str, message: impl std::fmt::Display) -> Self {
         Self::Call { context: context.to_owned(), message: message.to_string() }
     }
+}
+
+/// Why burn cannot run on the device asked for.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BurnDeviceError {
+    /// Built without `--features vulkan`.
+    #[error("this build has no Vulkan backend for burn (rebuild with `--features vulkan`)")]
+    NoVulkanBackend,
+    /// No Vulkan adapter came up.
+    #[error("no Vulkan adapter: {0}")]
+    NoVulkanAdapter(String),
+    /// The only adapter is a software rasterizer.
+    #[error(
+        "the only Vulkan adapter is `{name}`, a software rasterizer on the CPU: use `--device cpu` (burn's CPU \
+         backend is faster, and this adapter cannot run burn's kernels)"
+    )]
+    SoftwareAdapter {
+        /// The adapter's name.
+        name: String,
+    },
+    /// Built without `--features cuda`.
+    #[error(
+        "this build has no CUDA backend for burn (rebuild with `--features cuda`: cubecl's CUDA runtime, loaded at \
+         run time, no CUDA toolkit needed to build); use `cpu`, or the ONNX executor for GPU inference"
+    )]
+    NoCudaBackend,
+    /// The CUDA driver or device is missing.
+    #[error(transparent)]
+    Cuda(#[from] CudaError),
 }

@@ -6,12 +6,12 @@
 //! call). Receives input values written in place by the caller (`input_mut`); emits the outputs in the bound buffers
 //! (`output`). The CUDA counterpart with the same shape of API is `cuda_io::CudaIo`'s staged mode.
 
-use ort::AsPointer;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{IoBinding, Session};
 use ort::value::TensorRefMut;
 
-use super::cuda_io::{bind_input_in_place, static_shape};
+use super::RuntimeError;
+use super::ort_api::{bind_input_in_place, run_with_binding, static_shape};
 use crate::tensor::HostTensor;
 
 /// A CPU session's inputs and outputs in host memory bound to it.
@@ -23,12 +23,16 @@ pub struct HostIo {
     outputs: Vec<(String, Box<HostTensor>)>,
 }
 
-fn failed(context: &str, e: impl std::fmt::Display) -> String {
-    format!("{context}: {e}")
+fn failed(context: &str, e: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::ort(context, e)
 }
 
 /// An ONNX Runtime tensor viewing `t`'s host buffer.
-fn host_value<'a>(memory: &MemoryInfo, name: &str, t: &'a mut HostTensor) -> Result<TensorRefMut<'a, f32>, String> {
+fn host_value<'a>(
+    memory: &MemoryInfo,
+    name: &str,
+    t: &'a mut HostTensor,
+) -> Result<TensorRefMut<'a, f32>, RuntimeError> {
     let shape = t.shape().to_vec();
     let ptr = t.data_mut().as_mut_ptr();
     // SAFETY: the pointer addresses the tensor's element count of f32 in host memory; the tensor is boxed in the
@@ -39,23 +43,23 @@ fn host_value<'a>(memory: &MemoryInfo, name: &str, t: &'a mut HostTensor) -> Res
 
 impl HostIo {
     /// Allocates and binds every input and output of `session` (static shapes from the graph).
-    pub fn new(session: &Session) -> Result<Self, String> {
+    pub fn new(session: &Session) -> Result<Self, RuntimeError> {
         let memory = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Device, MemoryType::Default)
             .map_err(|e| failed("memory info", e))?;
         let mut binding = session.create_binding().map_err(|e| failed("IoBinding", e))?;
         let mut inputs = Vec::new();
         for outlet in session.inputs() {
-            let shape = static_shape(outlet.name(), outlet.dtype(), None).map_err(|e| e.to_string())?;
+            let shape = static_shape(outlet.name(), outlet.dtype(), None)?;
             inputs.push((outlet.name().to_owned(), Box::new(HostTensor::zeros(&shape))));
         }
         let mut outputs = Vec::new();
         for outlet in session.outputs() {
-            let shape = static_shape(outlet.name(), outlet.dtype(), None).map_err(|e| e.to_string())?;
+            let shape = static_shape(outlet.name(), outlet.dtype(), None)?;
             outputs.push((outlet.name().to_owned(), Box::new(HostTensor::zeros(&shape))));
         }
         for (name, t) in &mut inputs {
             let value = host_value(&memory, name, t)?;
-            bind_input_in_place(&mut binding, name, &value).map_err(|e| e.to_string())?;
+            bind_input_in_place(&mut binding, name, &value)?;
         }
         for (name, t) in &mut outputs {
             let value = host_value(&memory, name, t)?;
@@ -70,7 +74,7 @@ impl HostIo {
     }
 
     /// Runs `session` on the bound buffers; the outputs are in place when it returns.
-    pub fn run(&mut self, session: &Session) -> Result<(), String> {
+    pub fn run(&mut self, session: &Session) -> Result<(), RuntimeError> {
         run_with_binding(session, &self.binding)
     }
 
@@ -78,13 +82,4 @@ impl HostIo {
     pub fn output(&self, name: &str) -> Option<&HostTensor> {
         self.outputs.iter().find(|(n, _)| n == name).map(|(_, t)| t.as_ref())
     }
-}
-
-/// `RunWithBinding` through the C API: the outputs land in the bound buffers and nothing is collected.
-pub(crate) fn run_with_binding(session: &Session, binding: &IoBinding) -> Result<(), String> {
-    let api = ort::api();
-    // SAFETY: both are live ONNX Runtime objects owned by the caller for the duration of the call; the run options
-    // may be null. ONNX Runtime only reads the session object through this pointer.
-    let status = unsafe { (api.RunWithBinding)(session.ptr().cast_mut(), std::ptr::null(), binding.ptr()) };
-    super::ort_api::status_result(status).map_err(|msg| format!("run failed: {msg}"))
 }

@@ -14,7 +14,7 @@ pub mod ort;
 mod ort_api;
 pub mod placement;
 
-pub use error::{CudaError, RuntimeError};
+pub use error::{BurnDeviceError, CudaError, RuntimeError};
 pub use placement::{Placement, Precision};
 
 use std::fmt;
@@ -23,6 +23,7 @@ use std::str::FromStr;
 /// Where to run inference.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Device {
+    /// The host CPU (always available).
     #[default]
     Cpu,
     /// A CUDA GPU by ordinal.

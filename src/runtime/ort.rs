@@ -25,7 +25,7 @@ use super::cuda_io::CudaIo;
 pub use super::ort_api::{CUDA_GRAPH_ENV, CUDA_TF32_ENV};
 use super::ort_api::{append_cuda, status_result};
 use super::placement::{Placement, Precision};
-use super::{Device, RuntimeError, probe_cuda};
+use super::{CudaError, Device, RuntimeError, probe_cuda};
 use crate::tensor::HostTensor;
 
 /// Explicit path of the library file (the variable `ort` itself honours).
@@ -64,7 +64,9 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
 /// Where to look, in order; split from the process environment so the search is testable.
 #[derive(Clone, Debug, Default)]
 pub struct LibrarySearch {
+    /// An explicit library file (`ORT_DYLIB_PATH`); when set it is the only candidate, and a missing file is an error.
     pub dylib_path: Option<PathBuf>,
+    /// A directory holding the library directly or as `onnxruntime/capi/` (`METAPORTRAIT_RUNTIME_DIR`).
     pub runtime_dir: Option<PathBuf>,
     /// Roots that may hold `.runtime/onnxruntime/capi/`.
     pub project_roots: Vec<PathBuf>,
@@ -83,18 +85,19 @@ impl LibrarySearch {
 
     /// Resolves the library path; the error lists what was tried and the one-line fix.
     pub fn locate(&self) -> Result<PathBuf, RuntimeError> {
-        self.find().map_err(|reason| RuntimeError::Library { reason })
+        self.find()
     }
 
-    fn find(&self) -> Result<PathBuf, String> {
+    /// The library path, or what was tried and the fix.
+    fn find(&self) -> Result<PathBuf, RuntimeError> {
         if let Some(path) = &self.dylib_path {
             return if path.is_file() {
                 Ok(path.clone())
             } else {
-                Err(format!(
+                Err(RuntimeError::library(format!(
                     "ONNX Runtime not found: {ENV_DYLIB_PATH}={} is not a file; unset it, or run `{PROVISION_FIX}`",
                     path.display()
-                ))
+                )))
             };
         }
         let mut dirs: Vec<PathBuf> = Vec::new();
@@ -122,11 +125,11 @@ impl LibrarySearch {
                 None => tried.push("python3's `onnxruntime` package (not installed)".into()),
             }
         }
-        Err(format!(
+        Err(RuntimeError::library(format!(
             "ONNX Runtime not found (no {LIB_PREFIX}* in {}); run `{PROVISION_FIX}` (or set {ENV_DYLIB_PATH} to the \
              library file)",
             tried.join(", ")
-        ))
+        )))
     }
 }
 
@@ -146,18 +149,22 @@ pub fn library_path() -> Option<&'static Path> {
 
 /// The process-wide ONNX Runtime environment, loading the library on first use.
 pub fn environment() -> Result<Environment, RuntimeError> {
-    static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
+    static ENV: OnceLock<Result<Environment, RuntimeError>> = OnceLock::new();
     ENV.get_or_init(|| {
         let path = LibrarySearch::from_env().find()?;
         let _ = LIBRARY_PATH.set(path.clone());
         // `ort::init()` would panic without a library; `init_from` reports instead.
-        let builder = ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
-        let env = builder.with_name("metaportrait").with_telemetry(false).build().map_err(|e| e.to_string())?;
+        let builder =
+            ort::init_from(&path).map_err(|e| RuntimeError::library(format!("cannot load {}: {e}", path.display())))?;
+        let env = builder
+            .with_name("metaportrait")
+            .with_telemetry(false)
+            .build()
+            .map_err(|e| RuntimeError::library(e.to_string()))?;
         tracing::debug!(library = %path.display(), "ONNX Runtime loaded");
         Ok(env)
     })
     .clone()
-    .map_err(|reason| RuntimeError::Library { reason })
 }
 
 /// Session settings.
@@ -165,6 +172,7 @@ pub fn environment() -> Result<Environment, RuntimeError> {
 pub struct SessionOptions {
     /// Intra-op threads; 0 lets ONNX Runtime use one per physical core.
     pub threads: usize,
+    /// The device asked for; Vulkan, and CUDA that cannot be used, fall back to the CPU (see `OrtSession::device`).
     pub device: Device,
     /// The precision asked for: `Tf32` turns on the CUDA provider's TF32 math; for `Fp16` the model bytes must be
     /// the half graph wherever `plan_placement` says the session runs in fp16 (callers whose session then lands
@@ -193,7 +201,7 @@ pub fn available_providers() -> Result<Vec<String>, RuntimeError> {
 /// Whether CUDA GPU `ordinal` can run ONNX Runtime sessions: the driver sees the device, the loaded build has the
 /// CUDA provider, and the CUDA libraries found beside it (`.runtime/gpu/nvidia/…`) are loaded into the process.
 /// Every unmet condition is named, with the command that fixes the ones this project can fix.
-pub fn cuda_ready(ordinal: usize) -> Result<usize, String> {
+pub fn cuda_ready(ordinal: usize) -> Result<usize, CudaError> {
     let mut problems = Vec::new();
     if let Err(why) = probe_cuda(ordinal) {
         problems.push(why.to_string());
@@ -212,7 +220,7 @@ pub fn cuda_ready(ordinal: usize) -> Result<usize, String> {
         )),
         Err(e) => problems.push(e.to_string()),
     }
-    if problems.is_empty() { Ok(ordinal) } else { Err(problems.join("; ")) }
+    if problems.is_empty() { Ok(ordinal) } else { Err(CudaError::Unmet { conditions: problems }) }
 }
 
 /// Where a session for `device` at `precision` will run, known before its graph is built (so a half graph is only
@@ -221,7 +229,7 @@ pub fn plan_placement(device: Device, precision: Precision) -> Placement {
     let cuda = match device {
         Device::Cuda(n) => cuda_ready(n),
         Device::Auto => cuda_ready(0),
-        Device::Cpu | Device::Vulkan => Err(String::new()),
+        Device::Cpu | Device::Vulkan => Err(CudaError::Unmet { conditions: Vec::new() }),
     };
     Placement::resolve(device, precision, cuda)
 }
@@ -268,9 +276,10 @@ impl OrtSession {
         let mut fallback = None;
         if let Some(n) = ordinal {
             let attempt = cuda_ready(n).and_then(|_| {
-                let mut builder = base_builder(&env, opts.threads).map_err(|e| e.to_string())?;
+                let mut builder =
+                    base_builder(&env, opts.threads).map_err(|e| CudaError::call("CUDA session options", e))?;
                 append_cuda(&mut builder, n, opts.precision)?;
-                builder.commit_from_memory(model).map_err(|e| e.to_string())
+                builder.commit_from_memory(model).map_err(|e| CudaError::call("cannot create the CUDA session", e))
             });
             match attempt {
                 Ok(session) => {
@@ -279,7 +288,7 @@ impl OrtSession {
                     return Ok(Self { session, device: Device::Cuda(n), placement, cuda_io, staged: None });
                 }
                 Err(why) => {
-                    report_cpu_fallback(opts.device, &why);
+                    report_cpu_fallback(opts.device, &why.to_string());
                     fallback = Some(why);
                 }
             }
@@ -292,7 +301,11 @@ impl OrtSession {
                 builder.with_log_level(ort::logging::LogLevel::Error).map_err(|e| ort_error("session options", e))?;
         }
         let session = builder.commit_from_memory(model).map_err(|e| ort_error("cannot create the session", e))?;
-        let placement = Placement::resolve(opts.device, opts.precision, Err(fallback.unwrap_or_default()));
+        let placement = Placement::resolve(
+            opts.device,
+            opts.precision,
+            Err(fallback.unwrap_or(CudaError::Unmet { conditions: Vec::new() })),
+        );
         Ok(Self { session, device: Device::Cpu, placement, cuda_io: CudaBinding::NotOnCuda, staged: None })
     }
 
@@ -310,9 +323,7 @@ impl OrtSession {
             };
             let staged = match cuda {
                 Some(s) => s,
-                None => Staged::Host(Box::new(
-                    super::host_io::HostIo::new(&self.session).map_err(|why| ort_error("binding host buffers", why))?,
-                )),
+                None => Staged::Host(Box::new(super::host_io::HostIo::new(&self.session)?)),
             };
             self.staged = Some(staged);
         }
@@ -340,12 +351,11 @@ impl OrtSession {
     /// Runs on the staged buffers without allocating; read the results with `staged_output`.
     pub fn run_staged(&mut self) -> Result<(), RuntimeError> {
         self.staged()?;
-        let result = match self.staged.as_mut() {
+        match self.staged.as_mut() {
             Some(Staged::Host(io)) => io.run(&self.session),
-            Some(Staged::Cuda(io)) => io.run_staged(&self.session).map_err(|e| e.to_string()),
-            None => Err("no staged buffers".into()),
-        };
-        result.map_err(|why| ort_error("staged run", why))
+            Some(Staged::Cuda(io)) => io.run_staged(&self.session).map_err(RuntimeError::from),
+            None => Err(ort_error("staged run", "no staged buffers")),
+        }
     }
 
     /// Output `name` of the last staged run (`None` before the first, or for an unknown name).
@@ -374,10 +384,12 @@ impl OrtSession {
         &self.placement
     }
 
+    /// The model's graph input names, in declaration order.
     pub fn input_names(&self) -> Vec<String> {
         self.session.inputs().iter().map(|o| o.name().to_owned()).collect()
     }
 
+    /// The model's graph output names, in declaration order (the keys `run` returns).
     pub fn output_names(&self) -> Vec<String> {
         self.session.outputs().iter().map(|o| o.name().to_owned()).collect()
     }

@@ -65,10 +65,13 @@ impl FromStr for Precision {
 /// The device and precision a session runs with, beside the ones that were asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Placement {
+    /// The device asked for.
     pub requested: Device,
+    /// The precision asked for.
     pub requested_precision: Precision,
     /// `Cpu` or `Cuda(n)`: where the work runs.
     pub device: Device,
+    /// The arithmetic the work runs in.
     pub precision: Precision,
     /// Why `device`/`precision` differ from the request (also set for `auto` resolved to the CPU).
     pub note: Option<String>,
@@ -84,7 +87,7 @@ impl Placement {
     /// CUDA provider are usable, else why not). TF32 and fp16 are CUDA precisions: on the CPU the session runs fp32,
     /// except fp16 asked for explicitly on the CPU, which runs as asked (ONNX Runtime casts around the operators its
     /// CPU provider lacks in float16; slow, for checking the half-precision graph without a GPU).
-    pub fn resolve(requested: Device, precision: Precision, cuda: Result<usize, String>) -> Self {
+    pub fn resolve(requested: Device, precision: Precision, cuda: Result<usize, super::CudaError>) -> Self {
         let mut notes = Vec::new();
         let device = match (requested, cuda) {
             (Device::Cpu, _) => Device::Cpu,
@@ -94,7 +97,7 @@ impl Placement {
             }
             (Device::Cuda(_) | Device::Auto, Ok(n)) => Device::Cuda(n),
             (Device::Cuda(_) | Device::Auto, Err(why)) => {
-                notes.push(why);
+                notes.push(why.to_string());
                 Device::Cpu
             }
         };
@@ -112,8 +115,8 @@ impl Placement {
     }
 
     /// The same placement after the session could not be created on CUDA and runs on the CPU instead.
-    pub fn fell_back(&self, why: &str) -> Self {
-        Self::resolve(self.requested, self.requested_precision, Err(why.to_owned()))
+    pub fn fell_back(&self, why: super::CudaError) -> Self {
+        Self::resolve(self.requested, self.requested_precision, Err(why))
     }
 
     /// Whether the session runs where and how it was asked to (`auto` counts as asking for either).
@@ -156,6 +159,11 @@ impl fmt::Display for Placement {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::CudaError;
+
+    fn unmet(why: &str) -> CudaError {
+        CudaError::Unmet { conditions: vec![why.to_owned()] }
+    }
 
     #[test]
     fn precisions_parse_and_print() {
@@ -171,7 +179,7 @@ mod tests {
     #[test]
     fn cuda_asked_and_missing_runs_fp32_on_the_cpu_and_says_why() {
         let why = "no CUDA driver library (libcuda.so) could be loaded";
-        let p = Placement::resolve(Device::Cuda(0), Precision::Fp16, Err(why.into()));
+        let p = Placement::resolve(Device::Cuda(0), Precision::Fp16, Err(unmet(why)));
         assert_eq!((p.device, p.precision), (Device::Cpu, Precision::Fp32));
         assert!(!p.is_as_requested());
         let line = p.describe();
@@ -191,11 +199,11 @@ mod tests {
         assert_eq!(p.describe(), "cuda:1, tf32");
         assert_eq!(p.json_fields()["fallback_reason"], serde_json::Value::Null);
         // `auto` on a machine without CUDA: the CPU is an expected outcome, the reason still shown.
-        let auto = Placement::resolve(Device::Auto, Precision::Fp32, Err("no GPU".into()));
+        let auto = Placement::resolve(Device::Auto, Precision::Fp32, Err(unmet("no GPU")));
         assert!(auto.is_as_requested());
         assert_eq!(auto.describe(), "cpu, fp32 (no GPU)");
         // fp16 asked for on the CPU explicitly runs as asked; TF32 cannot.
-        let half = Placement::resolve(Device::Cpu, Precision::Fp16, Err("unused".into()));
+        let half = Placement::resolve(Device::Cpu, Precision::Fp16, Err(unmet("unused")));
         assert_eq!((half.device, half.precision, half.note.as_deref()), (Device::Cpu, Precision::Fp16, None));
         let tf32 = Placement::resolve(Device::Cpu, Precision::Tf32, Ok(0));
         assert_eq!((tf32.device, tf32.precision), (Device::Cpu, Precision::Fp32));
@@ -203,7 +211,7 @@ mod tests {
         let vulkan = Placement::resolve(Device::Vulkan, Precision::Fp32, Ok(0));
         assert!(vulkan.describe().contains("no Vulkan execution provider"));
         // A session that failed on CUDA after the probe passed.
-        let fell = p.fell_back("out of memory");
+        let fell = p.fell_back(unmet("out of memory"));
         assert_eq!((fell.device, fell.precision), (Device::Cpu, Precision::Fp32));
         assert!(fell.describe().contains("out of memory"));
     }

@@ -14,9 +14,13 @@ const CLIP_EPS: f64 = 1e-6;
 /// Hyper-parameters. Defaults are the paper's personalization inner loop.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AdamConfig {
+    /// Base learning rate, before the per-module multipliers.
     pub lr: f32,
+    /// Decay of the first-moment (mean) estimate.
     pub beta1: f32,
+    /// Decay of the second-moment (uncentred variance) estimate.
     pub beta2: f32,
+    /// Added to the denominator `√v̂` so small second moments cannot blow up the step.
     pub eps: f32,
     /// Clip the global L2 norm of all gradients to this value (`None`: no clipping).
     pub clip_grad_norm: Option<f32>,
@@ -87,6 +91,17 @@ struct Moments {
     v: Vec<f32>,
 }
 
+/// An optimizer state that cannot be resumed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AdamStateError {
+    /// A first moment without its second.
+    #[error("optimizer state lacks `v.{0}`")]
+    MissingSecondMoment(String),
+    /// The two moments of a key have different lengths.
+    #[error("optimizer moments of `{0}` differ in length")]
+    LengthMismatch(String),
+}
+
 /// Adam state.
 #[derive(Clone, Debug)]
 pub struct Adam {
@@ -96,6 +111,7 @@ pub struct Adam {
 }
 
 impl Adam {
+    /// A fresh optimizer: no moments, no steps taken.
     pub fn new(config: AdamConfig) -> Self {
         Self { config, step: 0, moments: BTreeMap::new() }
     }
@@ -105,6 +121,7 @@ impl Adam {
         self.config.lr = lr;
     }
 
+    /// Updates applied so far (skipped non-finite steps not counted); the `t` of the next bias correction minus 1.
     pub fn steps_taken(&self) -> u64 {
         self.step
     }
@@ -127,19 +144,21 @@ impl Adam {
         config: AdamConfig,
         step: u64,
         state: &crate::model::weights::WeightStore,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, AdamStateError> {
         let mut moments = BTreeMap::new();
         for (name, m) in state.iter() {
             let Some(key) = name.strip_prefix("m.") else { continue };
-            let v = state.get(&format!("v.{key}")).ok_or_else(|| format!("optimizer state lacks `v.{key}`"))?;
+            let v =
+                state.get(&format!("v.{key}")).ok_or_else(|| AdamStateError::MissingSecondMoment(key.to_owned()))?;
             if v.len() != m.len() {
-                return Err(format!("optimizer moments of `{key}` differ in length"));
+                return Err(AdamStateError::LengthMismatch(key.to_owned()));
             }
             moments.insert(key.to_owned(), Moments { m: m.data().to_vec(), v: v.data().to_vec() });
         }
         Ok(Self { config, step, moments })
     }
 
+    /// The hyper-parameters, with the learning rate last given to `set_lr`.
     pub fn config(&self) -> &AdamConfig {
         &self.config
     }

@@ -22,12 +22,27 @@ const CHECKPOINT_PREFIX: &str = "ckpt-";
 /// Checkpoints kept besides the latest.
 const KEEP_PREVIOUS: usize = 1;
 
+/// Why a checkpoint could not be written or read; the previous latest checkpoint stays usable.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
+    /// A file or folder of the run could not be read, written, renamed or removed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The checkpoint's `state.json` is missing or does not parse as the run's state (or the state cannot be
+    /// serialized).
     #[error("checkpoint {path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The checkpoint folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A safetensors file of the checkpoint could not be written or read.
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -38,8 +53,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
 
 /// A loaded checkpoint.
 pub struct Checkpoint<S> {
+    /// The run's own state (`state.json`): step, schedule, RNG seed, whatever the trainer saved.
     pub state: S,
+    /// Model weights by official key (`weights.safetensors`).
     pub weights: WeightStore,
+    /// Optimizer moments (`optimizer.safetensors`), as `Adam::state` writes them.
     pub optimizer: WeightStore,
 }
 

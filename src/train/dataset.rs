@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clip::frames::{ClipFrames, CropFrame};
 
+/// Manifest of a prepared clip; a clip folder without it is not (yet) part of the dataset.
 pub const CLIP_FILE: &str = "clip.json";
 
 /// File name of the clip's `k`-th frame.
@@ -27,12 +28,27 @@ pub fn frame_file(k: usize) -> String {
 const FORMAT: u32 = 1;
 const STAGING_PREFIX: &str = ".staging-";
 
+/// Why a clip could not be written or the dataset read.
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
+    /// A file or folder could not be read, written or renamed.
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file's contents are unusable: a manifest of another format or with the source out of range, an
+    /// undecodable frame, or a frame that could not be encoded.
     #[error("{path}: {reason}")]
-    Invalid { path: PathBuf, reason: String },
+    Invalid {
+        /// The offending file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No identity folder holds a prepared clip.
     #[error("the dataset at {0} has no prepared clips (run `metaportrait prepare`)")]
     Empty(PathBuf),
 }
@@ -94,13 +110,16 @@ pub fn write_clip(dir: &Path, clip: &ClipFrames, id_vector: &[f32]) -> Result<bo
 /// One prepared clip.
 #[derive(Clone, Debug)]
 pub struct ClipRef {
+    /// Name of the identity folder it belongs to.
     pub identity: String,
+    /// The clip's folder (holds `clip.json` and the frames).
     pub dir: PathBuf,
 }
 
 /// A prepared dataset: its clips grouped by identity.
 #[derive(Clone, Debug)]
 pub struct Dataset {
+    /// The dataset's folder (`DATA`).
     pub root: PathBuf,
     /// Identities (sorted) and their clips (sorted).
     pub identities: Vec<(String, Vec<ClipRef>)>,
@@ -119,6 +138,7 @@ fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, DatasetError> {
 }
 
 impl Dataset {
+    /// Lists the prepared clips under `root` (hidden folders and unfinished clips skipped); none is `Empty`.
     pub fn open(root: &Path) -> Result<Self, DatasetError> {
         let mut identities = Vec::new();
         for id_dir in sorted_dirs(root)? {
@@ -138,13 +158,13 @@ impl Dataset {
         Ok(Self { root: root.to_path_buf(), identities })
     }
 
-    /// Loads a clip back as `ClipFrames` (with its held-out set empty) and its identity vector.
     /// A random identity, then a random clip of it (two draws from `rng`): every stage samples the dataset so.
     pub fn pick_clip(&self, rng: &mut crate::rng::SplitMix64) -> &ClipRef {
         let (_, clips) = &self.identities[(rng.next_u64() % self.identities.len() as u64) as usize];
         &clips[(rng.next_u64() % clips.len() as u64) as usize]
     }
 
+    /// Loads a clip back as `ClipFrames` (with its held-out set empty) and its identity vector.
     pub fn load_clip(clip: &ClipRef) -> Result<(ClipFrames, Vec<f32>), DatasetError> {
         let path = clip.dir.join(CLIP_FILE);
         let text = std::fs::read_to_string(&path).map_err(io(&path))?;

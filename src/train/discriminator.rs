@@ -34,16 +34,20 @@ const INIT_GAIN: f64 = 0.02;
 /// Discriminator widths and scales (the official `model.discriminator` section).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DiscriminatorConfig {
+    /// Channels of the input image (3: RGB).
     pub image_channels: usize,
+    /// Output channels of the first down block, halved (later blocks double it, up to `max_features`).
     pub block_expansion: usize,
+    /// Cap on any block's channels.
     pub max_features: usize,
+    /// Down blocks per scale (also the number of feature maps feature matching compares).
     pub num_blocks: usize,
     /// Pyramid strides the scales look at (1 = full resolution, 2 = half, …).
     pub strides: Vec<usize>,
 }
 
 impl DiscriminatorConfig {
-    /// `meta_portrait_256_pretrain_full.yaml`: scales [1], block_expansion 32, max_features 512, num_blocks 4.
+    /// `meta_portrait_256_pretrain_full.yaml`: scales `[1]`, block_expansion 32, max_features 512, num_blocks 4.
     pub fn official() -> Self {
         Self { image_channels: 3, block_expansion: 32, max_features: 512, num_blocks: 4, strides: vec![1] }
     }
@@ -84,7 +88,9 @@ pub fn scale_key(stride: usize) -> String {
 
 /// One scale's verdict: the patch map and the feature map after every down block.
 pub struct ScaleOutput<T> {
+    /// Output of each down block, in order (`num_blocks` maps).
     pub features: Vec<T>,
+    /// The patch map `[1, 1, h, w]`: one real/fake score per patch (LSGAN: 1 real, 0 fake).
     pub prediction: T,
 }
 
@@ -203,10 +209,14 @@ impl Default for AdversarialWeights {
 /// The generator's adversarial terms: LSGAN `Σ_scales w·mean((1 − D(fake))²)` and feature matching
 /// `Σ_scales Σ_blocks w_i·mean|F_i(real) − F_i(fake)|`.
 pub struct GeneratorAdversarial<T> {
+    /// The LSGAN term (already weighted), a one-element tensor.
     pub gan: T,
+    /// The feature-matching term (already weighted), a one-element tensor.
     pub feature_matching: T,
 }
 
+/// Both generator terms from the discriminator's outputs on the real and the generated image (scales in the same
+/// order); a missing term is 0.
 pub fn generator_adversarial<O: Ops>(
     ops: &mut O,
     weights: &AdversarialWeights,

@@ -22,8 +22,11 @@ const MASK_EPS: f32 = 1e-6;
 /// Loss weights (`train.loss_weights` of the official meta-training config, plus L1).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossWeights {
+    /// Weight of `mean|G − T|` at full resolution (0: the term is left out).
     pub l1: f32,
+    /// Weight of the eye-box loss (0: left out).
     pub eye: f32,
+    /// Weight of the mouth-box loss (0: left out).
     pub mouth: f32,
     /// Per VGG layer (relu1_1 … relu5_1).
     pub perceptual: [f32; VGG_FEATURES],
@@ -35,15 +38,38 @@ impl Default for LossWeights {
     }
 }
 
-/// Names of the loss terms, as reported.
+impl LossWeights {
+    /// The official joint, meta and personalization objective: L1, eye and mouth boxes (50 each), and the VGG-19
+    /// pyramid perceptual loss (10 per layer) when VGG weights are present (`with_vgg`), else without it.
+    pub fn generator(with_vgg: bool) -> Self {
+        if with_vgg { Self::default() } else { Self { perceptual: [0.0; VGG_FEATURES], ..Self::default() } }
+    }
+
+    /// The official warping pre-training: the perceptual loss of the warped source alone; L1 stands in for it
+    /// without VGG weights.
+    pub fn warp_stage(with_vgg: bool) -> Self {
+        if with_vgg {
+            Self { l1: 0.0, eye: 0.0, mouth: 0.0, ..Self::default() }
+        } else {
+            Self { l1: 1.0, eye: 0.0, mouth: 0.0, perceptual: [0.0; VGG_FEATURES] }
+        }
+    }
+}
+
+/// Names of the loss terms, as reported: the L1 term.
 pub const TERM_L1: &str = "l1";
+/// The eye-box term.
 pub const TERM_EYE: &str = "eye";
+/// The mouth-box term.
 pub const TERM_MOUTH: &str = "mouth";
+/// The VGG-19 pyramid perceptual term.
 pub const TERM_PERCEPTUAL: &str = "perceptual";
 
 /// The weighted total and its terms.
 pub struct LossTerms<T> {
+    /// Sum of the terms (what is differentiated), a one-element tensor.
     pub total: T,
+    /// Each weighted term by its `TERM_*` name; terms of weight 0 are absent.
     pub terms: Vec<(&'static str, T)>,
 }
 

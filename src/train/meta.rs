@@ -28,30 +28,46 @@ use crate::rng::SplitMix64;
 
 const STEP_SEED_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
 
+/// Why a training run (any stage) stopped; its last checkpoint stays resumable.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
+    /// The dataset or one of its clips could not be read.
     #[error(transparent)]
     Dataset(#[from] DatasetError),
+    /// A network failed (forward, backward, weights that do not fit the architecture).
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// An inner loop stopped (an empty support set, a cancel, a model error inside it).
     #[error(transparent)]
     Loop(#[from] LoopError),
+    /// A training sample could not be built from a clip.
     #[error(transparent)]
     Samples(#[from] SampleError),
+    /// A checkpoint could not be written or read.
     #[error(transparent)]
     Checkpoint(#[from] super::checkpoint::CheckpointError),
+    /// The run folder or one of the run's files cannot be used: a checkpoint of another stage or architecture, an
+    /// unusable optimizer state, clips that do not fit the network, settings that contradict each other.
     #[error("{path}: {reason}")]
-    Run { path: PathBuf, reason: String },
+    Run {
+        /// The run folder, clip folder or file concerned.
+        path: PathBuf,
+        /// What is wrong and, where there is one, the fix.
+        reason: String,
+    },
 }
 
 /// One training step as logged (`state.json`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepLog {
+    /// The step (1-based).
     pub step: u64,
     /// The step's loss (meta: the mean last inner-step loss).
     pub loss: f64,
+    /// The Reptile details of a meta-training step (`None` in other stages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub meta: Option<MetaLog>,
+    /// The adversarial terms of a step with a discriminator (`None` without one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adversarial: Option<AdversarialLog>,
 }
@@ -61,6 +77,7 @@ pub struct StepLog {
 pub struct AdversarialLog {
     /// The generator's LSGAN term.
     pub generator_gan: f64,
+    /// The generator's feature-matching term.
     pub feature_matching: f64,
     /// The discriminator's LSGAN loss before its update.
     pub discriminator: f64,
@@ -69,37 +86,54 @@ pub struct AdversarialLog {
 /// What a Reptile outer step did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetaLog {
+    /// Tasks whose inner loop counted towards the outer update.
     pub tasks_used: usize,
+    /// Tasks dropped because their inner loop produced non-finite values.
     pub tasks_skipped: usize,
+    /// Mean over used tasks of the first inner step's loss.
     pub inner_loss_first: f64,
+    /// Mean over used tasks of the last inner step's loss (below the first when the inner loop learns).
     pub inner_loss_last: f64,
 }
 
 /// `state.json` of a checkpoint.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunState {
+    /// The training stage ("warp", "full", "meta", "tsr"); a folder only resumes a run of the same stage.
     pub stage: String,
+    /// Steps completed.
     pub step: u64,
+    /// Seed of the run's draws, kept from its start so a resumed run draws as the uninterrupted one.
     pub seed: u64,
     /// The architecture, so a run cannot resume with another one.
     pub config: serde_json::Value,
+    /// Every completed step's log, in order.
     pub log: Vec<StepLog>,
 }
 
 /// Settings of a meta-training run.
 pub struct MetaTraining<'a> {
+    /// The prepared clips tasks are drawn from.
     pub dataset: &'a Dataset,
+    /// Where checkpoints go and whence a run resumes.
     pub run_dir: &'a Path,
     /// Outer steps to reach (a resumed run continues up to here).
     pub outer_steps: u64,
+    /// Identities (one clip each) per outer step.
     pub tasks_per_step: usize,
+    /// Adam steps of each inner loop (K).
     pub inner_steps: usize,
+    /// The inner loops' optimizer settings (a fresh Adam per task).
     pub inner_adam: AdamConfig,
     /// Frames per support set (drawn from the clip, source excluded).
     pub support_frames: usize,
+    /// Outer steps between checkpoints (the last step is always checkpointed).
     pub checkpoint_every: u64,
+    /// Seed of the task and support-set draws (a resumed run keeps its original one).
     pub seed: u64,
+    /// The inner loops' loss.
     pub objective: Objective<'a>,
+    /// Where θ, the inner loops and the outer update run.
     pub device: &'a burn::tensor::Device,
     /// The data-parallel seam: each outer step's mean θ − θ′ passes through it (replicas would split the tasks).
     pub reduce: &'a dyn GradientReduce,
@@ -146,7 +180,7 @@ pub fn resume_or_start(
     };
     let state = checkpoint.state;
     *model = GeneratorModel::new(model.config.clone(), checkpoint.weights)?;
-    let adam = Adam::from_state(adam, state.step, &checkpoint.optimizer).map_err(run_err)?;
+    let adam = Adam::from_state(adam, state.step, &checkpoint.optimizer).map_err(|e| run_err(e.to_string()))?;
     tracing::info!(stage, step = state.step, "training: resuming");
     Ok((state, adam))
 }
@@ -164,7 +198,9 @@ pub struct InnerStepProgress {
     pub outer_step: u64,
     /// The task (0-based) of `tasks` whose inner loop took this step.
     pub task: usize,
+    /// Tasks in this outer step.
     pub tasks: usize,
+    /// The inner step itself.
     pub inner: InnerProgress,
 }
 

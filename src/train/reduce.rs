@@ -15,6 +15,8 @@ use crate::tensor::HostTensor;
 
 /// Turns this replica's gradients into the mean over all replicas, in place.
 pub trait GradientReduce: Sync {
+    /// Replaces `grads` (host tensors by official key) with their mean over all replicas; every replica calls it
+    /// once per step with the same keys.
     fn all_reduce(&self, grads: &mut BTreeMap<String, HostTensor>);
 
     /// `all_reduce` on gradients that live on the training device (`train::resident`). By default they are read
@@ -58,6 +60,7 @@ pub struct LocalReplicas {
 }
 
 impl LocalReplicas {
+    /// Averages over `n` shards (at least 1).
     pub fn new(n: usize) -> Self {
         Self { n: n.max(1), pending: Mutex::new(Vec::new()) }
     }

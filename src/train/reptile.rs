@@ -34,18 +34,24 @@ pub fn outer_adam_config() -> AdamConfig {
 /// One inner step as reported to progress callbacks.
 #[derive(Clone, Debug)]
 pub struct InnerProgress {
+    /// Steps done, counted from 1.
     pub step: usize,
+    /// Steps the loop takes (K).
     pub total: usize,
+    /// The step's loss, before its update.
     pub loss: LossReport,
 }
 
 /// Why an inner loop ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
+    /// The cancel flag was set; carries the steps completed. The model is left as it was.
     #[error("cancelled after {0} steps")]
     Cancelled(usize),
+    /// There was no sample to train on.
     #[error("the support set is empty")]
     NoSamples,
+    /// A forward, backward or update failed on the device.
     #[error(transparent)]
     Model(#[from] ModelError),
 }
@@ -53,9 +59,13 @@ pub enum LoopError {
 /// How an inner loop runs: K steps of a fresh Adam on a loss, on a device.
 #[derive(Clone, Copy)]
 pub struct InnerLoop<'a> {
+    /// Adam steps to take (K); the samples are cycled in order.
     pub steps: usize,
+    /// Settings of the fresh optimizer each loop starts.
     pub adam: &'a AdamConfig,
+    /// Where the parameters, gradients and moments live during the loop.
     pub device: &'a Device,
+    /// The loss minimised.
     pub objective: Objective<'a>,
 }
 
@@ -102,11 +112,15 @@ fn run_inner(
 /// What one outer step did.
 #[derive(Clone, Debug)]
 pub struct MetaReport {
+    /// Tasks whose θ − θ′ went into the update.
     pub tasks_used: usize,
+    /// Tasks dropped because their inner loop produced non-finite losses or weights.
     pub tasks_skipped: usize,
     /// Mean over used tasks of the first and last inner-step loss.
     pub inner_loss_first: f64,
+    /// See `inner_loss_first` (NaN when no task was used).
     pub inner_loss_last: f64,
+    /// Whether the outer Adam applied the update (false when no task was used or the mean delta was not finite).
     pub applied: bool,
 }
 

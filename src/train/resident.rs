@@ -49,7 +49,9 @@ pub struct ResidentTrainer {
 /// gradients (and count in the clip norm, as in the official joint step) but are not this trainer's to update.
 #[derive(Clone, Copy)]
 pub struct Joint<'a> {
+    /// The second network's host weights (for leaves not yet resident).
     pub store: &'a WeightStore,
+    /// Its trainer's current device values, which take precedence over `store`.
     pub resident: &'a BTreeMap<String, BurnValue>,
 }
 
@@ -85,7 +87,7 @@ impl ResidentTrainer {
             }
         }
         Adam::from_state(self.config.clone(), self.step, &state)
-            .map_err(|reason| ModelError::Tensor { name: "optimizer state".into(), reason })
+            .map_err(|reason| ModelError::Tensor { name: "optimizer state".into(), reason: reason.to_string() })
     }
 
     /// The same optimizer starting from parameter values already on the device (Reptile's inner loop starts from
@@ -141,6 +143,7 @@ impl ResidentTrainer {
         Ok(read_scalars(sums, "parameter sums")?.iter().all(|s| s.is_finite()))
     }
 
+    /// Updates applied so far (skipped non-finite steps not counted), resumed ones included.
     pub fn steps_taken(&self) -> u64 {
         self.step
     }
@@ -344,6 +347,7 @@ pub struct ResidentEma {
 }
 
 impl ResidentEma {
+    /// An empty average with per-update `decay` (e.g. `tsr::EMA_DECAY`); parameters join it on their first update.
     pub fn new(decay: f32) -> Self {
         Self { decay, values: BTreeMap::new() }
     }

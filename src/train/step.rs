@@ -22,7 +22,9 @@ use crate::clip::sample::TrainSample;
 /// A loss value and its terms.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LossReport {
+    /// The weighted total.
     pub total: f32,
+    /// Each weighted term by its `TERM_*` name (see `loss::generator_loss`).
     pub terms: Vec<(&'static str, f32)>,
 }
 
@@ -31,13 +33,16 @@ pub struct LossReport {
 pub struct StepReport {
     /// Loss before the update.
     pub loss: LossReport,
+    /// Gradient norm and whether the update was applied.
     pub stats: StepStats,
 }
 
 /// What the loss is made of.
 #[derive(Clone, Copy)]
 pub struct Objective<'a> {
+    /// Weight of each term.
     pub weights: &'a LossWeights,
+    /// The perceptual loss's network; `None` leaves the perceptual term out whatever its weights.
     pub vgg: Option<&'a Vgg19>,
 }
 

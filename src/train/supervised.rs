@@ -47,14 +47,21 @@ const STEP_SEED_MIX: u64 = 0xD1B5_4A32_D192_ED03;
 
 /// Settings of a supervised run.
 pub struct SupervisedTraining<'a> {
+    /// The prepared clips pairs are drawn from.
     pub dataset: &'a Dataset,
+    /// Where checkpoints go and whence a run resumes.
     pub run_dir: &'a Path,
     /// Steps to reach (a resumed run continues up to here).
     pub steps: u64,
+    /// The generator's optimizer settings.
     pub adam: AdamConfig,
+    /// Steps between checkpoints (the last step is always checkpointed).
     pub checkpoint_every: u64,
+    /// Seed of the per-step draws (a resumed run keeps its original one).
     pub seed: u64,
+    /// The generator's loss (on the warped source in stage `warp`, on the prediction in stage `full`).
     pub objective: Objective<'a>,
+    /// Where the networks, their gradients and the optimizer state live.
     pub device: &'a burn::tensor::Device,
 }
 
@@ -124,17 +131,23 @@ impl<'d> PairDraw<'d> {
 /// The discriminator of a `full` run.
 #[derive(Clone, Debug)]
 pub struct Discriminator {
+    /// Its widths and scales.
     pub config: DiscriminatorConfig,
+    /// Its weights under the official `discs.` keys.
     pub weights: WeightStore,
 }
 
 /// Settings of the joint stage besides the common ones.
 pub struct FullTraining<'a> {
+    /// Dataset, run folder, steps, the generator's optimizer and loss, device.
     pub common: SupervisedTraining<'a>,
+    /// Weights of the LSGAN and feature-matching terms.
     pub adversarial: AdversarialWeights,
     /// Perceptual weight per VGG layer on the warped source (`warp_perceptual`; ignored without VGG weights).
     pub warp_perceptual: [f32; 5],
+    /// The discriminator's optimizer settings.
     pub discriminator_adam: AdamConfig,
+    /// The data-parallel seam: each step's gradients (generator and discriminator) pass through it.
     pub reduce: &'a dyn GradientReduce,
 }
 
@@ -255,8 +268,8 @@ fn resume_full(
     *model = GeneratorModel::new(model.config.clone(), g_weights)?;
     disc.weights = d_weights;
     let step = checkpoint.state.step;
-    let adam_g = Adam::from_state(run.adam.clone(), step, &g_moments).map_err(run_err)?;
-    let adam_d = Adam::from_state(d_adam, step, &d_moments).map_err(run_err)?;
+    let adam_g = Adam::from_state(run.adam.clone(), step, &g_moments).map_err(|e| run_err(e.to_string()))?;
+    let adam_d = Adam::from_state(d_adam, step, &d_moments).map_err(|e| run_err(e.to_string()))?;
     tracing::info!(step, "training: resuming the joint stage");
     Ok((checkpoint.state, adam_g, adam_d))
 }

@@ -55,21 +55,30 @@ const STAGE_TSR: &str = "tsr";
 const STEP_SEED_MIX: u64 = 0xA24B_AED4_963E_E407;
 /// Parameters the official run leaves out of the optimizer.
 pub const FROZEN_PREFIX: &str = "stylegan_decoder.";
+/// Decay of the weight EMA per step (`ema_decay` of the official run).
 pub const EMA_DECAY: f32 = 0.999;
 /// Key prefix of the EMA in the optimizer store of a checkpoint.
 pub const EMA_PREFIX: &str = "ema.";
+/// Starting learning rate of the cosine schedule.
 pub const LR: f32 = 1e-4;
+/// Learning rate the cosine schedule ends at (`eta_min`).
 pub const LR_MIN: f32 = 1e-7;
 /// `CosineAnnealingRestartLR` period of the official run (= its total iterations).
 pub const LR_PERIOD: u64 = 300_000;
+/// Weight of the L1 pixel term.
 pub const PIXEL_WEIGHT: f32 = 0.1;
+/// Weight of the VGG-19 perceptual term.
 pub const PERCEPTUAL_WEIGHT: f32 = 1.0;
+/// Weight of the Gram-matrix style term.
 pub const STYLE_WEIGHT: f32 = 50.0;
 /// Frames per training clip in the official run.
 pub const DEFAULT_FRAMES: usize = 6;
 
+/// Name of the L1 pixel term in a step's report.
 pub const TERM_PIXEL: &str = "pixel";
+/// Name of the perceptual term in a step's report.
 pub const TERM_PERCEPTUAL: &str = "perceptual";
+/// Name of the style term in a step's report.
 pub const TERM_STYLE: &str = "style";
 
 /// The official optimizer: Adam lr 1e-4, betas (0.9, 0.99), no gradient clipping.
@@ -85,17 +94,25 @@ pub fn cosine_lr(step: u64, period: u64) -> f32 {
 
 /// Settings of a `train tsr` run.
 pub struct TsrTraining<'a> {
+    /// The prepared clips, cropped at the network's output size.
     pub dataset: &'a Dataset,
+    /// Where checkpoints go and whence a run resumes.
     pub run_dir: &'a Path,
     /// Steps to reach (a resumed run continues up to here).
     pub steps: u64,
+    /// Consecutive frames per training clip (`DEFAULT_FRAMES` in the official run).
     pub frames: usize,
     /// Clips per step (their mean gradient is applied).
     pub batch: usize,
+    /// Steps of the cosine decay from `LR` to `LR_MIN` (`LR_PERIOD` in the official run).
     pub lr_period: u64,
+    /// Steps between checkpoints (the last step is always checkpointed).
     pub checkpoint_every: u64,
+    /// Seed of the clip, start-frame and flip draws (a resumed run keeps its original one).
     pub seed: u64,
+    /// The perceptual and style losses' network; `None`: L1 alone.
     pub vgg: Option<&'a Vgg19>,
+    /// Where the network, its gradients, the optimizer state and the EMA live.
     pub device: &'a burn::tensor::Device,
     /// Weight of the LSGAN term (0: no discriminator, the released configuration).
     pub gan_weight: f32,
@@ -105,14 +122,19 @@ pub struct TsrTraining<'a> {
 
 /// The discriminator of a TSR run with a GAN term, and its optimizer.
 pub struct TsrGan {
+    /// Its widths and scales.
     pub config: DiscriminatorConfig,
+    /// Its weights under the `discs.` keys.
     pub weights: WeightStore,
+    /// Its optimizer (restored from the checkpoint on resume).
     pub adam: Adam,
 }
 
 /// A training clip: input frames `[n, 3, S/2, S/2]` and ground truth `[n, 3, S, S]`, in [0, 1].
 pub struct TsrClip {
+    /// The network's input frames, `[n, 3, S/2, S/2]`.
     pub lq: HostTensor,
+    /// The frames it should output, `[n, 3, S, S]`.
     pub gt: HostTensor,
 }
 
@@ -297,8 +319,11 @@ pub fn tsr_loss<O: Ops>(
 /// The discriminator's part in a TSR step: its host weights (for leaves not yet resident), its trainer and the
 /// LSGAN weight.
 pub struct GanStep<'a> {
+    /// The discriminator's configuration and host weights.
     pub gan: &'a TsrGan,
+    /// Its device-resident parameters and optimizer.
     pub trainer: &'a mut ResidentTrainer,
+    /// Weight of the LSGAN term in the network's loss.
     pub weight: f32,
 }
 
@@ -512,7 +537,7 @@ fn resume_or_start(
     if let Some(d) = gan {
         d_weights.validate(&super::discriminator::expected_entries(&d.config, model.config.out_size)?)?;
         d.weights = d_weights;
-        d.adam = Adam::from_state(tsr_adam_config(), step, &d_moments).map_err(run_err)?;
+        d.adam = Adam::from_state(tsr_adam_config(), step, &d_moments).map_err(|e| run_err(e.to_string()))?;
     }
     let mut ema = WeightStore::new();
     for (key, t) in optimizer.iter() {
@@ -520,7 +545,7 @@ fn resume_or_start(
             ema.insert(bare.to_owned(), t.clone());
         }
     }
-    let adam = Adam::from_state(tsr_adam_config(), step, &optimizer).map_err(run_err)?;
+    let adam = Adam::from_state(tsr_adam_config(), step, &optimizer).map_err(|e| run_err(e.to_string()))?;
     tracing::info!(step, "training: resuming TSR");
     Ok((ckpt.state, adam, ema))
 }

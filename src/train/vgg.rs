@@ -14,6 +14,7 @@ use crate::tensor::HostTensor;
 
 /// ImageNet normalisation used by torchvision's pretrained models.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// Per-channel (RGB) standard deviation of the same normalisation.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
 /// One step of `features` up to relu5_1: a 3×3 conv (+ReLU) at a torchvision index, or a 2×2 max pool.
@@ -99,6 +100,8 @@ pub struct Vgg19 {
 }
 
 impl Vgg19 {
+    /// Checks `weights` (torchvision keys `features.<i>.weight|bias`) against the layout; every missing or
+    /// misshapen entry is listed in the error.
     pub fn new(weights: WeightStore) -> Result<Self, ModelError> {
         let problems: Vec<String> = expected_entries()
             .into_iter()

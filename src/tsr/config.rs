@@ -12,6 +12,65 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::ModelError;
 
+/// A temporal SR configuration the network cannot be built for.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum TsrConfigError {
+    /// The output side is not a power of two from 8 up.
+    #[error("out_size must be a power of two ≥ {}, got {out_size}", 2 * SEED_SIDE)]
+    OutSize {
+        /// The configured side.
+        out_size: usize,
+    },
+    /// No style features.
+    #[error("num_style_feat must be positive")]
+    NumStyleFeat,
+    /// The width multiplier is not a positive number.
+    #[error("narrow must be a positive number, got {narrow}")]
+    Narrow {
+        /// The configured multiplier.
+        narrow: f64,
+    },
+    /// Another temporal module than the released one.
+    #[error("temp_type `{temp_type}` is not supported (only `{TEMP_TYPE_UNET_WINDOW}`, the released model's)")]
+    TempType {
+        /// The configured type.
+        temp_type: String,
+    },
+    /// A noise setting other than zero or stored.
+    #[error(
+        "randomize_noise {randomize_noise} is not supported (use \"zero\", as released, or false for the stored noise)"
+    )]
+    Noise {
+        /// The configured value, as JSON.
+        randomize_noise: String,
+    },
+    /// `sft_half = false`.
+    #[error("sft_half = false is not supported (the reference cannot run it with temp_type unet_window)")]
+    SftHalf,
+    /// The width multiplier leaves a level without channels.
+    #[error("narrow {narrow} leaves no channels at {side}×{side}")]
+    NoChannels {
+        /// The configured multiplier.
+        narrow: f64,
+        /// The level's side.
+        side: usize,
+    },
+    /// SFT needs the decoder twice as wide as the U-Net.
+    #[error(
+        "narrow {narrow} gives {decoder} decoder channels at {side}×{side}, not twice the U-Net's {unet} as SFT needs"
+    )]
+    SftChannels {
+        /// The configured multiplier.
+        narrow: f64,
+        /// The level's side.
+        side: usize,
+        /// Decoder channels there.
+        decoder: usize,
+        /// U-Net channels there.
+        unet: usize,
+    },
+}
+
 /// The only temporal mixing the released model uses (`temp_type`); the others need modules it does not have.
 pub const TEMP_TYPE_UNET_WINDOW: &str = "unet_window";
 /// `randomize_noise = "zero"`: the StyleGAN2 noise inputs are zeros (the released setting; deterministic).
@@ -40,32 +99,48 @@ pub enum NoiseMode {
 /// Arguments of `GFPGANv1Clean_UnetWindow`. Field names are the Python argument names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TsrConfig {
+    /// Label of the configuration (`official`, `tiny`, or a JSON file's stem); not a constructor argument, so
+    /// `to_json` leaves it out, and the network ignores it.
     #[serde(default = "default_name", skip_serializing)]
     pub name: String,
+    /// Side of the square output frames, px (512 released); a power of two ≥ 8. Inputs are this side or half of it.
     pub out_size: usize,
+    /// Length of one StyleGAN2 latent (the style feature width).
     #[serde(default = "default_num_style_feat")]
     pub num_style_feat: usize,
+    /// StyleGAN2 width multiplier of the 64² and finer levels.
     #[serde(default = "default_channel_multiplier")]
     pub channel_multiplier: usize,
+    /// Linear layers of the StyleGAN2 style MLP (skipped when `input_is_latent`).
     #[serde(default = "default_num_mlp")]
     pub num_mlp: usize,
+    /// Whether the U-Net's style code is used as the latents directly, without normalisation and the style MLP.
     #[serde(default)]
     pub input_is_latent: bool,
+    /// Whether every StyleGAN2 layer gets its own latent (`num_latent` of them) rather than one shared latent.
     #[serde(default)]
     pub different_w: bool,
+    /// Width multiplier (> 0) of the decoder's channel table; the U-Net uses half of it.
     #[serde(default = "default_narrow")]
     pub narrow: f64,
+    /// Whether SFT modulates only the second half of the decoder's channels; must be `true`.
     #[serde(default)]
     pub sft_half: bool,
+    /// The noise setting as the Python constructor takes it: `"zero"` (released) or `false` (stored buffers); read
+    /// it through `noise_mode`.
     #[serde(default = "default_randomize_noise")]
     pub randomize_noise: serde_json::Value,
+    /// The temporal mixing module; must be `TEMP_TYPE_UNET_WINDOW`.
     #[serde(default = "default_temp_type")]
     pub temp_type: String,
     // Training-time switches: accepted so official files load, without effect on the forward pass.
+    /// Training: keep the StyleGAN2 decoder frozen. No effect on the forward pass.
     #[serde(default = "default_true")]
     pub fix_decoder: bool,
+    /// Training: also return the intermediate RGB images. No effect on the forward pass.
     #[serde(default = "default_true")]
     pub return_rgb: bool,
+    /// Training: the reference constructor's initialisation switch. No effect on the forward pass.
     #[serde(default = "default_true")]
     pub zero_out_init: bool,
 }
@@ -133,6 +208,8 @@ impl TsrConfig {
         }
     }
 
+    /// Reads and validates a JSON file (bare constructor arguments or under `constructor`); a config without a
+    /// `name` is named after the file's stem.
     pub fn from_json_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io { path: path.into(), source })?;
         let mut cfg = Self::from_json_str(&text, &path.display().to_string())?;
@@ -150,7 +227,7 @@ impl TsrConfig {
             value = inner.take();
         }
         let cfg: TsrConfig = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
-        cfg.validate().map_err(|reason| ModelError::Config { origin: origin.to_owned(), reason })?;
+        cfg.validate().map_err(|e| ModelError::Config { origin: origin.to_owned(), reason: e.to_string() })?;
         Ok(cfg)
     }
 
@@ -159,52 +236,46 @@ impl TsrConfig {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    fn validate(&self) -> Result<(), String> {
+    fn validate(&self) -> Result<(), TsrConfigError> {
         if !self.out_size.is_power_of_two() || self.out_size < 2 * SEED_SIDE {
-            return Err(format!("out_size must be a power of two ≥ {}, got {}", 2 * SEED_SIDE, self.out_size));
+            return Err(TsrConfigError::OutSize { out_size: self.out_size });
         }
         if self.num_style_feat == 0 {
-            return Err("num_style_feat must be positive".into());
+            return Err(TsrConfigError::NumStyleFeat);
         }
         if !(self.narrow.is_finite() && self.narrow > 0.0) {
-            return Err(format!("narrow must be a positive number, got {}", self.narrow));
+            return Err(TsrConfigError::Narrow { narrow: self.narrow });
         }
         if self.temp_type != TEMP_TYPE_UNET_WINDOW {
-            return Err(format!(
-                "temp_type `{}` is not supported (only `{TEMP_TYPE_UNET_WINDOW}`, the released model's)",
-                self.temp_type
-            ));
+            return Err(TsrConfigError::TempType { temp_type: self.temp_type.clone() });
         }
         self.noise_mode()?;
         if !self.sft_half {
             // The reference sizes its up-path temporal windows for 2× channels then, and its forward fails.
-            return Err(
-                "sft_half = false is not supported (the reference cannot run it with temp_type unet_window)".into()
-            );
+            return Err(TsrConfigError::SftHalf);
         }
         for side in (SEED_LOG2..=self.log_size()).map(|l| 1usize << l) {
             if self.unet_channels(side) == 0 {
-                return Err(format!("narrow {} leaves no channels at {side}×{side}", self.narrow));
+                return Err(TsrConfigError::NoChannels { narrow: self.narrow, side });
             }
             if side > SEED_SIDE && self.decoder_channels(side) != 2 * self.unet_channels(side) {
-                return Err(format!(
-                    "narrow {} gives {} decoder channels at {side}×{side}, not twice the U-Net's {} as SFT needs",
-                    self.narrow,
-                    self.decoder_channels(side),
-                    self.unet_channels(side)
-                ));
+                return Err(TsrConfigError::SftChannels {
+                    narrow: self.narrow,
+                    side,
+                    decoder: self.decoder_channels(side),
+                    unet: self.unet_channels(side),
+                });
             }
         }
         Ok(())
     }
 
-    pub fn noise_mode(&self) -> Result<NoiseMode, String> {
+    /// How the network's noise inputs are set.
+    pub fn noise_mode(&self) -> Result<NoiseMode, TsrConfigError> {
         match &self.randomize_noise {
             serde_json::Value::String(s) if s == NOISE_ZERO => Ok(NoiseMode::Zero),
             serde_json::Value::Bool(false) => Ok(NoiseMode::Stored),
-            other => Err(format!(
-                "randomize_noise {other} is not supported (use \"zero\", as released, or false for the stored noise)"
-            )),
+            other => Err(TsrConfigError::Noise { randomize_noise: other.to_string() }),
         }
     }
 

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod net;
+pub mod precision_check;
 pub mod runner;
 pub mod staged_stream;
 pub mod stream;

@@ -33,9 +33,11 @@ const STYLE_NORM_EPS: f32 = 1e-8;
 pub fn tap_window_down_delta(i: usize) -> String {
     format!("inter.window_down{i}_delta")
 }
+/// Tap: the SFT scale map of up level `i`.
 pub fn tap_condition_scale(i: usize) -> String {
     format!("inter.condition_scale{i}")
 }
+/// Tap: the SFT shift map of up level `i`.
 pub fn tap_condition_shift(i: usize) -> String {
     format!("inter.condition_shift{i}")
 }
@@ -380,7 +382,9 @@ pub fn tsr_forward_from<O: Ops>(
     range: InputRange,
 ) -> Result<O::T, ModelError> {
     declare_layout(ops, cfg)?;
-    if cfg.noise_mode().map_err(|reason| ModelError::Config { origin: cfg.name.clone(), reason })? != NoiseMode::Zero {
+    if cfg.noise_mode().map_err(|e| ModelError::Config { origin: cfg.name.clone(), reason: e.to_string() })?
+        != NoiseMode::Zero
+    {
         return Err(ModelError::Config { origin: cfg.name.clone(), reason: "only zero noise is implemented".into() });
     }
     let shape = ops.shape(frames);

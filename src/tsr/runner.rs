@@ -38,16 +38,20 @@ pub fn expected_entries(cfg: &TsrConfig) -> Result<Vec<ExpectedEntry>, ModelErro
 /// A TSR configuration with weights that match it.
 #[derive(Clone, Debug)]
 pub struct TsrModel {
+    /// The constructor arguments the network is built with.
     pub config: TsrConfig,
+    /// Weights holding every entry the architecture declares for `config`, with those shapes (checked by `new`).
     pub weights: WeightStore,
 }
 
 impl TsrModel {
+    /// Pairs a config with weights after checking every key and shape.
     pub fn new(config: TsrConfig, weights: WeightStore) -> Result<Self, ModelError> {
         weights.validate(&expected_entries(&config)?)?;
         Ok(Self { config, weights })
     }
 
+    /// Reads a safetensors weight file and pairs it with `config` (checked as in `new`).
     pub fn load(config: TsrConfig, path: &Path) -> Result<Self, ModelError> {
         Self::new(config, WeightStore::load_safetensors(path)?)
     }
@@ -62,7 +66,10 @@ impl TsrModel {
 /// Executor settings for the TSR engine.
 #[derive(Clone, Debug)]
 pub struct TsrOptions {
+    /// Which executor runs the network (ONNX Runtime by default).
     pub executor: ExecutorKind,
+    /// The device asked for: ONNX Runtime falls back to the CPU when CUDA is unusable, burn refuses a device it
+    /// cannot open; `auto` takes CUDA GPU 0 when usable.
     pub device: Device,
     /// Intra-op threads (ONNX Runtime); 0 lets the runtime decide.
     pub threads: usize,
@@ -107,6 +114,8 @@ pub struct TsrRunner {
 }
 
 impl TsrRunner {
+    /// Binds `model` to the executor and device of `opts`. ONNX sessions are built lazily, one per batch geometry
+    /// (frames per call, input side), on first use.
     pub fn new(model: TsrModel, opts: TsrOptions) -> Result<Self, ModelError> {
         let placement = match opts.executor {
             ExecutorKind::Burn => {
@@ -124,10 +133,12 @@ impl TsrRunner {
         &self.placement
     }
 
+    /// The model's configuration.
     pub fn config(&self) -> &TsrConfig {
         &self.model.config
     }
 
+    /// The executor running the batches.
     pub fn executor(&self) -> ExecutorKind {
         self.opts.executor
     }

@@ -26,6 +26,7 @@ pub const DEFAULT_HISTORY: usize = 1;
 pub struct StreamOutput<Tag> {
     /// `[3, S, S]`, about [0, 1] (not clamped, as the reference).
     pub image: HostTensor,
+    /// The tag the frame was pushed with.
     pub tag: Tag,
 }
 
@@ -38,6 +39,7 @@ pub struct TsrStream<Tag> {
 }
 
 impl<Tag: Clone> TsrStream<Tag> {
+    /// An empty stream whose windows hold `history` past frames besides the current and the next one.
     pub fn new(history: usize) -> Self {
         Self { history, window: VecDeque::with_capacity(history + 2), batch: Vec::new() }
     }

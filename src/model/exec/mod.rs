@@ -38,6 +38,7 @@ impl FromStr for ExecutorKind {
 }
 
 impl ExecutorKind {
+    /// The name `from_str` accepts (`ort` or `burn`), as the CLI and reports spell it.
     pub fn name(self) -> &'static str {
         match self {
             Self::Ort => "ort",

@@ -221,6 +221,7 @@ pub struct ShapeOps {
 }
 
 impl ShapeOps {
+    /// A recorder with no entries and no error yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -230,6 +231,7 @@ impl ShapeOps {
         &self.entries
     }
 
+    /// The entries requested, in request order, consuming the recorder.
     pub fn into_entries(self) -> Vec<ExpectedEntry> {
         self.entries
     }

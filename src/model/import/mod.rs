@@ -7,6 +7,7 @@
 
 mod error;
 pub mod pickle;
+pub mod plain;
 pub mod torch;
 
 pub use error::TorchCheckpointError;

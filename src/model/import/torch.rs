@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{Cursor, Read};
 use std::path::Path;
 
-use super::error::TorchCheckpointError;
+use super::error::{TensorLayoutError, TorchCheckpointError};
 use super::pickle::{Machine, TensorRef, Value, op};
 use crate::tensor::HostTensor;
 
@@ -155,22 +155,19 @@ fn select_state_dict(root: &Value, select: &StateDictSelect) -> Result<Vec<(Stri
 }
 
 /// Copies a (possibly strided) tensor view out of its storage bytes into a contiguous f32 tensor.
-fn materialize(t: &TensorRef, raw: &[u8]) -> Result<HostTensor, String> {
+fn materialize(t: &TensorRef, raw: &[u8]) -> Result<HostTensor, TensorLayoutError> {
     let elem = t.storage.dtype.size();
     let storage_len = raw.len() / elem;
-    let count = t.size.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or("tensor size overflows")?;
+    let count = t.size.iter().try_fold(1usize, |a, d| a.checked_mul(*d)).ok_or(TensorLayoutError::SizeOverflow)?;
     if count > 0 {
         let extent = t
             .size
             .iter()
             .zip(&t.stride)
             .try_fold(t.offset, |acc, (d, s)| (d - 1).checked_mul(*s).and_then(|x| acc.checked_add(x)))
-            .ok_or("tensor extent overflows")?;
+            .ok_or(TensorLayoutError::ExtentOverflow)?;
         if extent >= storage_len {
-            return Err(format!(
-                "view reaches element {extent} but its storage `{}` holds {storage_len}",
-                t.storage.key
-            ));
+            return Err(TensorLayoutError::OutsideStorage { extent, storage: t.storage.key.clone(), storage_len });
         }
     }
     let mut data = Vec::with_capacity(count);
@@ -186,7 +183,7 @@ fn materialize(t: &TensorRef, raw: &[u8]) -> Result<HostTensor, String> {
             index[axis] = 0;
         }
     }
-    HostTensor::new(t.size.clone(), data).map_err(|e| e.to_string())
+    Ok(HostTensor::new(t.size.clone(), data)?)
 }
 
 #[cfg(test)]

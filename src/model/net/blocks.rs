@@ -18,8 +18,11 @@ pub const HEAD_LRELU_SLOPE: f32 = 0.1;
 /// Convolution geometry: kernel side, stride and padding.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvGeom {
+    /// Side of the square kernel, px.
     pub kernel: usize,
+    /// Step between output samples, px (2 halves the resolution).
     pub stride: usize,
+    /// Zero padding added on every side, px.
     pub pad: usize,
 }
 

@@ -45,6 +45,7 @@ pub struct WarpOutputs<T> {
 /// Everything the generator produces for one frame.
 #[derive(Clone, Debug)]
 pub struct GeneratorOutputs<T> {
+    /// The warping stage's outputs (deformation, flow, occlusion, warped source).
     pub warp: WarpOutputs<T>,
     /// `[1, 3, S, S]` refined frame in [-1, 1].
     pub prediction: T,
@@ -59,12 +60,17 @@ pub const INPUT_NAMES: [&str; 6] = [
     "input.driving_ldmk",
     "input.src_id",
 ];
-/// Tensor names of the generator's outputs.
+/// Tensor name of `WarpOutputs::deformation`.
 pub const OUTPUT_DEFORMATION: &str = "warp.deformation";
+/// Tensor name of `WarpOutputs::flow`.
 pub const OUTPUT_FLOW: &str = "warp.flow";
+/// Tensor name of `WarpOutputs::occlusion_map`.
 pub const OUTPUT_OCCLUSION: &str = "warp.occlusion_map";
+/// Tensor name of `WarpOutputs::deformed`.
 pub const OUTPUT_DEFORMED: &str = "warp.deformed";
+/// Tensor name of `GeneratorOutputs::prediction`, the refined frame.
 pub const OUTPUT_PREDICTION: &str = "refine.prediction";
+/// Tensor names of the generator's outputs (fixture and CLI names), warp first, in `output_shapes` order.
 pub const OUTPUT_NAMES: [&str; 5] =
     [OUTPUT_DEFORMATION, OUTPUT_FLOW, OUTPUT_OCCLUSION, OUTPUT_DEFORMED, OUTPUT_PREDICTION];
 

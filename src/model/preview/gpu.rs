@@ -23,21 +23,29 @@ const OPAQUE: u8 = 255;
 /// Why the GPU path is not available.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
+    /// wgpu found no adapter (no GPU driver and no software rasteriser); the text is wgpu's reason.
     #[error("no wgpu adapter: {0}")]
     NoAdapter(String),
+    /// The adapter refused to open a device; the text is wgpu's reason.
     #[error("the wgpu device could not be created: {0}")]
     NoDevice(String),
+    /// Mapping the rendered frame for reading failed (e.g. the device was lost).
     #[error("reading the frame back failed: {0}")]
     Readback(String),
+    /// The mesh or the frame's inputs are invalid, as on the CPU path.
     #[error(transparent)]
     Preview(#[from] PreviewError),
 }
 
 /// A device and queue for offscreen work, with the adapter's name for display.
 pub struct GpuContext {
+    /// The logical device that owns every buffer and texture made from this context.
     pub device: wgpu::Device,
+    /// The device's command queue.
     pub queue: wgpu::Queue,
+    /// The adapter's name followed by its backend in parentheses, e.g. `… (Vulkan)`, for display.
     pub adapter_name: String,
+    /// Whether the adapter is a CPU (software) rasteriser such as lavapipe.
     pub is_software: bool,
 }
 
@@ -213,6 +221,7 @@ impl GpuMeshWarp {
         }
     }
 
+    /// The portrait being driven.
     pub fn portrait(&self) -> &RgbImage {
         self.mesh.portrait()
     }

@@ -19,14 +19,32 @@ const ANCHORS_PER_SIDE: usize = 4;
 /// Tolerance of the inside test, in barycentric units, so pixels on shared edges are not missed.
 const EDGE_EPS: f32 = 1e-4;
 
+/// Why a portrait cannot be meshed or a frame cannot be warped.
 #[derive(Debug, thiserror::Error)]
 pub enum PreviewError {
+    /// Fewer than 3 of the portrait's landmarks are finite, so there is no face to mesh; the value is how many are.
     #[error("the portrait has {0} usable landmarks; at least 3 are needed to build a mesh")]
     TooFewLandmarks(usize),
+    /// The driving frame has another number of landmarks than the portrait the mesh was built from.
     #[error("driving landmarks: {actual} points for a portrait mesh of {expected}")]
-    LandmarkCount { expected: usize, actual: usize },
+    LandmarkCount {
+        /// The portrait's landmark count.
+        expected: usize,
+        /// Landmarks in the driving frame.
+        actual: usize,
+    },
+    /// The caller's output image is not the portrait's size.
     #[error("output image is {actual_w}×{actual_h}, the portrait is {expected_w}×{expected_h}")]
-    OutputSize { expected_w: u32, expected_h: u32, actual_w: u32, actual_h: u32 },
+    OutputSize {
+        /// The portrait's width, px.
+        expected_w: u32,
+        /// The portrait's height, px.
+        expected_h: u32,
+        /// The output image's width, px.
+        actual_w: u32,
+        /// The output image's height, px.
+        actual_h: u32,
+    },
 }
 
 /// A portrait prepared for mesh-warp driving.
@@ -65,10 +83,12 @@ impl MeshWarp {
         Ok(Self { portrait, landmark_count: landmarks.len(), source, triangles, target })
     }
 
+    /// The portrait the mesh samples from.
     pub fn portrait(&self) -> &RgbImage {
         &self.portrait
     }
 
+    /// The mesh's triangles, as indices into `source` (and into the per-frame targets).
     pub fn triangles(&self) -> &[Triangle] {
         &self.triangles
     }

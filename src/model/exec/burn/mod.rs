@@ -25,16 +25,20 @@ const MAX_RANK: usize = 4;
 /// Right-aligned padding makes burn's size-1 broadcasting coincide with NumPy's for mixed ranks.
 #[derive(Clone, Debug)]
 pub struct BurnValue {
+    /// The padded 4-D tensor; its leading `4 - rank` dims are 1.
     pub t: Tensor<MAX_RANK>,
+    /// The logical rank, 1..=4.
     pub rank: usize,
 }
 
 impl BurnValue {
+    /// Wraps a padded 4-D tensor whose last `rank` dims are the logical shape (`rank` in 1..=4).
     pub fn new(t: Tensor<MAX_RANK>, rank: usize) -> Self {
         debug_assert!((1..=MAX_RANK).contains(&rank), "rank {rank} outside 1..=4");
         Self { t, rank }
     }
 
+    /// The logical shape (the last `rank` dims).
     pub fn shape(&self) -> Vec<usize> {
         self.t.dims()[MAX_RANK - self.rank..].to_vec()
     }
@@ -145,10 +149,12 @@ impl<'s> BurnExec<'s> {
         self
     }
 
+    /// The intermediates recorded since the last call, by tap name, leaving none behind (empty when taps are off).
     pub fn take_taps(&mut self) -> BTreeMap<String, HostTensor> {
         self.taps.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// The burn device every value and parameter leaf lives on.
     pub fn device(&self) -> &Device {
         &self.device
     }
